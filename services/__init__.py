@@ -1,0 +1,1 @@
+"""rectune services: embedding, scoring, policy, metrics (and the loadgen)."""

@@ -1,0 +1,1 @@
+"""Shared runtime of every rectune service: server bootstrap, settings, errors, clients."""

@@ -1,0 +1,147 @@
+"""Outgoing calls: channels with a deadline on every call, retries for idempotent RPCs.
+
+Two layers of retry, for two kinds of failure:
+- the channel's retry policy (gRPC service config) retries idempotent RPCs on
+  UNAVAILABLE transparently, a few times within the call's deadline;
+- ``retry_unavailable`` (tenacity) retries a whole application-level operation over a
+  longer horizon, for example a start-up that waits for a dependency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import tenacity
+
+from services.common.contracts import IDEMPOTENT_METHODS
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to reach another rectune service."""
+
+    deadline_seconds: float = 5.0
+    token: str = ""
+    ca_cert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    max_attempts: int = 4
+
+
+def retry_service_config(methods: Mapping[str, Sequence[str]], max_attempts: int) -> str:
+    """gRPC service config retrying the given methods on UNAVAILABLE with backoff."""
+    names = [{"service": service, "method": method} for service, names in methods.items() for method in names]
+    config = {
+        "methodConfig": [
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    return json.dumps(config)
+
+
+class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+    def __init__(self, base: grpc.ClientCallDetails, timeout: float | None, metadata: Any) -> None:
+        self.method = base.method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = base.wait_for_ready
+        self.compression = base.compression
+
+
+class DefaultsInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Gives every call a deadline if it has none, and the bearer token if configured."""
+
+    def __init__(self, deadline_seconds: float, token: str) -> None:
+        self._deadline = deadline_seconds
+        self._auth = ("authorization", f"Bearer {token}") if token else None
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        timeout = details.timeout if details.timeout is not None else self._deadline
+        metadata = list(details.metadata or [])
+        if self._auth is not None:
+            metadata.append(self._auth)
+        return _CallDetails(details, timeout, metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+
+def _channel_credentials(options: ClientOptions) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(options.ca_cert).read_bytes(),
+        private_key=Path(options.client_key).read_bytes() if options.client_key else None,
+        certificate_chain=Path(options.client_cert).read_bytes() if options.client_cert else None,
+    )
+
+
+def make_channel(address: str, options: ClientOptions | None = None) -> grpc.Channel:
+    """A channel to ``host:port`` with deadlines, retries and optional TLS and token."""
+    options = options or ClientOptions()
+    channel_options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", retry_service_config(IDEMPOTENT_METHODS, options.max_attempts)),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    if options.ca_cert:
+        channel = grpc.secure_channel(address, _channel_credentials(options), options=channel_options)
+    else:
+        channel = grpc.insecure_channel(address, options=channel_options)
+    return grpc.intercept_channel(channel, DefaultsInterceptor(options.deadline_seconds, options.token))
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def retry_unavailable(
+    attempts: int = 5, max_wait_seconds: float = 2.0
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator: retry an idempotent operation while its peer answers UNAVAILABLE."""
+    return tenacity.retry(
+        retry=tenacity.retry_if_exception(is_unavailable),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential_jitter(initial=0.1, max=max_wait_seconds),
+        reraise=True,
+    )
+
+
+def client_options_from(settings: Any) -> ClientOptions:
+    """Outgoing-call options from a service's ServerSettings (client_* fields)."""
+    return ClientOptions(
+        deadline_seconds=settings.client_deadline_seconds,
+        token=settings.client_token,
+        ca_cert=settings.client_ca,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+    )

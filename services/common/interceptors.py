@@ -1,0 +1,153 @@
+"""Server interceptors: the one place where domain errors become gRPC statuses, and auth.
+
+Servicers and domain code raise ``RectuneError`` subclasses; ``ErrorInterceptor`` turns
+them into ``context.abort(code, message)``. Anything unexpected is logged with its
+traceback under an error id and answered INTERNAL with only that id: never a stack
+trace to the client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+import structlog
+
+from services.common.errors import PermissionDenied, RectuneError, Unauthenticated
+
+log = structlog.get_logger(__name__)
+
+Behavior = Callable[..., Any]
+HandlerContinuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None]
+
+# Health checks must work without credentials: Kubernetes probes carry none.
+AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def _rebuild_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap_unary: Callable[[Behavior], Behavior],
+    wrap_streaming: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped; unary and streaming responses differ."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), **serializers)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap_streaming(handler.unary_stream), **serializers)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **serializers)
+    return grpc.stream_stream_rpc_method_handler(wrap_streaming(handler.stream_stream), **serializers)
+
+
+def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
+    if isinstance(exc, RectuneError):
+        log.info("rpc_error", code=exc.code.name, message=exc.message)
+        context.abort(exc.code, exc.message)
+    if isinstance(exc, NotImplementedError):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    if context.code() not in (None, grpc.StatusCode.OK):
+        # The handler already chose a status (context.abort raises a bare Exception).
+        raise exc
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unexpected_error", error_id=error_id, exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {error_id}); see the server log")
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Maps exceptions raised by handlers to statuses, and binds the method into the log context."""
+
+    def intercept_service(
+        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def wrap_unary(behavior: Behavior) -> Behavior:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                with structlog.contextvars.bound_contextvars(rpc=method):
+                    try:
+                        return behavior(request, context)
+                    except Exception as exc:
+                        _abort_for_exception(exc, context, method)
+
+            return guarded
+
+        def wrap_streaming(behavior: Behavior) -> Behavior:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with structlog.contextvars.bound_contextvars(rpc=method):
+                    try:
+                        yield from behavior(request, context)
+                    except Exception as exc:
+                        _abort_for_exception(exc, context, method)
+
+            return guarded
+
+        return _rebuild_handler(handler, wrap_unary, wrap_streaming)
+
+
+def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return None
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer <token>`` on every RPC but health checks.
+
+    With an admin token configured, the methods in ``admin_methods`` (those that change
+    arms and settings) accept only the admin token; every other method accepts either.
+    """
+
+    def __init__(self, token: str, admin_token: str = "", admin_methods: Iterable[str] = ()) -> None:
+        if not token:
+            raise ValueError("token: must not be empty when auth is on")
+        self._token = token.encode()
+        self._admin_token = admin_token.encode()
+        self._admin_methods = frozenset(admin_methods)
+
+    def _rejection(self, method: str, presented: str | None) -> RectuneError | None:
+        if presented is None:
+            return Unauthenticated("authorization: missing bearer token (metadata 'authorization: Bearer <token>')")
+        token = presented.encode()
+        is_admin = bool(self._admin_token) and hmac.compare_digest(token, self._admin_token)
+        if method in self._admin_methods and self._admin_token:
+            return None if is_admin else PermissionDenied(f"{method} requires the admin token")
+        if is_admin or hmac.compare_digest(token, self._token):
+            return None
+        return Unauthenticated("authorization: bearer token is not valid")
+
+    def intercept_service(
+        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = continuation(handler_call_details)
+        if handler is None or method.startswith(AUTH_EXEMPT_PREFIXES):
+            return handler
+        rejection = self._rejection(method, _bearer_token(handler_call_details.invocation_metadata))
+        if rejection is None:
+            return handler
+
+        def refuse_unary(_behavior: Behavior) -> Behavior:
+            def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+                context.abort(rejection.code, rejection.message)
+
+            return refuse
+
+        def refuse_streaming(_behavior: Behavior) -> Behavior:
+            def refuse(_request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                context.abort(rejection.code, rejection.message)
+                yield  # pragma: no cover - abort raises; this makes the function a generator
+
+            return refuse
+
+        return _rebuild_handler(handler, refuse_unary, refuse_streaming)

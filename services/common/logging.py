@@ -1,0 +1,31 @@
+"""structlog configuration. Called once, by entrypoints only; library code just logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """JSON lines to stdout in services; a readable console format on a terminal."""
+    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if not use_console else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # gRPC and other libraries log through the standard library: keep their warnings.
+    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)

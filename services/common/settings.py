@@ -1,0 +1,92 @@
+"""Settings shared by every service: where to listen, TLS, auth, logging, outgoing calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import SettingsError, option
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How a rectune service listens and logs."""
+
+    port: int = option(env="PORT", default=0, help="port to listen on; 0 picks a free one and logs it")
+    host: str = option(
+        env="RECTUNE_HOST", default="127.0.0.1",
+        help="address to bind; 0.0.0.0 in containers (then turn auth on)",
+    )
+    grace_seconds: float = option(
+        env="RECTUNE_GRACE_SECONDS", default=10.0,
+        help="on SIGTERM, in-flight RPCs get this long to finish",
+    )
+    max_workers: int = option(env="RECTUNE_MAX_WORKERS", default=16, help="threads serving RPCs")
+    tls_cert: str = option(env="RECTUNE_TLS_CERT", default="", help="PEM server certificate; enables TLS")
+    tls_key: str = option(env="RECTUNE_TLS_KEY", default="", help="PEM private key of --tls-cert")
+    tls_client_ca: str = option(
+        env="RECTUNE_TLS_CLIENT_CA", default="",
+        help="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
+    )
+    auth_token: str = option(
+        env="RECTUNE_AUTH_TOKEN", default="",
+        help="when set, every RPC but health checks needs 'authorization: Bearer <token>'",
+    )
+    admin_token: str = option(
+        env="RECTUNE_ADMIN_TOKEN", default="",
+        help="when set, arm- and settings-changing RPCs accept only this token",
+    )
+    log_format: str = option(
+        env="RECTUNE_LOG_FORMAT", default="auto", help="json, console, or auto (console on a terminal)"
+    )
+    log_level: str = option(env="RECTUNE_LOG_LEVEL", default="info", help="debug, info, warning, error")
+    # Outgoing calls to other rectune services.
+    client_deadline_seconds: float = option(
+        env="RECTUNE_CLIENT_DEADLINE_SECONDS", default=5.0,
+        help="deadline of outgoing calls that set none themselves",
+    )
+    client_token: str = option(
+        env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls"
+    )
+    client_ca: str = option(
+        env="RECTUNE_CLIENT_CA", default="", help="PEM CA bundle to verify servers; enables TLS on outgoing calls"
+    )
+    client_cert: str = option(env="RECTUNE_CLIENT_CERT", default="", help="PEM client certificate (mTLS)")
+    client_key: str = option(env="RECTUNE_CLIENT_KEY", default="", help="PEM key of --client-cert")
+
+    def __post_init__(self) -> None:
+        check_server_settings(self)
+
+
+_LOG_FORMATS = ("auto", "json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def check_server_settings(settings: ServerSettings) -> None:
+    """Refuse combinations that cannot work, naming the flag and the rule."""
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"--port (env PORT): must be between 0 and 65535, got {settings.port}")
+    if settings.grace_seconds < 0:
+        raise SettingsError(f"--grace-seconds: must be >= 0, got {settings.grace_seconds}")
+    if settings.max_workers < 1:
+        raise SettingsError(f"--max-workers: must be >= 1, got {settings.max_workers}")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("--tls-cert and --tls-key: set both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise SettingsError("--tls-client-ca: needs --tls-cert and --tls-key (mTLS runs over TLS)")
+    if bool(settings.client_cert) != bool(settings.client_key):
+        raise SettingsError("--client-cert and --client-key: set both or neither")
+    if settings.admin_token and not settings.auth_token:
+        raise SettingsError("--admin-token: needs --auth-token (the token for non-admin RPCs)")
+    if settings.log_format not in _LOG_FORMATS:
+        raise SettingsError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}")
+    if settings.log_level not in _LOG_LEVELS:
+        raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
+    if settings.client_deadline_seconds <= 0:
+        raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
+
+
+def check_address(flag: str, env: str, address: str) -> None:
+    """A peer address must be host:port with a numeric port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise SettingsError(f"{flag} (env {env}): must be host:port with a port in 1..65535, got {address!r}")

@@ -1,0 +1,1 @@
+"""EmbeddingService: the BERT-family encoder shared by every strategy."""

@@ -1,0 +1,1 @@
+"""MetricsService: durable event store and per-arm statistics."""

@@ -1,0 +1,1 @@
+"""PolicyService: the bandit over configuration arms that applications call."""

@@ -1,0 +1,1 @@
+"""ScoringService: catalogue, interactions, strategies, ranking and offline evaluation."""
