@@ -55,7 +55,7 @@ def retry_service_config(methods: Mapping[str, Sequence[str]], max_attempts: int
     return json.dumps(config)
 
 
-class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(grpc.ClientCallDetails):
     def __init__(self, base: grpc.ClientCallDetails, timeout: float | None, metadata: Any) -> None:
         self.method = base.method
         self.timeout = timeout
@@ -66,10 +66,10 @@ class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 class DefaultsInterceptor(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
     """Gives every call a deadline if it has none, and the bearer token if configured."""
 
@@ -131,7 +131,7 @@ def retry_unavailable(
     return tenacity.retry(
         retry=tenacity.retry_if_exception(is_unavailable),
         stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential_jitter(initial=0.1, max=max_wait_seconds),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=max_wait_seconds),
         reraise=True,
     )
 

@@ -82,7 +82,9 @@ def load_settings(
     parser = argparse.ArgumentParser(prog=prog, description=settings_class.__doc__)
     for field in fields:
         parser.add_argument(
-            _flag(field), dest=field.name, default=None,
+            _flag(field),
+            dest=field.name,
+            default=None,
             help=f"{field.metadata['help']} [env {field.metadata['env']}; default {field.default!r}]",
         )
     flags = parser.parse_args(argv)

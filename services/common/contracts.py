@@ -13,12 +13,20 @@ METRICS_SERVICE = f"{PACKAGE}.MetricsService"
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
     EMBEDDING_SERVICE: ("EmbedTexts", "EncodeUser", "GetModelInfo"),
     SCORING_SERVICE: (
-        "UpsertItems", "RankItems", "ScoreItems", "FitConfiguration",
-        "EvaluateConfiguration", "DescribeSearchSpace",
+        "UpsertItems",
+        "RankItems",
+        "ScoreItems",
+        "FitConfiguration",
+        "EvaluateConfiguration",
+        "DescribeSearchSpace",
     ),
     POLICY_SERVICE: ("Recommend", "RecordFeedback", "ListArms", "GetPolicySettings"),
     METRICS_SERVICE: (
-        "RecordEvents", "RecordDecisions", "GetArmStats", "GetTimeSeries", "ExportDecisions",
+        "RecordEvents",
+        "RecordDecisions",
+        "GetArmStats",
+        "GetTimeSeries",
+        "ExportDecisions",
     ),
 }
 

@@ -7,6 +7,9 @@ rule that failed, for example ``k: must be between 1 and 1682, got 0``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NoReturn
+
 import grpc
 
 
@@ -68,3 +71,12 @@ class Unimplemented(RectuneError):
 
     def __init__(self, rpc: str, issue: str) -> None:
         super().__init__(f"{rpc} is not implemented yet (tracked in {issue})")
+
+
+def pending_rpc(rpc: str, issue: str) -> Callable[..., NoReturn]:
+    """A servicer method for an RPC of the contract that is not built yet: UNIMPLEMENTED."""
+
+    def not_yet(*_args: Any) -> NoReturn:
+        raise Unimplemented(rpc, issue)
+
+    return not_yet

@@ -9,6 +9,7 @@ trace to the client.
 from __future__ import annotations
 
 import hmac
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
@@ -21,17 +22,17 @@ from services.common.errors import PermissionDenied, RectuneError, Unauthenticat
 log = structlog.get_logger(__name__)
 
 Behavior = Callable[..., Any]
-HandlerContinuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None]
+HandlerContinuation = Callable[[grpc.HandlerCallDetails], "grpc.RpcMethodHandler[Any, Any] | None"]
 
 # Health checks must work without credentials: Kubernetes probes carry none.
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
 def _rebuild_handler(
-    handler: grpc.RpcMethodHandler,
+    handler: grpc.RpcMethodHandler[Any, Any],
     wrap_unary: Callable[[Behavior], Behavior],
     wrap_streaming: Callable[[Behavior], Behavior],
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler with its behaviour wrapped; unary and streaming responses differ."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
@@ -43,7 +44,8 @@ def _rebuild_handler(
         return grpc.unary_stream_rpc_method_handler(wrap_streaming(handler.unary_stream), **serializers)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **serializers)
-    return grpc.stream_stream_rpc_method_handler(wrap_streaming(handler.stream_stream), **serializers)
+    stream_stream = typing.cast(Behavior, handler.stream_stream)
+    return grpc.stream_stream_rpc_method_handler(wrap_streaming(stream_stream), **serializers)
 
 
 def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
@@ -52,7 +54,7 @@ def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: 
         context.abort(exc.code, exc.message)
     if isinstance(exc, NotImplementedError):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
-    if context.code() not in (None, grpc.StatusCode.OK):
+    if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]
         # The handler already chose a status (context.abort raises a bare Exception).
         raise exc
     error_id = uuid.uuid4().hex[:12]
@@ -60,12 +62,12 @@ def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: 
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {error_id}); see the server log")
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Maps exceptions raised by handlers to statuses, and binds the method into the log context."""
 
     def intercept_service(
         self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
@@ -101,7 +103,7 @@ def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | N
     return None
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Requires ``authorization: Bearer <token>`` on every RPC but health checks.
 
     With an admin token configured, the methods in ``admin_methods`` (those that change
@@ -117,7 +119,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _rejection(self, method: str, presented: str | None) -> RectuneError | None:
         if presented is None:
-            return Unauthenticated("authorization: missing bearer token (metadata 'authorization: Bearer <token>')")
+            return Unauthenticated(
+                "authorization: missing bearer token (metadata 'authorization: Bearer <token>')"
+            )
         token = presented.encode()
         is_admin = bool(self._admin_token) and hmac.compare_digest(token, self._admin_token)
         if method in self._admin_methods and self._admin_token:
@@ -128,7 +132,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(AUTH_EXEMPT_PREFIXES):

@@ -70,8 +70,10 @@ def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials:
     )
 
 
-def _interceptors(settings: ServerSettings, admin_methods: Sequence[str]) -> list[grpc.ServerInterceptor]:
-    chain: list[grpc.ServerInterceptor] = []
+def _interceptors(
+    settings: ServerSettings, admin_methods: Sequence[str]
+) -> list[grpc.ServerInterceptor[Any, Any]]:
+    chain: list[grpc.ServerInterceptor[Any, Any]] = []
     if settings.auth_token:
         chain.append(BearerTokenInterceptor(settings.auth_token, settings.admin_token, admin_methods))
     chain.append(ErrorInterceptor())
@@ -141,7 +143,9 @@ class RunningService:
         """Block until SIGTERM or SIGINT, then drain and stop."""
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("draining", service=self.name, signal=signal.Signals(signum).name, grace=self.grace_seconds)
+            log.info(
+                "draining", service=self.name, signal=signal.Signals(signum).name, grace=self.grace_seconds
+            )
             threading.Thread(target=self.stop, name="drain").start()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -159,6 +163,12 @@ def start_service(
     """Build and start the server; health stays NOT_SERVING until the caller is ready."""
     health_state = HealthState([r.name for r in registrations])
     server, port = build_server(registrations, settings, health_state, admin_methods)
-    log.info("listening", service=name, host=settings.host, port=port, tls=bool(settings.tls_cert),
-             auth=bool(settings.auth_token))
+    log.info(
+        "listening",
+        service=name,
+        host=settings.host,
+        port=port,
+        tls=bool(settings.tls_cert),
+        auth=bool(settings.auth_token),
+    )
     return RunningService(name, server, port, health_state, settings.grace_seconds)

@@ -13,26 +13,31 @@ class ServerSettings:
 
     port: int = option(env="PORT", default=0, help="port to listen on; 0 picks a free one and logs it")
     host: str = option(
-        env="RECTUNE_HOST", default="127.0.0.1",
+        env="RECTUNE_HOST",
+        default="127.0.0.1",
         help="address to bind; 0.0.0.0 in containers (then turn auth on)",
     )
     grace_seconds: float = option(
-        env="RECTUNE_GRACE_SECONDS", default=10.0,
+        env="RECTUNE_GRACE_SECONDS",
+        default=10.0,
         help="on SIGTERM, in-flight RPCs get this long to finish",
     )
     max_workers: int = option(env="RECTUNE_MAX_WORKERS", default=16, help="threads serving RPCs")
     tls_cert: str = option(env="RECTUNE_TLS_CERT", default="", help="PEM server certificate; enables TLS")
     tls_key: str = option(env="RECTUNE_TLS_KEY", default="", help="PEM private key of --tls-cert")
     tls_client_ca: str = option(
-        env="RECTUNE_TLS_CLIENT_CA", default="",
+        env="RECTUNE_TLS_CLIENT_CA",
+        default="",
         help="PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
     )
     auth_token: str = option(
-        env="RECTUNE_AUTH_TOKEN", default="",
+        env="RECTUNE_AUTH_TOKEN",
+        default="",
         help="when set, every RPC but health checks needs 'authorization: Bearer <token>'",
     )
     admin_token: str = option(
-        env="RECTUNE_ADMIN_TOKEN", default="",
+        env="RECTUNE_ADMIN_TOKEN",
+        default="",
         help="when set, arm- and settings-changing RPCs accept only this token",
     )
     log_format: str = option(
@@ -41,14 +46,17 @@ class ServerSettings:
     log_level: str = option(env="RECTUNE_LOG_LEVEL", default="info", help="debug, info, warning, error")
     # Outgoing calls to other rectune services.
     client_deadline_seconds: float = option(
-        env="RECTUNE_CLIENT_DEADLINE_SECONDS", default=5.0,
+        env="RECTUNE_CLIENT_DEADLINE_SECONDS",
+        default=5.0,
         help="deadline of outgoing calls that set none themselves",
     )
     client_token: str = option(
         env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls"
     )
     client_ca: str = option(
-        env="RECTUNE_CLIENT_CA", default="", help="PEM CA bundle to verify servers; enables TLS on outgoing calls"
+        env="RECTUNE_CLIENT_CA",
+        default="",
+        help="PEM CA bundle to verify servers; enables TLS on outgoing calls",
     )
     client_cert: str = option(env="RECTUNE_CLIENT_CERT", default="", help="PEM client certificate (mTLS)")
     client_key: str = option(env="RECTUNE_CLIENT_KEY", default="", help="PEM key of --client-cert")
@@ -78,9 +86,13 @@ def check_server_settings(settings: ServerSettings) -> None:
     if settings.admin_token and not settings.auth_token:
         raise SettingsError("--admin-token: needs --auth-token (the token for non-admin RPCs)")
     if settings.log_format not in _LOG_FORMATS:
-        raise SettingsError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}")
+        raise SettingsError(
+            f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}"
+        )
     if settings.log_level not in _LOG_LEVELS:
-        raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
+        raise SettingsError(
+            f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}"
+        )
     if settings.client_deadline_seconds <= 0:
         raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
 

@@ -1,4 +1,7 @@
-"""Wait until services answer their health check SERVING: ``python -m services.common.wait_healthy ADDR...``."""
+"""Wait until services answer their health check SERVING.
+
+Usage: ``python -m services.common.wait_healthy HOST:PORT...`` (used by ``make up``).
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,70 @@
+"""Fixtures shared by the test suite: real services in-process on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from rectune.v1 import embedding_pb2_grpc, metrics_pb2_grpc, policy_pb2_grpc, scoring_pb2_grpc
+from services.common.server import RunningService
+
+STUBS: dict[str, Any] = {
+    "embedding": embedding_pb2_grpc.EmbeddingServiceStub,
+    "scoring": scoring_pb2_grpc.ScoringServiceStub,
+    "policy": policy_pb2_grpc.PolicyServiceStub,
+    "metrics": metrics_pb2_grpc.MetricsServiceStub,
+}
+SETTINGS_CLASSES = {
+    "embedding": "EmbeddingSettings",
+    "scoring": "ScoringSettings",
+    "policy": "PolicySettings",
+    "metrics": "MetricsSettings",
+}
+# Peers that do not need to answer for a service to start (channels connect lazily).
+UNUSED_PEER = "127.0.0.1:9"
+REQUIRED_PEERS = {
+    "scoring": {"embedding_address": UNUSED_PEER},
+    "policy": {"scoring_address": UNUSED_PEER, "metrics_address": UNUSED_PEER},
+}
+
+
+@dataclass
+class StartedService:
+    service: RunningService
+    channel: grpc.Channel
+    stub: Any
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.service.port}"
+
+
+def build_settings(name: str, **overrides: Any) -> Any:
+    module = importlib.import_module(f"services.{name}.__main__")
+    settings_class = getattr(module, SETTINGS_CLASSES[name])
+    values = {"port": 0, "grace_seconds": 1.0, **REQUIRED_PEERS.get(name, {}), **overrides}
+    return settings_class(**values)
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[..., StartedService]]:
+    """``start_service("policy", auth_token="t")`` -> the running service and a typed stub."""
+    started: list[StartedService] = []
+
+    def start(name: str, **overrides: Any) -> StartedService:
+        module = importlib.import_module(f"services.{name}.__main__")
+        service = module.build(build_settings(name, **overrides))
+        channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+        handle = StartedService(service, channel, STUBS[name](channel))
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.channel.close()
+        handle.service.stop(0)

@@ -1,0 +1,1 @@
+"""The tuner controller: proposes configurations and manages arms (not implemented yet)."""
