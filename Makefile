@@ -53,7 +53,9 @@ demo: $(STAMP) ## run the whole loop locally and write a report (see README)
 	$(PY) -m services.loadgen.demo
 
 bench: $(STAMP) ## every benchmark in bench/, each printing JSON
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks yet (see bench/README.md)"; fi; \
+	for script in "$${scripts[@]}"; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 up: $(STAMP) ## start all services in the background on fixed local ports (.run/ holds logs and pids)
 	@mkdir -p $(RUN_DIR)

@@ -1,0 +1,1 @@
+"""loadgen: simulated users and the local demo that drives the whole loop."""

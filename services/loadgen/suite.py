@@ -1,0 +1,82 @@
+"""Start the four services as child processes on loopback, and stop every one of them.
+
+Used by the demo. Each child is a real ``python -m services.<name>`` with its log under
+the run folder; ``stop`` sends SIGTERM (the services drain), then kills what is left, so
+no process outlives the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from services.common.wait_healthy import wait_serving
+
+START_ORDER = ("metrics", "embedding", "scoring", "policy")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def peer_flags(name: str, ports: dict[str, int]) -> list[str]:
+    """The addresses each service needs, pointing at its siblings."""
+    address = {peer: f"127.0.0.1:{port}" for peer, port in ports.items()}
+    if name == "scoring":
+        return ["--embedding-address", address["embedding"]]
+    if name == "policy":
+        return ["--scoring-address", address["scoring"], "--metrics-address", address["metrics"]]
+    return []
+
+
+@dataclass
+class LocalSuite:
+    run_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def start(self, health_timeout_seconds: float = 180.0) -> dict[str, str]:
+        """Start every service; returns each one's health status once all serve or time is up."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port() for name in START_ORDER}
+        env = {**os.environ, "RECTUNE_LOG_FORMAT": "json"}
+        for name in START_ORDER:
+            log = (self.run_dir / f"{name}.log").open("wb")
+            self._logs.append(log)
+            command = [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])]
+            self.processes[name] = subprocess.Popen(
+                command + peer_flags(name, self.ports), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        return wait_serving([self.address(name) for name in START_ORDER], health_timeout_seconds)
+
+    def stop(self, grace_seconds: float = 15.0) -> None:
+        """SIGTERM every child, wait for the drain, kill any that did not exit."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._logs:
+            log.close()
+
+    def __enter__(self) -> LocalSuite:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
