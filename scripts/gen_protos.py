@@ -54,19 +54,13 @@ def generate(out_dir: Path) -> None:
     if result.returncode != 0:
         raise SystemExit(f"protoc failed:\n{result.stderr}")
     for init in (out_dir / "rectune" / "__init__.py", out_dir / PACKAGE_DIR / "__init__.py"):
-        init.write_text(
-            '"""Generated protobuf and gRPC code for rectune.v1 (see scripts/gen_protos.py)."""\n'
-        )
+        init.write_text('"""Generated protobuf and gRPC code for rectune.v1 (see scripts/gen_protos.py)."""\n')
 
 
 def generated_files(package_dir: Path) -> set[str]:
     if not package_dir.exists():
         return set()
-    return {
-        p.name
-        for p in package_dir.iterdir()
-        if p.name.endswith(GENERATED_SUFFIXES) or p.name == "__init__.py"
-    }
+    return {p.name for p in package_dir.iterdir() if p.name.endswith(GENERATED_SUFFIXES) or p.name == "__init__.py"}
 
 
 def stale_files(committed_root: Path, fresh_root: Path) -> list[str]:
@@ -75,17 +69,13 @@ def stale_files(committed_root: Path, fresh_root: Path) -> list[str]:
     fresh = generated_files(fresh_root / PACKAGE_DIR)
     differing = committed.symmetric_difference(fresh)
     for name in committed & fresh:
-        if not filecmp.cmp(
-            committed_root / PACKAGE_DIR / name, fresh_root / PACKAGE_DIR / name, shallow=False
-        ):
+        if not filecmp.cmp(committed_root / PACKAGE_DIR / name, fresh_root / PACKAGE_DIR / name, shallow=False):
             differing.add(name)
     return sorted(differing)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

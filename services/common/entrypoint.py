@@ -35,4 +35,4 @@ def run_service(
         structlog.get_logger(prog).error("start_failed", error=str(exc))
         return 1
     service.serve_until_signalled()
-    return 0
+    return 0 if service.failure is None else 1

@@ -119,9 +119,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def _rejection(self, method: str, presented: str | None) -> RectuneError | None:
         if presented is None:
-            return Unauthenticated(
-                "authorization: missing bearer token (metadata 'authorization: Bearer <token>')"
-            )
+            return Unauthenticated("authorization: missing bearer token (metadata 'authorization: Bearer <token>')")
         token = presented.encode()
         is_admin = bool(self._admin_token) and hmac.compare_digest(token, self._admin_token)
         if method in self._admin_methods and self._admin_token:

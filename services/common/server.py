@@ -70,9 +70,7 @@ def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials:
     )
 
 
-def _interceptors(
-    settings: ServerSettings, admin_methods: Sequence[str]
-) -> list[grpc.ServerInterceptor[Any, Any]]:
+def _interceptors(settings: ServerSettings, admin_methods: Sequence[str]) -> list[grpc.ServerInterceptor[Any, Any]]:
     chain: list[grpc.ServerInterceptor[Any, Any]] = []
     if settings.auth_token:
         chain.append(BearerTokenInterceptor(settings.auth_token, settings.admin_token, admin_methods))
@@ -122,6 +120,8 @@ class RunningService:
     health: HealthState
     grace_seconds: float
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Why the service gave up (for example its model failed to load); None while healthy.
+    failure: str | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -139,13 +139,17 @@ class RunningService:
         self._stopped.set()
         log.info("stopped", service=self.name)
 
+    def fail(self, reason: str) -> None:
+        """Give up: log why, stay NOT_SERVING, and stop (the entrypoint then exits non-zero)."""
+        self.failure = reason
+        log.error("failed", service=self.name, reason=reason)
+        threading.Thread(target=self.stop, name="fail-stop").start()
+
     def serve_until_signalled(self) -> None:
         """Block until SIGTERM or SIGINT, then drain and stop."""
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info(
-                "draining", service=self.name, signal=signal.Signals(signum).name, grace=self.grace_seconds
-            )
+            log.info("draining", service=self.name, signal=signal.Signals(signum).name, grace=self.grace_seconds)
             threading.Thread(target=self.stop, name="drain").start()
 
         signal.signal(signal.SIGTERM, on_signal)

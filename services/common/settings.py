@@ -50,9 +50,7 @@ class ServerSettings:
         default=5.0,
         help="deadline of outgoing calls that set none themselves",
     )
-    client_token: str = option(
-        env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls"
-    )
+    client_token: str = option(env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls")
     client_ca: str = option(
         env="RECTUNE_CLIENT_CA",
         default="",
@@ -86,13 +84,9 @@ def check_server_settings(settings: ServerSettings) -> None:
     if settings.admin_token and not settings.auth_token:
         raise SettingsError("--admin-token: needs --auth-token (the token for non-admin RPCs)")
     if settings.log_format not in _LOG_FORMATS:
-        raise SettingsError(
-            f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}"
-        )
+        raise SettingsError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}")
     if settings.log_level not in _LOG_LEVELS:
-        raise SettingsError(
-            f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}"
-        )
+        raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
     if settings.client_deadline_seconds <= 0:
         raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
 

@@ -40,9 +40,7 @@ def build(settings: PolicySettings) -> RunningService:
         scoring_pb2_grpc.ScoringServiceStub(scoring_channel),
         metrics_pb2_grpc.MetricsServiceStub(metrics_channel),
     )
-    registration = ServiceRegistration(
-        POLICY_SERVICE, policy_pb2_grpc.add_PolicyServiceServicer_to_server, servicer
-    )
+    registration = ServiceRegistration(POLICY_SERVICE, policy_pb2_grpc.add_PolicyServiceServicer_to_server, servicer)
     service = start_service("policy", [registration], settings, admin_methods=ADMIN_METHODS)
     service.closers.extend([scoring_channel.close, metrics_channel.close])
     service.health.set_serving()

@@ -31,9 +31,7 @@ class ScoringSettings(ServerSettings):
 def build(settings: ScoringSettings) -> RunningService:
     embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))
     servicer = ScoringServicer(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
-    registration = ServiceRegistration(
-        SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer
-    )
+    registration = ServiceRegistration(SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer)
     service = start_service("scoring", [registration], settings)
     service.closers.append(embedding_channel.close)
     service.health.set_serving()

@@ -44,9 +44,7 @@ class StandInPolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             time.sleep(self.slow_seconds)
         return policy_pb2.RecommendResponse(decision_id="d1", arm_id="a1")
 
-    def SetArmState(
-        self, request: policy_pb2.SetArmStateRequest, context: Any
-    ) -> policy_pb2.SetArmStateResponse:
+    def SetArmState(self, request: policy_pb2.SetArmStateRequest, context: Any) -> policy_pb2.SetArmStateResponse:
         self._count("SetArmState")
         raise NotFound("arm_id", f"no arm {request.arm_id!r}")
 

@@ -30,9 +30,7 @@ def authed() -> Iterator[RunningService]:
 
 
 def policy_stub(service: RunningService, token: str = "") -> policy_pb2_grpc.PolicyServiceStub:
-    return policy_pb2_grpc.PolicyServiceStub(
-        make_channel(f"127.0.0.1:{service.port}", ClientOptions(token=token))
-    )
+    return policy_pb2_grpc.PolicyServiceStub(make_channel(f"127.0.0.1:{service.port}", ClientOptions(token=token)))
 
 
 def code_and_details(call) -> tuple[grpc.StatusCode, str]:

@@ -119,9 +119,7 @@ def test_idempotent_rpc_is_retried_on_unavailable_and_others_are_not(standins) -
 
 
 def health_check(channel: grpc.Channel, service: str = "") -> str:
-    response = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=service), timeout=5
-    )
+    response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 

@@ -48,8 +48,7 @@ def test_malformed_address_is_refused() -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(PolicySettings, ["--scoring-address", "localhost"], PEERS)
     assert str(error.value) == (
-        "--scoring-address (env RECTUNE_SCORING_ADDRESS): "
-        "must be host:port with a port in 1..65535, got 'localhost'"
+        "--scoring-address (env RECTUNE_SCORING_ADDRESS): must be host:port with a port in 1..65535, got 'localhost'"
     )
 
 

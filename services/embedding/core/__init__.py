@@ -1,0 +1,1 @@
+"""EmbeddingService domain logic, free of protobuf: encoder, micro-batching, cache, users."""

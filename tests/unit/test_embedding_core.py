@@ -1,0 +1,195 @@
+"""EmbeddingService domain pieces without gRPC or a model: batching, cache, validation, users.
+
+The encode function given to the batcher here is a stand-in (texts are numbers, each
+vector is [number, 1]) so that batch boundaries can be controlled and observed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.embedding.core.batching import MicroBatcher
+from services.embedding.core.cache import VectorCache, entry_bytes
+from services.embedding.core.service import EmbeddingCore, EmbeddingLimits, decode_texts
+from services.embedding.core.users import (
+    HistoryEntry,
+    check_history,
+    entries_within_budget,
+    history_weights,
+    most_recent_first,
+    weighted_mean,
+)
+
+
+class StandInEncode:
+    """Records each batch; blocks the first one until released, to let requests pile up."""
+
+    def __init__(self, block_first: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        if not block_first:
+            self.release.set()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.started.set()
+        self.release.wait(10)
+        self.batches.append(list(texts))
+        if "fail" in texts:
+            raise RuntimeError("encoder broke")
+        return np.array([[float(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_concurrent_requests_share_one_batch_and_keep_their_order() -> None:
+    encode = StandInEncode(block_first=True)
+    batcher = MicroBatcher(encode, max_batch=8, max_wait_seconds=0.05, max_queue_texts=100)
+    first = batcher.submit(["0"])
+    assert encode.started.wait(5)
+    waiting = [batcher.submit([str(i), str(i + 100)]) for i in range(1, 4)]
+    encode.release.set()
+    assert first.result(5)[:, 0].tolist() == [0.0]
+    for i, future in enumerate(waiting, start=1):
+        assert future.result(5)[:, 0].tolist() == [i, i + 100]
+    assert encode.batches[1] == ["1", "101", "2", "102", "3", "103"]
+    batcher.close()
+
+
+def test_a_request_larger_than_a_batch_is_split_and_reassembled() -> None:
+    encode = StandInEncode()
+    batcher = MicroBatcher(encode, max_batch=4, max_wait_seconds=0.0, max_queue_texts=100, sort_window=1)
+    texts = [str(i) for i in range(10)]
+    assert batcher.encode(texts, timeout=5)[:, 0].tolist() == list(range(10))
+    assert [len(batch) for batch in encode.batches] == [4, 4, 2]
+    batcher.close()
+
+
+def test_a_full_queue_is_refused_with_resource_exhausted() -> None:
+    encode = StandInEncode(block_first=True)
+    batcher = MicroBatcher(encode, max_batch=2, max_wait_seconds=0.0, max_queue_texts=3)
+    batcher.submit(["1"])
+    assert encode.started.wait(5)
+    batcher.submit(["2", "3"])
+    with pytest.raises(ResourceExhausted) as error:
+        batcher.submit(["4", "5"])
+    assert error.value.message == "queue: 2 of 3 texts are waiting; 2 more do not fit, retry later"
+    encode.release.set()
+    batcher.close()
+
+
+def test_an_encoder_failure_reaches_the_callers_and_the_worker_lives_on() -> None:
+    batcher = MicroBatcher(StandInEncode(), max_batch=4, max_wait_seconds=0.0)
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        batcher.encode(["fail"], timeout=5)
+    assert batcher.encode(["7"], timeout=5)[0, 0] == 7.0
+    batcher.close()
+
+
+def test_close_finishes_queued_work_then_refuses() -> None:
+    encode = StandInEncode(block_first=True)
+    batcher = MicroBatcher(encode, max_batch=2, max_wait_seconds=0.0)
+    futures = [batcher.submit([str(i)]) for i in range(5)]
+    encode.release.set()
+    batcher.close()
+    assert [f.result(0)[0, 0] for f in futures] == [0, 1, 2, 3, 4]
+    with pytest.raises(Unavailable):
+        batcher.submit(["9"])
+
+
+def vector(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32)
+
+
+def test_cache_evicts_least_recently_used_by_bytes() -> None:
+    one = entry_bytes(("m", "a"), vector(1, 2))
+    cache = VectorCache(max_bytes=2 * one)
+    cache.put(("m", "a"), vector(1, 2))
+    cache.put(("m", "b"), vector(3, 4))
+    assert cache.get(("m", "a")) is not None  # a is now the most recent
+    cache.put(("m", "c"), vector(5, 6))
+    assert cache.get(("m", "b")) is None
+    assert cache.get(("m", "a")) is not None and cache.get(("m", "c")) is not None
+    assert cache.bytes <= cache.max_bytes
+    assert (cache.hits, cache.misses) == (3, 1)
+
+
+def test_cache_keys_include_the_model_and_zero_bytes_disables_it() -> None:
+    cache = VectorCache(max_bytes=10_000)
+    cache.put(("model-a", "text"), vector(1))
+    assert cache.get(("model-b", "text")) is None
+    disabled = VectorCache(max_bytes=0)
+    disabled.put(("m", "t"), vector(1))
+    assert len(disabled) == 0
+
+
+LIMITS = EmbeddingLimits(max_texts_per_request=3, max_text_bytes=8)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([], "texts: must not be empty"),
+        ([b"a", b"b", b"c", b"d"], "texts: at most 3 texts per request, got 4"),
+        ([b"ok", b"123456789"], "texts[1]: at most 8 bytes, got 9"),
+        ([b"ok", b"ok", b"\xff\xfe"], "texts[2]: is not valid UTF-8 (byte 0)"),
+    ],
+)
+def test_bad_texts_are_refused_naming_the_index(texts: list[bytes], message: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        decode_texts(texts, LIMITS)
+    assert error.value.message == message
+
+
+def test_decoding_keeps_unicode() -> None:
+    assert decode_texts(["Amélie".encode()], LIMITS) == ["Amélie"]
+
+
+def test_core_is_unavailable_until_a_model_is_attached() -> None:
+    core = EmbeddingCore(EmbeddingLimits())
+    with pytest.raises(Unavailable) as error:
+        core.embed([b"hello"])
+    assert error.value.message == "model: not loaded yet (health answers NOT_SERVING until it is)"
+
+
+def entry(value: float, time: float | None, text: str = "t") -> HistoryEntry:
+    return HistoryEntry("i", text, value, time)
+
+
+def test_weights_combine_rating_and_recency_half_life() -> None:
+    history = [entry(4.0, 1000.0), entry(2.0, 900.0), entry(0.0, 1000.0)]
+    weights = history_weights(history, half_life_seconds=100.0, as_of=None)
+    assert weights == pytest.approx([4.0, 2.0 * 0.5, 1.0])
+    assert history_weights(history, 0.0, None) == [4.0, 2.0, 1.0]
+    assert history_weights(history, 100.0, as_of=1200.0) == pytest.approx([1.0, 0.25, 0.25])
+
+
+def test_weighted_mean_is_normalised() -> None:
+    mean = weighted_mean(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), [3.0, 1.0])
+    assert mean.tolist() == pytest.approx([3 / math.sqrt(10), 1 / math.sqrt(10)])
+
+
+@pytest.mark.parametrize(
+    ("history", "half_life", "message"),
+    [
+        ([], 0.0, "history: must not be empty"),
+        ([entry(1, 1)], -1.0, "half_life_seconds: must be a finite number >= 0, got -1.0"),
+        ([entry(1, 1), entry(-2, 1)], 0.0, "history[1].value: must be a finite number >= 0, got -2"),
+        ([entry(1, None)], 10.0, "history[0].time: is required when half_life_seconds > 0"),
+        ([entry(1, 1)] * 4, 0.0, "history: at most 3 entries, got 4"),
+    ],
+)
+def test_bad_histories_are_refused_naming_the_field(history, half_life: float, message: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        check_history(history, half_life, max_entries=3)
+    assert error.value.message == message
+
+
+def test_history_text_order_and_budget() -> None:
+    ordered = most_recent_first([entry(1, 10, "old"), entry(1, None, "undated"), entry(1, 30, "new")])
+    assert [e.text for e in ordered] == ["new", "old", "undated"]
+    assert entries_within_budget([5, 5, 5], separator_tokens=1, budget=11) == 2
+    assert entries_within_budget([5, 5, 5], separator_tokens=1, budget=100) == 3
