@@ -45,7 +45,7 @@ class EmbeddingSettings(ServerSettings):
     cpu_threads: int = option(env="RECTUNE_EMBEDDING_CPU_THREADS", default=0, help="torch CPU threads; 0 = default")
     max_batch: int = option(env="RECTUNE_EMBEDDING_MAX_BATCH", default=32, help="texts per forward pass")
     max_wait_ms: float = option(
-        env="RECTUNE_EMBEDDING_MAX_WAIT_MS", default=2.0, help="longest a text waits for others to share its batch"
+        env="RECTUNE_EMBEDDING_MAX_WAIT_MS", default=5.0, help="longest a text waits for others to share its batch"
     )
     max_queue_texts: int = option(
         env="RECTUNE_EMBEDDING_MAX_QUEUE_TEXTS", default=4096, help="texts waiting; beyond, RESOURCE_EXHAUSTED"

@@ -26,7 +26,7 @@ def seconds_or_none(timestamp: Timestamp, is_set: bool) -> float | None:
 
 
 def to_vectors(vectors: Vectors) -> list[embedding_pb2.Vector]:
-    return [embedding_pb2.Vector(values=row) for row in vectors]
+    return [embedding_pb2.Vector(values=row) for row in vectors.tolist()]
 
 
 def embed_texts_response(vectors: Vectors, info: ModelInfo) -> embedding_pb2.EmbedTextsResponse:
@@ -54,7 +54,7 @@ def mode(request: embedding_pb2.EncodeUserRequest) -> UserEncodingMode:
 
 def encode_user_response(user: UserVector) -> embedding_pb2.EncodeUserResponse:
     return embedding_pb2.EncodeUserResponse(
-        vector=embedding_pb2.Vector(values=user.vector), mode=_MODE_NAMES[user.mode], entries_used=user.entries_used
+        vector=embedding_pb2.Vector(values=user.vector.tolist()), mode=_MODE_NAMES[user.mode], entries_used=user.entries_used
     )
 
 

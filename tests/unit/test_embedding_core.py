@@ -193,3 +193,13 @@ def test_history_text_order_and_budget() -> None:
     assert [e.text for e in ordered] == ["new", "old", "undated"]
     assert entries_within_budget([5, 5, 5], separator_tokens=1, budget=11) == 2
     assert entries_within_budget([5, 5, 5], separator_tokens=1, budget=100) == 3
+
+
+def test_the_batcher_stops_waiting_once_as_many_texts_as_last_time_are_queued() -> None:
+    # max_wait is far beyond the result timeout: each call can only return in time if the
+    # batcher dispatches as soon as the previous batch's count (here 1, then 2) is queued.
+    batcher = MicroBatcher(StandInEncode(), max_batch=32, max_wait_seconds=60.0)
+    assert batcher.encode(["1"], timeout=5)[0, 0] == 1.0
+    assert batcher.encode(["2", "3"], timeout=5)[:, 0].tolist() == [2.0, 3.0]
+    assert batcher.encode(["4", "5"], timeout=5)[:, 0].tolist() == [4.0, 5.0]
+    batcher.close()

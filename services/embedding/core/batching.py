@@ -3,7 +3,7 @@
 Requests wait in a bounded FIFO. One worker thread takes the texts at the head of the
 queue, up to ``max_batch`` of them (``max_batch * sort_window`` when a backlog is
 waiting, so that the encoder can group them by length), as soon as either that many are
-queued or the oldest has waited ``max_wait``. A request larger than a batch is split
+queued or ``max_wait`` has passed since the worker became free. A request larger than a batch is split
 across consecutive batches and answered when its last slice is done. A full queue is
 refused at once (ResourceExhausted), never buffered without bound.
 """
@@ -67,6 +67,7 @@ class MicroBatcher:
         self._closed = False
         self._condition = threading.Condition()
         self.batches = 0  # forward batches run, for tests and metrics
+        self._last_batch_texts = 0
         self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._worker.start()
 
@@ -105,8 +106,15 @@ class MicroBatcher:
                 self._condition.wait()
             if not self._queue:
                 return None
-            deadline = self._queue[0].arrived + self.max_wait_seconds
-            while self._queued_texts < self.max_batch and not self._closed:
+            # The wait starts when the worker is free, not when the oldest text arrived:
+            # texts that queued up during the previous forward pass would otherwise leave
+            # at once in a small batch, and closed-loop clients would settle into several
+            # half-full batches that alternate instead of sharing one.
+            # Closed-loop clients come back in about the number the last batch answered,
+            # so stop waiting once that many are queued instead of always waiting max_wait.
+            enough = min(self.max_batch, max(self._last_batch_texts, 1))
+            deadline = time.monotonic() + self.max_wait_seconds
+            while self._queued_texts < enough and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -125,6 +133,7 @@ class MicroBatcher:
             if request.taken == len(request.texts):
                 self._queue.popleft()
         self._queued_texts -= taken
+        self._last_batch_texts = taken
         return slices
 
     def _run(self) -> None:

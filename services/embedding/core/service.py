@@ -31,7 +31,7 @@ class EmbeddingLimits:
     max_texts_per_request: int = 1024
     max_text_bytes: int = 16384
     max_batch: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 5.0
     max_queue_texts: int = 4096
     cache_bytes: int = 64 * 1024 * 1024
     # Chunks of one EmbedBulk stream encoded ahead of the one being sent.

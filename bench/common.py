@@ -1,0 +1,50 @@
+"""Helpers shared by the benchmark scripts (data loading, percentiles, child services)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "movielens-100k"
+
+
+def movielens_item_texts() -> list[str]:
+    """'Title (year) genres' for each of the 1,682 MovieLens 100K items."""
+    lines = (DATA / "ml-100k.item").read_text(encoding="utf-8").splitlines()[1:]
+    texts = []
+    for line in lines:
+        _, title, year, genres = line.split("\t")
+        texts.append(f"{title} ({year}) {genres}" if year else f"{title} {genres}")
+    return texts
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    values = np.asarray(seconds) * 1000.0
+    return {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
+
+
+def start_child_service(name: str, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m services.<name> --port 0`` in its own process; returns it and its address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}", "--port", "0", *flags],
+        cwd=ROOT,
+        env={**os.environ, "RECTUNE_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        record = json.loads(line)
+        if record.get("event") == "listening":
+            return process, f"127.0.0.1:{record['port']}"
+    raise RuntimeError(f"services.{name} exited with {process.wait()} before listening")
+
+
+def print_json(result: dict[str, object]) -> None:
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,121 @@
+"""EmbeddingService throughput and latency against the raw encoder, in one run.
+
+Measures, on the MovieLens 100K item texts (title, year, genres):
+- raw: the encoder called in-process at batch 32 (the baseline);
+- the service over gRPC (its own process, cache off so every text is encoded) with
+  8 concurrent clients sending single texts, and with 8 clients sending batches of 32;
+- p50/p99 latency of the single-text calls.
+Prints JSON with the ratios to the raw throughput.
+
+    .venv/bin/python bench/embedding.py [--texts 1682] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import torch
+
+from bench.common import movielens_item_texts, percentiles_ms, print_json, start_child_service
+from rectune.v1 import embedding_pb2, embedding_pb2_grpc
+from services.common.wait_healthy import wait_serving
+from services.embedding.core.encoder import Encoder, EncoderConfig
+
+
+def raw_throughput(texts: list[str], batch: int) -> float:
+    encoder = Encoder(EncoderConfig())
+    encoder.encode(texts[:batch], forward_batch=batch)  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        encoder.encode(texts[start : start + batch], forward_batch=batch)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def run_clients(
+    clients: int, work: list[list[str]], call: Callable[[list[str]], None]
+) -> tuple[float, list[float]]:
+    """Each client thread takes the next request from ``work`` until none is left."""
+    lock = threading.Lock()
+    cursor = iter(work)
+    latencies: list[float] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                texts = next(cursor, None)
+            if texts is None:
+                return
+            started = time.perf_counter()
+            call(texts)
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    texts = sum(len(request) for request in work)
+    return texts / (time.perf_counter() - started), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=1682, help="texts per measurement")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="service setting; default: the service's")
+    args = parser.parse_args()
+    texts = (movielens_item_texts() * 10)[: args.texts]
+
+    raw = raw_throughput(texts, args.batch)
+    flags = ["--cache-bytes", "0", "--max-batch", str(args.batch)]
+    if args.max_wait_ms is not None:
+        flags += ["--max-wait-ms", str(args.max_wait_ms)]
+    process, address = start_child_service("embedding", *flags)
+    try:
+        assert wait_serving([address], 300)[address] == "SERVING"
+        channel = grpc.insecure_channel(address)
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+
+        def call(batch: list[str]) -> None:
+            stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in batch]), timeout=120)
+
+        run_clients(args.clients, [[t] for t in texts[:64]], call)  # warm-up
+        single, latencies = run_clients(args.clients, [[t] for t in texts], call)
+        batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+        batched, _ = run_clients(args.clients, batches, call)
+        info = stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
+        channel.close()
+    finally:
+        process.terminate()
+        process.wait()
+
+    print_json(
+        {
+            "benchmark": "embedding",
+            "model": info.model_name,
+            "device": info.device,
+            "dtype": info.dtype,
+            "torch_threads": torch.get_num_threads(),
+            "texts": len(texts),
+            "clients": args.clients,
+            "raw_batch32_texts_per_s": round(raw, 1),
+            "service_single_text_texts_per_s": round(single, 1),
+            "service_batch32_texts_per_s": round(batched, 1),
+            "single_text_latency": percentiles_ms(latencies),
+            "ratio_single_to_raw": round(single / raw, 3),
+            "ratio_batch32_to_raw": round(batched / raw, 3),
+            "acceptance": {"single_to_raw_min": 0.8, "batch32_to_raw_min": 0.9},
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
