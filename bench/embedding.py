@@ -35,9 +35,7 @@ def raw_throughput(texts: list[str], batch: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-def run_clients(
-    clients: int, work: list[list[str]], call: Callable[[list[str]], None]
-) -> tuple[float, list[float]]:
+def run_clients(clients: int, work: list[list[str]], call: Callable[[list[str]], None]) -> tuple[float, list[float]]:
     """Each client thread takes the next request from ``work`` until none is left."""
     lock = threading.Lock()
     cursor = iter(work)

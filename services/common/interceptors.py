@@ -24,6 +24,9 @@ log = structlog.get_logger(__name__)
 Behavior = Callable[..., Any]
 HandlerContinuation = Callable[[grpc.HandlerCallDetails], "grpc.RpcMethodHandler[Any, Any] | None"]
 
+# Clients may tag a call with this metadata key; its value is bound into every log line.
+REQUEST_ID_KEY = "x-request-id"
+
 # Health checks must work without credentials: Kubernetes probes carry none.
 AUTH_EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -72,10 +75,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
+        log_context = {"rpc": method}
+        request_id = _metadata_value(handler_call_details.invocation_metadata, REQUEST_ID_KEY)
+        if request_id:
+            log_context["request_id"] = request_id
 
         def wrap_unary(behavior: Behavior) -> Behavior:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-                with structlog.contextvars.bound_contextvars(rpc=method):
+                with structlog.contextvars.bound_contextvars(**log_context):
                     try:
                         return behavior(request, context)
                     except Exception as exc:
@@ -85,7 +92,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def wrap_streaming(behavior: Behavior) -> Behavior:
             def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with structlog.contextvars.bound_contextvars(rpc=method):
+                with structlog.contextvars.bound_contextvars(**log_context):
                     try:
                         yield from behavior(request, context)
                     except Exception as exc:
@@ -96,11 +103,18 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return _rebuild_handler(handler, wrap_unary, wrap_streaming)
 
 
-def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, wanted: str) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value.removeprefix("Bearer ").strip()
+        if key == wanted and isinstance(value, str):
+            return value
     return None
+
+
+def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    value = _metadata_value(metadata, "authorization")
+    if value is None or not value.startswith("Bearer "):
+        return None
+    return value.removeprefix("Bearer ").strip()
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]

@@ -54,7 +54,9 @@ def mode(request: embedding_pb2.EncodeUserRequest) -> UserEncodingMode:
 
 def encode_user_response(user: UserVector) -> embedding_pb2.EncodeUserResponse:
     return embedding_pb2.EncodeUserResponse(
-        vector=embedding_pb2.Vector(values=user.vector.tolist()), mode=_MODE_NAMES[user.mode], entries_used=user.entries_used
+        vector=embedding_pb2.Vector(values=user.vector.tolist()),
+        mode=_MODE_NAMES[user.mode],
+        entries_used=user.entries_used,
     )
 
 
