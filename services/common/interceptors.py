@@ -9,6 +9,7 @@ trace to the client.
 from __future__ import annotations
 
 import hmac
+import time
 import typing
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ import grpc
 import structlog
 
 from services.common.errors import PermissionDenied, RectuneError, Unauthenticated
+from services.common.observability import RpcObserver
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,16 @@ def _rebuild_handler(
     return grpc.stream_stream_rpc_method_handler(wrap_streaming(stream_stream), **serializers)
 
 
+def _status_of(exc: Exception, context: grpc.ServicerContext) -> grpc.StatusCode:
+    """The status an exception ends the RPC with (see _abort_for_exception)."""
+    if isinstance(exc, RectuneError):
+        return exc.code
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED
+    chosen = context.code()  # type: ignore[attr-defined]
+    return grpc.StatusCode.INTERNAL if chosen in (None, grpc.StatusCode.OK) else chosen
+
+
 def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
     if isinstance(exc, RectuneError):
         log.info("rpc_error", code=exc.code.name, message=exc.message)
@@ -66,7 +78,11 @@ def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: 
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Maps exceptions raised by handlers to statuses, and binds the method into the log context."""
+    """Maps exceptions raised by handlers to statuses, binds the method into the log context,
+    and reports each finished RPC's status and duration to the observer (Prometheus)."""
+
+    def __init__(self, observe: RpcObserver | None = None) -> None:
+        self._observe: RpcObserver = observe or (lambda _method, _code, _seconds: None)
 
     def intercept_service(
         self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
@@ -80,23 +96,33 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if request_id:
             log_context["request_id"] = request_id
 
+        observe = self._observe
+
         def wrap_unary(behavior: Behavior) -> Behavior:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                started, code = time.perf_counter(), grpc.StatusCode.OK
                 with structlog.contextvars.bound_contextvars(**log_context):
                     try:
                         return behavior(request, context)
                     except Exception as exc:
+                        code = _status_of(exc, context)
                         _abort_for_exception(exc, context, method)
+                    finally:
+                        observe(method, code.name, time.perf_counter() - started)
 
             return guarded
 
         def wrap_streaming(behavior: Behavior) -> Behavior:
             def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                started, code = time.perf_counter(), grpc.StatusCode.OK
                 with structlog.contextvars.bound_contextvars(**log_context):
                     try:
                         yield from behavior(request, context)
                     except Exception as exc:
+                        code = _status_of(exc, context)
                         _abort_for_exception(exc, context, method)
+                    finally:
+                        observe(method, code.name, time.perf_counter() - started)
 
             return guarded
 

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import BearerTokenInterceptor, ErrorInterceptor
+from services.common.observability import RpcMetrics, RpcObserver, rpc_metrics, serve_metrics
 from services.common.settings import ServerSettings
 
 log = structlog.get_logger(__name__)
@@ -70,11 +71,13 @@ def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials:
     )
 
 
-def _interceptors(settings: ServerSettings, admin_methods: Sequence[str]) -> list[grpc.ServerInterceptor[Any, Any]]:
+def _interceptors(
+    settings: ServerSettings, admin_methods: Sequence[str], observe: RpcObserver
+) -> list[grpc.ServerInterceptor[Any, Any]]:
     chain: list[grpc.ServerInterceptor[Any, Any]] = []
     if settings.auth_token:
         chain.append(BearerTokenInterceptor(settings.auth_token, settings.admin_token, admin_methods))
-    chain.append(ErrorInterceptor())
+    chain.append(ErrorInterceptor(observe))
     return chain
 
 
@@ -83,11 +86,12 @@ def build_server(
     settings: ServerSettings,
     health_state: HealthState,
     admin_methods: Sequence[str] = (),
+    observe: RpcObserver | None = None,
 ) -> tuple[grpc.Server, int]:
     """Create, bind and start a server. Returns it with the port actually bound."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=_interceptors(settings, admin_methods),
+        interceptors=_interceptors(settings, admin_methods, observe or RpcMetrics.discard),
         options=[("grpc.so_reuseport", 0)],
     )
     for registration in registrations:
@@ -119,6 +123,7 @@ class RunningService:
     port: int
     health: HealthState
     grace_seconds: float
+    metrics: RpcMetrics
     closers: list[Callable[[], None]] = field(default_factory=list)
     # Why the service gave up (for example its model failed to load); None while healthy.
     failure: str | None = None
@@ -166,13 +171,18 @@ def start_service(
 ) -> RunningService:
     """Build and start the server; health stays NOT_SERVING until the caller is ready."""
     health_state = HealthState([r.name for r in registrations])
-    server, port = build_server(registrations, settings, health_state, admin_methods)
+    metrics = rpc_metrics()
+    server, port = build_server(registrations, settings, health_state, admin_methods, metrics.observe)
+    service = RunningService(name, server, port, health_state, settings.grace_seconds, metrics)
+    if settings.prometheus_port:
+        service.closers.append(serve_metrics(metrics, settings.host, settings.prometheus_port))
     log.info(
         "listening",
         service=name,
         host=settings.host,
         port=port,
+        prometheus_port=settings.prometheus_port or None,
         tls=bool(settings.tls_cert),
         auth=bool(settings.auth_token),
     )
-    return RunningService(name, server, port, health_state, settings.grace_seconds)
+    return service

@@ -40,6 +40,9 @@ class ServerSettings:
         default="",
         help="when set, arm- and settings-changing RPCs accept only this token",
     )
+    prometheus_port: int = option(
+        env="RECTUNE_PROMETHEUS_PORT", default=0, help="serve Prometheus metrics at /metrics on this port; 0 = off"
+    )
     log_format: str = option(
         env="RECTUNE_LOG_FORMAT", default="auto", help="json, console, or auto (console on a terminal)"
     )
@@ -71,6 +74,10 @@ def check_server_settings(settings: ServerSettings) -> None:
     """Refuse combinations that cannot work, naming the flag and the rule."""
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port (env PORT): must be between 0 and 65535, got {settings.port}")
+    if not 0 <= settings.prometheus_port <= 65535:
+        raise SettingsError(f"--prometheus-port: must be between 0 and 65535, got {settings.prometheus_port}")
+    if settings.prometheus_port and settings.prometheus_port == settings.port:
+        raise SettingsError("--prometheus-port: must differ from --port")
     if settings.grace_seconds < 0:
         raise SettingsError(f"--grace-seconds: must be >= 0, got {settings.grace_seconds}")
     if settings.max_workers < 1:

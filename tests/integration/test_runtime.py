@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -170,3 +172,23 @@ def test_calls_still_running_after_the_grace_period_are_cancelled(standins) -> N
     service.stop(grace_seconds=0.2)
     error = rpc_error(in_flight.result)
     assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def test_prometheus_endpoint_counts_rpcs_by_status_code() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    service, _ = start_standins(ServerSettings(port=0, prometheus_port=metrics_port))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            stub.Recommend(policy_pb2.RecommendRequest(user_id="u", k=1))
+            rpc_error(lambda: stub.Recommend(policy_pb2.RecommendRequest(user_id="u", k=0)))
+            rpc_error(lambda: stub.Recommend(policy_pb2.RecommendRequest(user_id="u", k=0)))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    finally:
+        service.stop(0)
+    method = 'method="/rectune.v1.PolicyService/Recommend"'
+    assert f'rectune_rpc_requests_total{{code="OK",{method}}} 1.0' in body
+    assert f'rectune_rpc_requests_total{{code="INVALID_ARGUMENT",{method}}} 2.0' in body
+    assert f"rectune_rpc_duration_seconds_count{{{method}}} 3.0" in body
