@@ -114,6 +114,21 @@ def build_server(
     return server, port
 
 
+def serve_health_only(health_state: HealthState, host: str, port: int) -> Callable[[], None]:
+    """The health service alone on a plaintext port, for probes that cannot do TLS or tokens
+    (the kubelet's gRPC probe can do neither). Returns the function that stops it."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen on {host}:{port} for health checks")
+    server.start()
+
+    def stop() -> None:
+        server.stop(0).wait()
+
+    return stop
+
+
 @dataclass
 class RunningService:
     """A started server and what must be closed after it stops."""
@@ -174,13 +189,20 @@ def start_service(
     metrics = rpc_metrics()
     server, port = build_server(registrations, settings, health_state, admin_methods, metrics.observe)
     service = RunningService(name, server, port, health_state, settings.grace_seconds, metrics)
-    if settings.prometheus_port:
-        service.closers.append(serve_metrics(metrics, settings.host, settings.prometheus_port))
+    try:
+        if settings.prometheus_port:
+            service.closers.append(serve_metrics(metrics, settings.host, settings.prometheus_port))
+        if settings.health_port:
+            service.closers.append(serve_health_only(health_state, settings.host, settings.health_port))
+    except OSError:
+        service.stop(0)
+        raise
     log.info(
         "listening",
         service=name,
         host=settings.host,
         port=port,
+        health_port=settings.health_port or None,
         prometheus_port=settings.prometheus_port or None,
         tls=bool(settings.tls_cert),
         auth=bool(settings.auth_token),

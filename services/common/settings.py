@@ -40,6 +40,11 @@ class ServerSettings:
         default="",
         help="when set, arm- and settings-changing RPCs accept only this token",
     )
+    health_port: int = option(
+        env="RECTUNE_HEALTH_PORT",
+        default=0,
+        help="also serve grpc.health.v1 alone on this plaintext port (for probes when TLS or auth is on); 0 = off",
+    )
     prometheus_port: int = option(
         env="RECTUNE_PROMETHEUS_PORT", default=0, help="serve Prometheus metrics at /metrics on this port; 0 = off"
     )
@@ -74,10 +79,12 @@ def check_server_settings(settings: ServerSettings) -> None:
     """Refuse combinations that cannot work, naming the flag and the rule."""
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port (env PORT): must be between 0 and 65535, got {settings.port}")
-    if not 0 <= settings.prometheus_port <= 65535:
-        raise SettingsError(f"--prometheus-port: must be between 0 and 65535, got {settings.prometheus_port}")
-    if settings.prometheus_port and settings.prometheus_port == settings.port:
-        raise SettingsError("--prometheus-port: must differ from --port")
+    for flag, extra_port in (("--health-port", settings.health_port), ("--prometheus-port", settings.prometheus_port)):
+        if not 0 <= extra_port <= 65535:
+            raise SettingsError(f"{flag}: must be between 0 and 65535, got {extra_port}")
+    extra_ports = [p for p in (settings.port, settings.health_port, settings.prometheus_port) if p]
+    if len(extra_ports) != len(set(extra_ports)):
+        raise SettingsError("--port, --health-port and --prometheus-port: must all differ")
     if settings.grace_seconds < 0:
         raise SettingsError(f"--grace-seconds: must be >= 0, got {settings.grace_seconds}")
     if settings.max_workers < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,5 +188,28 @@ def test_mtls_server_requires_a_client_certificate(certificates: Path) -> None:
         )
         stub = policy_pb2_grpc.PolicyServiceStub(make_channel(address, identified))
         assert stub.Recommend(policy_pb2.RecommendRequest(user_id="u", k=1)).arm_id == "a1"
+    finally:
+        service.stop(0)
+
+
+def test_health_port_answers_plaintext_without_token_while_the_main_port_needs_both(certificates: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        health_port = probe.getsockname()[1]
+    settings = tls_settings(certificates, mutual=False)
+    settings = dataclasses.replace(settings, auth_token=TOKEN, health_port=health_port)
+    service, _ = start_standins(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+            # Only health lives on that port.
+            code, _ = code_and_details(
+                lambda: policy_pb2_grpc.PolicyServiceStub(channel).Recommend(policy_pb2.RecommendRequest(k=1))
+            )
+            assert code == grpc.StatusCode.UNIMPLEMENTED
+        plain = policy_stub(service, TOKEN)
+        code, _ = code_and_details(lambda: plain.Recommend(policy_pb2.RecommendRequest(k=1), timeout=2))
+        assert code == grpc.StatusCode.UNAVAILABLE
     finally:
         service.stop(0)
