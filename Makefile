@@ -75,11 +75,11 @@ down: ## stop what `make up` started
 	  if [ -f $$pidfile ]; then kill -TERM $$(cat $$pidfile) 2>/dev/null && echo "stopped $$name"; rm -f $$pidfile; fi; \
 	done; true
 
-images: ## build the container image (needs a Docker engine)
-	docker build -f deploy/Dockerfile -t rectune:dev .
+IMAGE ?= rectune:dev
+images: ## build the container image (needs a Docker engine); IMAGE=name:tag, DOCKER_BUILD_ARGS=...
+	docker build -f deploy/Dockerfile -t $(IMAGE) $(DOCKER_BUILD_ARGS) .
 
 manifests: ## render each kustomize overlay into build/manifests/
-	@test -d deploy/k8s/overlays || { echo "deploy/k8s does not exist yet (issue: Deploy)"; exit 1; }
 	@mkdir -p build/manifests
 	@for overlay in deploy/k8s/overlays/*/; do name=$$(basename $$overlay); \
 	  kubectl kustomize $$overlay > build/manifests/$$name.yaml && echo "build/manifests/$$name.yaml"; done

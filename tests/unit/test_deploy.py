@@ -1,0 +1,197 @@
+"""The Kubernetes manifests: every overlay renders, validates offline, and matches the services.
+
+Needs `kubectl` (with its built-in kustomize) on PATH, as on every machine of this
+project; without it these tests fail and say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
+KUBERNETES_VERSION = "1.32.0"
+SETTINGS = {
+    "embedding": ("services.embedding.__main__", "EmbeddingSettings"),
+    "scoring": ("services.scoring.__main__", "ScoringSettings"),
+    "policy": ("services.policy.__main__", "PolicySettings"),
+    "metrics": ("services.metrics.__main__", "MetricsSettings"),
+}
+
+
+@cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render the kustomize overlays and is not on PATH"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(objects: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def settings_fields(service: str) -> list[dataclasses.Field[Any]]:
+    module, name = SETTINGS[service]
+    return list(dataclasses.fields(getattr(importlib.import_module(module), name)))
+
+
+def container_env(objects: tuple[dict[str, Any], ...], container: dict[str, Any]) -> dict[str, str | None]:
+    """Every variable a container gets: ``env`` (secret refs as None) plus its ConfigMaps."""
+    config_maps = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objects, "ConfigMap")}
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        env.update(config_maps[source["configMapRef"]["name"]])
+    for variable in container.get("env", []):
+        env[variable["name"]] = variable.get("value")
+    return env
+
+
+def test_there_are_dev_and_prod_overlays() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_kubernetes_schemas(overlay: str) -> None:
+    for manifest in render(overlay):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_objects(overlay: str) -> None:
+    objects = render(overlay)
+    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
+        assert {o["metadata"]["name"] for o in of_kind(objects, kind)} == set(SETTINGS), kind
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")} == {
+        "policy",
+        "scoring",
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_env_vars_are_exactly_settings_the_service_reads(overlay: str) -> None:
+    objects = render(overlay)
+    for deployment in of_kind(objects, "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        service = container["args"][0]
+        fields = settings_fields(service)
+        read = {f.metadata["env"] for f in fields}
+        required = {f.metadata["env"] for f in fields if f.metadata["required"]}
+        env = container_env(objects, container)
+        assert set(env) - read == set(), f"{service} is given variables it does not read"
+        assert required - set(env) == set(), f"{service} lacks required variables"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_and_probes_match_the_service_settings(overlay: str) -> None:
+    objects = render(overlay)
+    services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
+    for deployment in of_kind(objects, "Deployment"):
+        template = deployment["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        env = container_env(objects, container)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["grpc"] == int(env["PORT"] or 0)
+        assert ports["grpc-health"] == int(env["RECTUNE_HEALTH_PORT"] or 0)
+        assert ports["http-metrics"] == int(env["RECTUNE_PROMETHEUS_PORT"] or 0)
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == env["RECTUNE_PROMETHEUS_PORT"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == ports["grpc-health"], probe
+        service = services[deployment["metadata"]["name"]]
+        grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+        assert (grpc_port["port"], grpc_port["targetPort"]) == (ports["grpc"], "grpc")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_peer_addresses_point_at_the_peer_services(overlay: str) -> None:
+    objects = render(overlay)
+    service_ports = {
+        s["metadata"]["name"]: next(p["port"] for p in s["spec"]["ports"] if p["name"] == "grpc")
+        for s in of_kind(objects, "Service")
+    }
+    for deployment in of_kind(objects, "Deployment"):
+        env = container_env(objects, deployment["spec"]["template"]["spec"]["containers"][0])
+        for variable, value in env.items():
+            if variable.endswith("_ADDRESS"):
+                host, port = (value or "").split(":")
+                assert service_ports[host] == int(port), variable
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_hardened_and_bounded(overlay: str) -> None:
+    for deployment in of_kind(render(overlay), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == deployment["metadata"]["name"]
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert "memory" in container["resources"]["limits"]
+
+
+def allowed_sources(objects: tuple[dict[str, Any], ...], target: str, port: str) -> list[dict[str, Any]]:
+    sources = []
+    for policy in of_kind(objects, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"].get("matchLabels", {})
+        if selector and selector.get("app.kubernetes.io/name") not in (None, target):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if any(p["port"] == port for p in rule.get("ports", [])):
+                sources.extend(rule["from"])
+    return sources
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -> None:
+    objects = render(overlay)
+    assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in of_kind(objects, "NetworkPolicy"))
+    assert allowed_sources(objects, "policy", "grpc") == [{"namespaceSelector": {}}]
+    from_policy = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "policy"}}}]
+    assert allowed_sources(objects, "scoring", "grpc") == from_policy
+    assert allowed_sources(objects, "metrics", "grpc") == from_policy
+    from_scoring = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scoring"}}}]
+    assert allowed_sources(objects, "embedding", "grpc") == from_scoring
+
+
+def test_prod_runs_mtls_and_gpu_overlay_asks_for_a_gpu() -> None:
+    prod = render("prod")
+    for deployment in of_kind(prod, "Deployment"):
+        env = container_env(prod, deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["RECTUNE_TLS_CLIENT_CA"] == env["RECTUNE_CLIENT_CA"] == "/etc/rectune/tls/ca.crt"
+    (embedding,) = [d for d in of_kind(render("gpu"), "Deployment") if d["metadata"]["name"] == "embedding"]
+    container = embedding["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_container_entrypoint_runs_exactly_the_services() -> None:
+    script = ROOT / "deploy/entrypoint.sh"
+    usage = subprocess.run(["sh", str(script), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0
+    assert usage.stdout.strip().startswith(f"usage: rectune {{{'|'.join(SETTINGS)}}}")
+    unknown = subprocess.run(["sh", str(script), "tuner-x"], capture_output=True, text=True)
+    assert unknown.returncode == 2
+    assert "unknown service 'tuner-x'" in unknown.stderr
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_the_pinned_lock() -> None:
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile
+    assert "-c requirements/constraints.txt" in dockerfile
+    assert "ARG BASE_IMAGE=" in dockerfile
