@@ -63,7 +63,7 @@ up: $(STAMP) ## start all services in the background on fixed local ports (.run/
 	@start() { name=$$1; port=$$2; shift 2; \
 	  env "$$@" $(PY) -m services.$$name --port $$port --log-format json > $(RUN_DIR)/$$name.log 2>&1 & \
 	  echo $$! > $(RUN_DIR)/$$name.pid; echo "$$name on 127.0.0.1:$$port (log $(RUN_DIR)/$$name.log)"; }; \
-	start metrics $(METRICS_PORT); \
+	start metrics $(METRICS_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/metrics.db; \
 	start embedding $(EMBEDDING_PORT); \
 	start scoring $(SCORING_PORT) RECTUNE_EMBEDDING_ADDRESS=127.0.0.1:$(EMBEDDING_PORT); \
 	start policy $(POLICY_PORT) RECTUNE_SCORING_ADDRESS=127.0.0.1:$(SCORING_PORT) RECTUNE_METRICS_ADDRESS=127.0.0.1:$(METRICS_PORT)

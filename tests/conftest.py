@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ SETTINGS_CLASSES = {
 }
 # Peers that do not need to answer for a service to start (channels connect lazily).
 UNUSED_PEER = "127.0.0.1:9"
+STATEFUL = {"metrics"}
 REQUIRED_PEERS = {
     "scoring": {"embedding_address": UNUSED_PEER},
     "policy": {"scoring_address": UNUSED_PEER, "metrics_address": UNUSED_PEER},
@@ -52,11 +54,16 @@ def build_settings(name: str, **overrides: Any) -> Any:
 
 
 @pytest.fixture
-def start_service() -> Iterator[Callable[..., StartedService]]:
-    """``start_service("policy", auth_token="t")`` -> the running service and a typed stub."""
+def start_service(tmp_path: Path) -> Iterator[Callable[..., StartedService]]:
+    """``start_service("policy", auth_token="t")`` -> the running service and a typed stub.
+
+    Services that store state get a fresh SQLite file under the test's tmp_path unless
+    the test passes ``database_url``."""
     started: list[StartedService] = []
 
     def start(name: str, **overrides: Any) -> StartedService:
+        if name in STATEFUL:
+            overrides.setdefault("database_url", f"sqlite:///{tmp_path / f'{name}-{len(started)}.db'}")
         module = importlib.import_module(f"services.{name}.__main__")
         service = module.build(build_settings(name, **overrides))
         channel = grpc.insecure_channel(f"127.0.0.1:{service.port}")

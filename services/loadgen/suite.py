@@ -27,9 +27,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def peer_flags(name: str, ports: dict[str, int]) -> list[str]:
-    """The addresses each service needs, pointing at its siblings."""
+def service_flags(name: str, ports: dict[str, int], run_dir: Path) -> list[str]:
+    """What each service needs: its siblings' addresses, its database under the run folder."""
     address = {peer: f"127.0.0.1:{port}" for peer, port in ports.items()}
+    if name == "metrics":
+        return ["--database-url", f"sqlite:///{run_dir.resolve() / 'metrics.db'}"]
     if name == "scoring":
         return ["--embedding-address", address["embedding"]]
     if name == "policy":
@@ -57,7 +59,7 @@ class LocalSuite:
             self._logs.append(log)
             command = [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])]
             self.processes[name] = subprocess.Popen(
-                command + peer_flags(name, self.ports), stdout=log, stderr=subprocess.STDOUT, env=env
+                command + service_flags(name, self.ports, self.run_dir), stdout=log, stderr=subprocess.STDOUT, env=env
             )
         return wait_serving([self.address(name) for name in START_ORDER], health_timeout_seconds)
 

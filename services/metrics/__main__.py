@@ -1,4 +1,8 @@
-"""``python -m services.metrics``: serve MetricsService."""
+"""``python -m services.metrics``: serve MetricsService.
+
+Migrates the database to the newest schema at start-up, then serves. Compaction of raw
+events past the retention horizon runs in the background.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ import sys
 from dataclasses import dataclass
 
 from rectune.v1 import metrics_pb2_grpc
+from services.common.background import run_periodically
+from services.common.config import SettingsError, option
 from services.common.contracts import METRICS_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings
+from services.metrics.core.database import make_engine, migrate
+from services.metrics.core.service import MetricsConfig, MetricsCore
+from services.metrics.core.stats import RewardWeights
+from services.metrics.core.store import MetricsStore
+from services.metrics.gauges import ArmGauges
 from services.metrics.servicer import MetricsServicer
 
 
@@ -17,12 +28,64 @@ from services.metrics.servicer import MetricsServicer
 class MetricsSettings(ServerSettings):
     """MetricsService: event store and per-arm statistics."""
 
+    database_url: str = option(
+        env="RECTUNE_DATABASE_URL",
+        default="sqlite:///rectune-metrics.db",
+        help="SQLAlchemy URL: a SQLite file (WAL) or postgresql+psycopg://user@host/db",
+    )
+    reward_click_weight: float = option(env="RECTUNE_REWARD_CLICK_WEIGHT", default=1.0, help="reward of a click")
+    reward_conversion_weight: float = option(
+        env="RECTUNE_REWARD_CONVERSION_WEIGHT", default=0.0, help="reward of a conversion"
+    )
+    posterior_samples: int = option(
+        env="RECTUNE_POSTERIOR_SAMPLES", default=10000, help="Monte-Carlo samples for probability best"
+    )
+    max_future_seconds: float = option(
+        env="RECTUNE_MAX_FUTURE_SECONDS", default=300.0, help="events further in the future are refused"
+    )
+    retention_hours: float = option(
+        env="RECTUNE_RETENTION_HOURS",
+        default=168.0,
+        help="raw events older than this become hourly aggregates; 0 = keep",
+    )
+    compaction_interval_seconds: float = option(
+        env="RECTUNE_COMPACTION_INTERVAL_SECONDS", default=600.0, help="how often compaction runs"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise SettingsError(
+                "--database-url (env RECTUNE_DATABASE_URL): must be a sqlite or postgresql URL, "
+                f"got {self.database_url!r}"
+            )
+        if self.posterior_samples < 1:
+            raise SettingsError(f"--posterior-samples: must be >= 1, got {self.posterior_samples}")
+        if self.retention_hours < 0 or self.compaction_interval_seconds <= 0 or self.max_future_seconds < 0:
+            raise SettingsError(
+                "--retention-hours, --max-future-seconds: must be >= 0; --compaction-interval-seconds > 0"
+            )
+
+    def config(self) -> MetricsConfig:
+        return MetricsConfig(
+            reward=RewardWeights(self.reward_click_weight, self.reward_conversion_weight),
+            posterior_samples=self.posterior_samples,
+            max_future_seconds=self.max_future_seconds,
+            retention_hours=self.retention_hours,
+        )
+
 
 def build(settings: MetricsSettings) -> RunningService:
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    core = MetricsCore(MetricsStore(engine), settings.config())
     registration = ServiceRegistration(
-        METRICS_SERVICE, metrics_pb2_grpc.add_MetricsServiceServicer_to_server, MetricsServicer()
+        METRICS_SERVICE, metrics_pb2_grpc.add_MetricsServiceServicer_to_server, MetricsServicer(core)
     )
     service = start_service("metrics", [registration], settings)
+    service.metrics.registry.register(ArmGauges(core))
+    service.closers.append(engine.dispose)
+    service.closers.append(run_periodically("compaction", settings.compaction_interval_seconds, core.compact))
     service.health.set_serving()
     return service
 

@@ -1,24 +1,78 @@
-"""gRPC glue of MetricsService.
-
-Not implemented yet (issue #6): every RPC answers UNIMPLEMENTED, naming the method
-and the issue.
-"""
+"""gRPC glue of MetricsService: convert -> call the core -> convert."""
 
 from __future__ import annotations
 
-from rectune.v1 import metrics_pb2_grpc
-from services.common.errors import pending_rpc
+from collections.abc import Iterator
+from typing import Any
 
-ISSUE = "issue #6"
+from rectune.v1 import metrics_pb2, metrics_pb2_grpc
+from services.metrics import convert
+from services.metrics.core.service import MetricsCore
 
 
 class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
-    """Each RPC answers UNIMPLEMENTED until issue #6 lands."""
+    def __init__(self, core: MetricsCore) -> None:
+        self.core = core
 
-    RecordEvents = pending_rpc("/rectune.v1.MetricsService/RecordEvents", ISSUE)
-    StreamEvents = pending_rpc("/rectune.v1.MetricsService/StreamEvents", ISSUE)
-    RecordDecisions = pending_rpc("/rectune.v1.MetricsService/RecordDecisions", ISSUE)
-    GetArmStats = pending_rpc("/rectune.v1.MetricsService/GetArmStats", ISSUE)
-    GetTimeSeries = pending_rpc("/rectune.v1.MetricsService/GetTimeSeries", ISSUE)
-    WatchArmStats = pending_rpc("/rectune.v1.MetricsService/WatchArmStats", ISSUE)
-    ExportDecisions = pending_rpc("/rectune.v1.MetricsService/ExportDecisions", ISSUE)
+    def RecordEvents(self, request: metrics_pb2.RecordEventsRequest, context: Any) -> metrics_pb2.RecordEventsResponse:
+        result = self.core.record_events(convert.events(request.events))
+        return metrics_pb2.RecordEventsResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+    def StreamEvents(
+        self, request_iterator: Iterator[metrics_pb2.StreamEventsRequest], context: Any
+    ) -> metrics_pb2.StreamEventsResponse:
+        accepted = duplicates = batches = 0
+        for position, batch in enumerate(request_iterator):
+            result = self.core.record_events(convert.events(batch.events), field_name=f"requests[{position}].events")
+            accepted, duplicates, batches = accepted + result.accepted, duplicates + result.duplicates, batches + 1
+        return metrics_pb2.StreamEventsResponse(accepted=accepted, duplicates=duplicates, batches=batches)
+
+    def RecordDecisions(
+        self, request: metrics_pb2.RecordDecisionsRequest, context: Any
+    ) -> metrics_pb2.RecordDecisionsResponse:
+        result = self.core.record_decisions([convert.decision(d) for d in request.decisions])
+        return metrics_pb2.RecordDecisionsResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+    def GetArmStats(self, request: metrics_pb2.GetArmStatsRequest, context: Any) -> metrics_pb2.GetArmStatsResponse:
+        window = convert.window(request.window, request.HasField("window"))
+        stats, samples = self.core.arm_stats(window, list(request.arm_ids), request.posterior_samples)
+        return metrics_pb2.GetArmStatsResponse(
+            stats=[convert.arm_stats_message(s) for s in stats],
+            window=convert.window_message(window),
+            posterior_samples=samples,
+        )
+
+    def GetTimeSeries(
+        self, request: metrics_pb2.GetTimeSeriesRequest, context: Any
+    ) -> metrics_pb2.GetTimeSeriesResponse:
+        window = convert.window(request.window, request.HasField("window"))
+        series = self.core.time_series(window, convert.duration_seconds(request.bucket), list(request.arm_ids))
+        return metrics_pb2.GetTimeSeriesResponse(
+            series=[convert.series_message(arm_id, buckets) for arm_id, buckets in series.items()]
+        )
+
+    def WatchArmStats(
+        self, request: metrics_pb2.WatchArmStatsRequest, context: Any
+    ) -> Iterator[metrics_pb2.WatchArmStatsResponse]:
+        updates = self.core.watch(
+            convert.duration_seconds(request.window),
+            list(request.arm_ids),
+            convert.duration_seconds(request.min_interval),
+            context.is_active,
+        )
+        for as_of, stats in updates:
+            yield metrics_pb2.WatchArmStatsResponse(
+                stats=[convert.arm_stats_message(s) for s in stats], as_of=convert.timestamp(as_of)
+            )
+
+    def ExportDecisions(
+        self, request: metrics_pb2.ExportDecisionsRequest, context: Any
+    ) -> metrics_pb2.ExportDecisionsResponse:
+        window = convert.window(request.window, request.HasField("window"))
+        logged, next_token = self.core.export_decisions(
+            window, list(request.arm_ids), request.page_size, request.page_token
+        )
+        return metrics_pb2.ExportDecisionsResponse(
+            decisions=[convert.logged_decision_message(d, self.core.reward_of(d)) for d in logged],
+            next_page_token=next_token,
+        )

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from rectune.v1 import metrics_pb2, policy_pb2, scoring_pb2
+from rectune.v1 import policy_pb2, scoring_pb2
 from services.common.contracts import EMBEDDING_SERVICE, METRICS_SERVICE, POLICY_SERVICE, SCORING_SERVICE
 from services.common.wait_healthy import health_status, wait_serving
 
@@ -25,7 +25,7 @@ SERVICE_NAMES = {
     "policy": POLICY_SERVICE,
     "metrics": METRICS_SERVICE,
 }
-PEER_FLAGS = {
+PEER_FLAGS: dict[str, list[str]] = {
     "scoring": ["--embedding-address", "127.0.0.1:9"],
     "policy": ["--scoring-address", "127.0.0.1:9", "--metrics-address", "127.0.0.1:9"],
 }
@@ -33,7 +33,6 @@ PEER_FLAGS = {
 PENDING_RPCS = {
     "scoring": ("DescribeSearchSpace", scoring_pb2.DescribeSearchSpaceRequest()),
     "policy": ("ListArms", policy_pb2.ListArmsRequest()),
-    "metrics": ("GetArmStats", metrics_pb2.GetArmStatsRequest()),
 }
 
 
@@ -78,8 +77,11 @@ def listening_port(process: subprocess.Popen[str]) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(SERVICE_NAMES))
-def test_entrypoint_serves_and_drains_on_sigterm(name: str) -> None:
-    process = launch(name, *PEER_FLAGS.get(name, []))
+def test_entrypoint_serves_and_drains_on_sigterm(name: str, tmp_path: Path) -> None:
+    flags = PEER_FLAGS.get(name, [])
+    if name == "metrics":
+        flags = ["--database-url", f"sqlite:///{tmp_path / 'metrics.db'}"]
+    process = launch(name, *flags)
     try:
         port = listening_port(process)
         address = f"127.0.0.1:{port}"
@@ -107,7 +109,7 @@ def test_entrypoint_fails_fast_without_a_required_address() -> None:
 def test_entrypoint_reports_a_port_it_cannot_bind(start_service) -> None:
     taken = start_service("metrics").service.port
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.metrics", "--port", str(taken)],
+        [sys.executable, "-m", "services.policy", "--port", str(taken), *PEER_FLAGS["policy"]],
         cwd=ROOT,
         env={**os.environ, "RECTUNE_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE,

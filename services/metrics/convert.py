@@ -1,0 +1,148 @@
+"""Protobuf <-> domain types for MetricsService. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from rectune.v1 import common_pb2, metrics_pb2
+from services.metrics.core.events import Decision, Event, EventKind
+from services.metrics.core.stats import ArmStats, Interval
+from services.metrics.core.store import Bucket, LoggedDecision, Window
+
+KINDS = {
+    common_pb2.EVENT_KIND_IMPRESSION: EventKind.IMPRESSION,
+    common_pb2.EVENT_KIND_CLICK: EventKind.CLICK,
+    common_pb2.EVENT_KIND_CONVERSION: EventKind.CONVERSION,
+    common_pb2.EVENT_KIND_RATING: EventKind.RATING,
+    common_pb2.EVENT_KIND_CUSTOM: EventKind.CUSTOM,
+}
+
+
+def seconds(timestamp: Timestamp) -> float:
+    return timestamp.seconds + timestamp.nanos / 1e9
+
+
+def timestamp(unix_seconds: float) -> Timestamp:
+    result = Timestamp()
+    result.FromNanoseconds(round(unix_seconds * 1e9))
+    return result
+
+
+def duration_seconds(duration: Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def window(message: common_pb2.TimeWindow, present: bool) -> Window:
+    if not present:
+        return Window()
+    return Window(
+        seconds(message.start) if message.HasField("start") else None,
+        seconds(message.end) if message.HasField("end") else None,
+    )
+
+
+def window_message(value: Window) -> common_pb2.TimeWindow:
+    message = common_pb2.TimeWindow()
+    if value.start is not None:
+        message.start.CopyFrom(timestamp(value.start))
+    if value.end is not None:
+        message.end.CopyFrom(timestamp(value.end))
+    return message
+
+
+def event(message: common_pb2.Event) -> Event:
+    return Event(
+        event_id=message.event_id,
+        decision_id=message.decision_id,
+        arm_id=message.arm_id,
+        user_id=message.user_id,
+        item_id=message.item_id,
+        kind=KINDS.get(message.kind),
+        custom_name=message.custom_name,
+        value=message.value,
+        time=seconds(message.time) if message.HasField("time") else None,
+    )
+
+
+def events(messages: Iterable[common_pb2.Event]) -> list[Event]:
+    return [event(m) for m in messages]
+
+
+def decision(message: metrics_pb2.Decision) -> Decision:
+    return Decision(
+        decision_id=message.decision_id,
+        request_id=message.request_id,
+        user_id=message.user_id,
+        arm_id=message.arm_id,
+        propensity=message.propensity,
+        propensity_samples=message.propensity_samples,
+        item_ids=tuple(message.item_ids),
+        degraded=message.degraded,
+        algorithm=message.algorithm,
+        context=dict(message.context),
+        time=seconds(message.time) if message.HasField("time") else None,
+    )
+
+
+def decision_message(value: Decision) -> metrics_pb2.Decision:
+    message = metrics_pb2.Decision(
+        decision_id=value.decision_id,
+        request_id=value.request_id,
+        user_id=value.user_id,
+        arm_id=value.arm_id,
+        propensity=value.propensity,
+        propensity_samples=value.propensity_samples,
+        item_ids=list(value.item_ids),
+        degraded=value.degraded,
+        algorithm=value.algorithm,
+        context=value.context,
+    )
+    if value.time is not None:
+        message.time.CopyFrom(timestamp(value.time))
+    return message
+
+
+def interval(value: Interval) -> common_pb2.Interval:
+    return common_pb2.Interval(lower=value.lower, upper=value.upper, confidence=value.confidence)
+
+
+def arm_stats_message(value: ArmStats) -> metrics_pb2.ArmStats:
+    return metrics_pb2.ArmStats(
+        arm_id=value.counts.arm_id,
+        impressions=value.counts.impressions,
+        clicks=value.counts.clicks,
+        conversions=value.counts.conversions,
+        ctr=value.ctr,
+        ctr_interval=interval(value.ctr_interval),
+        conversion_rate=value.conversion_rate,
+        conversion_rate_interval=interval(value.conversion_rate_interval),
+        reward_mean=value.reward_mean,
+        reward_variance=value.reward_variance,
+        probability_best=value.probability_best,
+    )
+
+
+def series_message(arm_id: str, buckets: list[Bucket]) -> metrics_pb2.ArmSeries:
+    return metrics_pb2.ArmSeries(
+        arm_id=arm_id,
+        buckets=[
+            metrics_pb2.TimeBucket(
+                start=timestamp(b.start),
+                impressions=b.impressions,
+                clicks=b.clicks,
+                conversions=b.conversions,
+                ctr=b.clicks / b.impressions if b.impressions else 0.0,
+                reward_sum=b.reward_sum,
+            )
+            for b in buckets
+        ],
+    )
+
+
+def logged_decision_message(value: LoggedDecision, reward: float) -> metrics_pb2.LoggedDecision:
+    return metrics_pb2.LoggedDecision(
+        decision=decision_message(value.decision), clicks=value.clicks, conversions=value.conversions, reward=reward
+    )

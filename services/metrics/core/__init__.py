@@ -1,0 +1,1 @@
+"""MetricsService domain logic, free of protobuf: events, storage, statistics."""

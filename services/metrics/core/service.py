@@ -1,0 +1,146 @@
+"""MetricsService behaviour: validation, storage, statistics, watching, retention. No protobuf."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from services.common.errors import InvalidArgument
+from services.metrics.core.events import Decision, Event, TimeRules, normalise_decisions, normalise_events
+from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
+from services.metrics.core.store import Bucket, LoggedDecision, MetricsStore, Window, WriteResult
+
+MAX_BUCKETS = 10_000
+MAX_PAGE_SIZE = 10_000
+DEFAULT_PAGE_SIZE = 1_000
+MIN_WATCH_INTERVAL = 0.1
+# Other replicas may compact; re-read the horizon this often.
+HORIZON_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    posterior_samples: int = 10_000
+    max_posterior_samples: int = 1_000_000
+    seed: int = 0
+    max_future_seconds: float = 300.0
+    max_events_per_batch: int = 10_000
+    # Raw events older than this are compacted into hourly aggregates; 0 keeps them forever.
+    retention_hours: float = 168.0
+
+
+def check_window(window: Window) -> None:
+    if window.start is not None and window.end is not None and window.start >= window.end:
+        raise InvalidArgument("window", f"start ({window.start}) must be before end ({window.end})")
+
+
+def check_arm_ids(arm_ids: Sequence[str]) -> None:
+    for index, arm_id in enumerate(arm_ids):
+        if not arm_id:
+            raise InvalidArgument(f"arm_ids[{index}]", "must not be empty")
+
+
+class MetricsCore:
+    def __init__(self, store: MetricsStore, config: MetricsConfig, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self._horizon: tuple[float, float | None] = (float("-inf"), None)  # (read at, value)
+        self._lock = threading.Lock()
+
+    def _compacted_before(self) -> float | None:
+        read_at, value = self._horizon
+        now = time.monotonic()
+        if now - read_at > HORIZON_CACHE_SECONDS:
+            value = self.store.compacted_before()
+            self._horizon = (now, value)
+        return value
+
+    def _time_rules(self) -> TimeRules:
+        return TimeRules(self.clock(), self.config.max_future_seconds, self._compacted_before())
+
+    def record_events(self, events: Sequence[Event], field_name: str = "events") -> WriteResult:
+        if len(events) > self.config.max_events_per_batch:
+            raise InvalidArgument(
+                field_name, f"at most {self.config.max_events_per_batch} events per batch, got {len(events)}"
+            )
+        return self.store.record_events(normalise_events(events, self._time_rules(), field_name))
+
+    def record_decisions(self, decisions: Sequence[Decision]) -> WriteResult:
+        if len(decisions) > self.config.max_events_per_batch:
+            raise InvalidArgument(
+                "decisions", f"at most {self.config.max_events_per_batch} per batch, got {len(decisions)}"
+            )
+        return self.store.record_decisions(normalise_decisions(decisions, self._time_rules()))
+
+    def _samples(self, requested: int) -> int:
+        if requested < 0 or requested > self.config.max_posterior_samples:
+            raise InvalidArgument(
+                "posterior_samples", f"must be between 0 and {self.config.max_posterior_samples}, got {requested}"
+            )
+        return requested or self.config.posterior_samples
+
+    def arm_stats(
+        self, window: Window, arm_ids: Sequence[str], posterior_samples: int = 0
+    ) -> tuple[list[ArmStats], int]:
+        check_window(window)
+        check_arm_ids(arm_ids)
+        samples = self._samples(posterior_samples)
+        counts = self.store.arm_counts(window, arm_ids)
+        return arm_stats(counts, self.config.reward, samples, self.config.seed), samples
+
+    def time_series(self, window: Window, bucket_seconds: float, arm_ids: Sequence[str]) -> dict[str, list[Bucket]]:
+        check_window(window)
+        check_arm_ids(arm_ids)
+        if bucket_seconds < 1:
+            raise InvalidArgument("bucket", f"must be at least 1 second, got {bucket_seconds}")
+        start = window.start
+        end = window.end if window.end is not None else self.clock()
+        if start is not None and (end - start) / bucket_seconds > MAX_BUCKETS:
+            raise InvalidArgument("bucket", f"window / bucket gives more than {MAX_BUCKETS} buckets; widen the bucket")
+        weights = self.config.reward
+        return self.store.time_series(window, bucket_seconds, arm_ids, weights.click, weights.conversion)
+
+    def watch(
+        self, window_seconds: float, arm_ids: Sequence[str], min_interval: float, is_active: Callable[[], bool]
+    ) -> Iterator[tuple[float, list[ArmStats]]]:
+        """Stats over the sliding window, pushed when the counts change, at most once per min_interval."""
+        check_arm_ids(arm_ids)
+        if window_seconds < 0:
+            raise InvalidArgument("window", f"must be >= 0, got {window_seconds}")
+        interval = max(min_interval, MIN_WATCH_INTERVAL)
+        last: list[tuple[str, int, int, int]] | None = None
+        while is_active():
+            now = self.clock()
+            window = Window(now - window_seconds if window_seconds else None, None)
+            stats, _ = self.arm_stats(window, arm_ids)
+            fingerprint = [
+                (s.counts.arm_id, s.counts.impressions, s.counts.clicks, s.counts.conversions) for s in stats
+            ]
+            if fingerprint != last:
+                last = fingerprint
+                yield now, stats
+            time.sleep(interval)
+
+    def export_decisions(
+        self, window: Window, arm_ids: Sequence[str], page_size: int, page_token: str
+    ) -> tuple[list[LoggedDecision], str]:
+        check_window(window)
+        check_arm_ids(arm_ids)
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+        return self.store.export_decisions(window, arm_ids, page_size or DEFAULT_PAGE_SIZE, page_token)
+
+    def reward_of(self, logged: LoggedDecision) -> float:
+        return self.config.reward.click * logged.clicks + self.config.reward.conversion * logged.conversions
+
+    def compact(self) -> int:
+        """Compact what is older than the retention horizon; 0 when retention is off."""
+        if self.config.retention_hours <= 0:
+            return 0
+        folded = self.store.compact(self.clock() - self.config.retention_hours * 3600)
+        self._horizon = (float("-inf"), None)
+        return folded
