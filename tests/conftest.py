@@ -75,3 +75,26 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., StartedService]]:
     for handle in started:
         handle.channel.close()
         handle.service.stop(0)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """One throw-away PostgreSQL cluster for the session (fails, never skips, if it cannot start)."""
+    from tests.postgres import throwaway_cluster
+
+    with throwaway_cluster() as url:
+        yield url
+
+
+_database_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh empty database on each backend: the same contract suite runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    from tests.postgres import create_database
+
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    return create_database(admin_url, f"test_{next(_database_counter)}")

@@ -195,6 +195,7 @@ class MetricsStore:
         click_weight: float,
         conversion_weight: float,
     ) -> dict[str, list[Bucket]]:
+        """Counts per arm and bucket; buckets are aligned to multiples of their width since the epoch."""
         bucket_us = to_us(bucket_seconds)
         counted = self._counts_source(window, arm_ids)
         bucket = (counted.c.time_us // bucket_us).label("bucket")
@@ -308,8 +309,13 @@ class MetricsStore:
             insert.on_conflict_do_update(
                 index_elements=["id"],
                 set_={
-                    "compacted_before_us": func.max(
-                        COMPACTION.c.compacted_before_us, insert.excluded.compacted_before_us
+                    # The horizon only moves forward (GREATEST, written portably).
+                    "compacted_before_us": case(
+                        (
+                            COMPACTION.c.compacted_before_us > insert.excluded.compacted_before_us,
+                            COMPACTION.c.compacted_before_us,
+                        ),
+                        else_=insert.excluded.compacted_before_us,
                     )
                 },
             )

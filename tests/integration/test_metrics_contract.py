@@ -1,0 +1,226 @@
+"""The MetricsService store and core: one contract suite, run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from services.common.errors import InvalidArgument
+from services.metrics.core.database import make_engine, migrate
+from services.metrics.core.events import Decision, Event, EventKind
+from services.metrics.core.service import MetricsConfig, MetricsCore
+from services.metrics.core.stats import RewardWeights
+from services.metrics.core.store import MetricsStore, Window
+from services.metrics.core.tables import metadata
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_750_000_000.0  # a fixed "now" for every test (2025-06-15)
+HOUR = 3600.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def core(database_url: str, clock: Clock) -> Iterator[MetricsCore]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    config = MetricsConfig(reward=RewardWeights(1.0, 2.0), posterior_samples=20_000, retention_hours=24)
+    yield MetricsCore(MetricsStore(engine), config, clock=clock)
+    engine.dispose()
+
+
+def event(event_id: str, kind: EventKind, arm: str = "a", decision: str = "d1", at: float = NOW - 60) -> Event:
+    return Event(event_id, decision, arm, "u1", "i1", kind, "", 0.0, at)
+
+
+def impressions_and_clicks(arm: str, impressions: int, clicks: int, at: float = NOW - 60) -> list[Event]:
+    shown = [event(f"{arm}-imp-{n}", EventKind.IMPRESSION, arm, f"{arm}-d{n}", at) for n in range(impressions)]
+    clicked = [event(f"{arm}-clk-{n}", EventKind.CLICK, arm, f"{arm}-d{n}", at) for n in range(clicks)]
+    return shown + clicked
+
+
+def counts(core: MetricsCore, window: Window = Window(), arms: tuple[str, ...] = ()) -> dict[str, tuple[int, int, int]]:
+    stats, _ = core.arm_stats(window, list(arms))
+    return {s.counts.arm_id: (s.counts.impressions, s.counts.clicks, s.counts.conversions) for s in stats}
+
+
+def test_migrations_produce_the_declared_schema(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": "metrics_alembic_version"})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()
+
+
+def test_recorded_events_are_counted_per_arm(core: MetricsCore) -> None:
+    result = core.record_events(impressions_and_clicks("a", 10, 3) + impressions_and_clicks("b", 5, 1))
+    assert (result.accepted, result.duplicates) == (19, 0)
+    assert counts(core) == {"a": (10, 3, 0), "b": (5, 1, 0)}
+
+
+def test_the_same_batch_twice_changes_nothing(core: MetricsCore) -> None:
+    batch = impressions_and_clicks("a", 4, 2)
+    core.record_events(batch)
+    again = core.record_events(batch)
+    assert (again.accepted, again.duplicates) == (0, 6)
+    assert counts(core) == {"a": (4, 2, 0)}
+
+
+def test_a_repeated_id_inside_one_batch_counts_once(core: MetricsCore) -> None:
+    shown = event("e1", EventKind.IMPRESSION)
+    result = core.record_events([shown, shown, event("e2", EventKind.CLICK)])
+    assert (result.accepted, result.duplicates) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (lambda e: replace(e, value=float("nan")), "events[2].value: must be a finite number, got nan"),
+        (lambda e: replace(e, value=float("inf")), "events[2].value: must be a finite number, got inf"),
+        (
+            lambda e: replace(e, kind=None),
+            "events[2].kind: must be one of impression, click, conversion, rating, custom",
+        ),
+        (lambda e: replace(e, event_id=""), "events[2].event_id: must not be empty"),
+        (lambda e: replace(e, arm_id=""), "events[2].arm_id: must not be empty"),
+        (lambda e: replace(e, kind=EventKind.CUSTOM), "events[2].custom_name: must not be empty"),
+        (lambda e: replace(e, time=NOW + 3600), "events[2].time: is 3600 s in the future; at most 300 s is allowed"),
+    ],
+)
+def test_a_batch_with_one_bad_event_is_rejected_whole(core: MetricsCore, bad, message: str) -> None:
+    batch = impressions_and_clicks("a", 5, 0)
+    batch[2] = bad(batch[2])
+    with pytest.raises(InvalidArgument) as error:
+        core.record_events(batch)
+    assert error.value.message == message
+    assert counts(core) == {}
+
+
+def test_an_empty_batch_is_refused(core: MetricsCore) -> None:
+    with pytest.raises(InvalidArgument, match="^events: must not be empty$"):
+        core.record_events([])
+
+
+def test_counted_values_default_to_one_and_time_to_now(core: MetricsCore) -> None:
+    core.record_events([replace(event("e1", EventKind.IMPRESSION), time=None)])
+    series = core.time_series(Window(NOW - 10, NOW + 10), 10.0, [])
+    assert [(b.start, b.impressions) for b in series["a"]] == [(NOW, 1)]
+
+
+def test_windows_are_half_open_and_arms_can_be_chosen(core: MetricsCore) -> None:
+    core.record_events(
+        impressions_and_clicks("a", 2, 1, at=NOW - 2 * HOUR) + impressions_and_clicks("b", 3, 0, at=NOW - HOUR)
+    )
+    assert counts(core, Window(NOW - 2 * HOUR, NOW - HOUR)) == {"a": (2, 1, 0)}
+    assert counts(core, Window(NOW - HOUR, None)) == {"b": (3, 0, 0)}
+    assert counts(core, Window(), ("b", "zzz")) == {"b": (3, 0, 0), "zzz": (0, 0, 0)}
+    with pytest.raises(InvalidArgument, match=r"^window: start \(.*\) must be before end"):
+        counts(core, Window(NOW, NOW - 1))
+
+
+def test_rates_intervals_and_rewards_are_filled(core: MetricsCore) -> None:
+    events = impressions_and_clicks("a", 100, 10)
+    events.append(event("a-conv-0", EventKind.CONVERSION, "a", "a-d0"))
+    core.record_events(events + impressions_and_clicks("b", 100, 2))
+    stats, samples = core.arm_stats(Window(), [])
+    a, b = stats
+    assert samples == 20_000
+    assert (a.ctr, a.conversion_rate) == (0.1, 0.01)
+    assert a.ctr_interval.lower < 0.1 < a.ctr_interval.upper
+    assert a.reward_mean == pytest.approx((10 * 1.0 + 1 * 2.0) / 100)
+    assert a.probability_best > 0.95 > b.probability_best
+    assert a.probability_best + b.probability_best == pytest.approx(1.0)
+
+
+def test_time_series_buckets_are_aligned_to_the_epoch(core: MetricsCore) -> None:
+    start = (NOW - 3 * HOUR) // HOUR * HOUR
+    core.record_events(
+        impressions_and_clicks("a", 2, 1, at=start + 10)
+        + [event("late", EventKind.IMPRESSION, "a", "x", at=start + 2 * HOUR + 5)]
+    )
+    series = core.time_series(Window(start, NOW), HOUR, ["a"])
+    assert [(b.start, b.impressions, b.clicks, b.reward_sum) for b in series["a"]] == [
+        (start, 2, 1, 1.0),
+        (start + 2 * HOUR, 1, 0, 0.0),
+    ]
+    with pytest.raises(InvalidArgument, match="^bucket: must be at least 1 second, got 0.5$"):
+        core.time_series(Window(start, NOW), 0.5, [])
+
+
+def decision(decision_id: str, at: float, arm: str = "a") -> Decision:
+    return Decision(
+        decision_id, f"r-{decision_id}", "u1", arm, 0.5, 100, ("i1", "i2"), False, "thompson", {"k": "v"}, at
+    )
+
+
+def test_decisions_export_in_pages_with_their_feedback(core: MetricsCore) -> None:
+    core.record_decisions([decision(f"d{n}", NOW - 100 + n) for n in range(5)])
+    assert core.record_decisions([decision("d0", NOW - 100)]).duplicates == 1
+    core.record_events([event("c1", EventKind.CLICK, decision="d1"), event("v1", EventKind.CONVERSION, decision="d1")])
+    first, token = core.export_decisions(Window(), [], page_size=2, page_token="")
+    second, token2 = core.export_decisions(Window(), [], page_size=2, page_token=token)
+    third, token3 = core.export_decisions(Window(), [], page_size=2, page_token=token2)
+    assert [d.decision.decision_id for d in first + second + third] == ["d0", "d1", "d2", "d3", "d4"]
+    assert token3 == ""
+    assert (first[1].clicks, first[1].conversions, core.reward_of(first[1])) == (1, 1, 3.0)
+    assert first[0].decision == decision("d0", NOW - 100)
+    with pytest.raises(InvalidArgument, match="^page_token: is not a token this service returned$"):
+        core.export_decisions(Window(), [], 2, "garbage")
+
+
+def test_compaction_keeps_window_queries_and_refuses_compacted_times(core: MetricsCore, clock: Clock) -> None:
+    old, recent = NOW - 3 * 24 * HOUR, NOW - HOUR
+    core.record_events(impressions_and_clicks("a", 6, 2, at=old) + impressions_and_clicks("b", 3, 1, at=recent))
+    before = counts(core)
+    series_before = core.time_series(Window(old - HOUR, NOW), HOUR, [])
+    assert core.compact() == 8
+    assert counts(core) == before
+    assert core.time_series(Window(old - HOUR, NOW), HOUR, []) == series_before
+    assert core.compact() == 0
+    with pytest.raises(InvalidArgument) as error:
+        core.record_events([event("new-old", EventKind.CLICK, at=old)])
+    assert error.value.message == (
+        "events[0].time: is older than the retention horizon (already compacted into hourly aggregates)"
+    )
+    clock.now += 48 * HOUR  # later compactions add to the same hourly rows
+    core.record_events(impressions_and_clicks("c", 1, 0, at=clock.now - 30 * HOUR))
+    core.compact()
+    assert counts(core) == {**before, "c": (1, 0, 0)}
+
+
+def test_concurrent_writers_with_overlapping_batches_count_each_event_once(core: MetricsCore) -> None:
+    batch = impressions_and_clicks("a", 200, 50)
+    errors: list[BaseException] = []
+
+    def write(part: list[Event]) -> None:
+        try:
+            core.record_events(part)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(batch[i::2] + batch[:20],)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert counts(core) == {"a": (200, 50, 0)}
