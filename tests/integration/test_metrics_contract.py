@@ -214,7 +214,7 @@ def test_concurrent_writers_with_overlapping_batches_count_each_event_once(core:
     def write(part: list[Event]) -> None:
         try:
             core.record_events(part)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(batch[i::2] + batch[:20],)) for i in range(2)]
