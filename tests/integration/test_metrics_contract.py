@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -94,16 +93,16 @@ def test_a_repeated_id_inside_one_batch_counts_once(core: MetricsCore) -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (lambda e: replace(e, value=float("nan")), "events[2].value: must be a finite number, got nan"),
-        (lambda e: replace(e, value=float("inf")), "events[2].value: must be a finite number, got inf"),
+        (lambda e: e._replace(value=float("nan")), "events[2].value: must be a finite number, got nan"),
+        (lambda e: e._replace(value=float("inf")), "events[2].value: must be a finite number, got inf"),
         (
-            lambda e: replace(e, kind=None),
+            lambda e: e._replace(kind=None),
             "events[2].kind: must be one of impression, click, conversion, rating, custom",
         ),
-        (lambda e: replace(e, event_id=""), "events[2].event_id: must not be empty"),
-        (lambda e: replace(e, arm_id=""), "events[2].arm_id: must not be empty"),
-        (lambda e: replace(e, kind=EventKind.CUSTOM), "events[2].custom_name: must not be empty"),
-        (lambda e: replace(e, time=NOW + 3600), "events[2].time: is 3600 s in the future; at most 300 s is allowed"),
+        (lambda e: e._replace(event_id=""), "events[2].event_id: must not be empty"),
+        (lambda e: e._replace(arm_id=""), "events[2].arm_id: must not be empty"),
+        (lambda e: e._replace(kind=EventKind.CUSTOM), "events[2].custom_name: must not be empty"),
+        (lambda e: e._replace(time=NOW + 3600), "events[2].time: is 3600 s in the future; at most 300 s is allowed"),
     ],
 )
 def test_a_batch_with_one_bad_event_is_rejected_whole(core: MetricsCore, bad, message: str) -> None:
@@ -121,7 +120,7 @@ def test_an_empty_batch_is_refused(core: MetricsCore) -> None:
 
 
 def test_counted_values_default_to_one_and_time_to_now(core: MetricsCore) -> None:
-    core.record_events([replace(event("e1", EventKind.IMPRESSION), time=None)])
+    core.record_events([event("e1", EventKind.IMPRESSION)._replace(time=None)])
     series = core.time_series(Window(NOW - 10, NOW + 10), 10.0, [])
     assert [(b.start, b.impressions) for b in series["a"]] == [(NOW, 1)]
 
@@ -217,7 +216,8 @@ def test_concurrent_writers_with_overlapping_batches_count_each_event_once(core:
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(batch[i::2] + batch[:20],)) for i in range(2)]
+    parts = [batch[0::2] + batch[:40], batch[1::2] + batch[:40], batch[::-1], batch[100:] + batch[:100]]
+    threads = [threading.Thread(target=write, args=(part,)) for part in parts]
     for thread in threads:
         thread.start()
     for thread in threads:

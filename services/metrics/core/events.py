@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from services.common.errors import InvalidArgument
 
@@ -29,8 +30,10 @@ class EventKind(enum.Enum):
 COUNTED_KINDS = (EventKind.IMPRESSION, EventKind.CLICK, EventKind.CONVERSION)
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One event. A NamedTuple rather than a dataclass: batches hold thousands, and
+    building one is several times cheaper."""
+
     event_id: str
     decision_id: str
     arm_id: str
@@ -104,22 +107,22 @@ def check_event(prefix: str, event: Event, rules: TimeRules) -> None:
     _check_time(f"{prefix}.time", event.time, rules)
 
 
-def normalise_events(events: Sequence[Event], rules: TimeRules, field_name: str = "events") -> list[Event]:
-    """Check every event (first error wins) and fill in defaults: time -> now, counted value 0 -> 1."""
+def check_events(events: Sequence[Event], rules: TimeRules, field_name: str = "events") -> None:
+    """Check every event; the first error wins and names its index and field."""
     if not events:
         raise InvalidArgument(field_name, "must not be empty")
-    ready = []
     for index, event in enumerate(events):
         check_event(f"{field_name}[{index}]", event, rules)
-        value = 1.0 if event.value == 0 and event.kind in COUNTED_KINDS else event.value
-        ready.append(replace(event, value=value, time=rules.now if event.time is None else event.time))
-    return ready
 
 
-def normalise_decisions(decisions: Sequence[Decision], rules: TimeRules) -> list[Decision]:
+def stored_value(event: Event) -> float:
+    """Impressions, clicks and conversions left at 0 count one occurrence."""
+    return 1.0 if event.value == 0 and event.kind in COUNTED_KINDS else event.value
+
+
+def check_decisions(decisions: Sequence[Decision], rules: TimeRules) -> None:
     if not decisions:
         raise InvalidArgument("decisions", "must not be empty")
-    ready = []
     for index, decision in enumerate(decisions):
         prefix = f"decisions[{index}]"
         _check_id(f"{prefix}.decision_id", decision.decision_id)
@@ -133,5 +136,3 @@ def normalise_decisions(decisions: Sequence[Decision], rules: TimeRules) -> list
         if len(decision.item_ids) > MAX_ITEMS_PER_DECISION:
             raise InvalidArgument(f"{prefix}.item_ids", f"at most {MAX_ITEMS_PER_DECISION} items")
         _check_time(f"{prefix}.time", decision.time, rules)
-        ready.append(replace(decision, time=rules.now if decision.time is None else decision.time))
-    return ready

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from services.common.errors import InvalidArgument
-from services.metrics.core.events import Decision, Event, TimeRules, normalise_decisions, normalise_events
+from services.metrics.core.events import Decision, Event, TimeRules, check_decisions, check_events
 from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
 from services.metrics.core.store import Bucket, LoggedDecision, MetricsStore, Window, WriteResult
 
@@ -67,14 +67,18 @@ class MetricsCore:
             raise InvalidArgument(
                 field_name, f"at most {self.config.max_events_per_batch} events per batch, got {len(events)}"
             )
-        return self.store.record_events(normalise_events(events, self._time_rules(), field_name))
+        rules = self._time_rules()
+        check_events(events, rules, field_name)
+        return self.store.record_events(events, received_at=rules.now)
 
     def record_decisions(self, decisions: Sequence[Decision]) -> WriteResult:
         if len(decisions) > self.config.max_events_per_batch:
             raise InvalidArgument(
                 "decisions", f"at most {self.config.max_events_per_batch} per batch, got {len(decisions)}"
             )
-        return self.store.record_decisions(normalise_decisions(decisions, self._time_rules()))
+        rules = self._time_rules()
+        check_decisions(decisions, rules)
+        return self.store.record_decisions(decisions, received_at=rules.now)
 
     def _samples(self, requested: int) -> int:
         if requested < 0 or requested > self.config.max_posterior_samples:

@@ -11,13 +11,25 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import InvalidArgument
-from services.metrics.core.events import Decision, Event
+from services.metrics.core.events import Decision, Event, stored_value
 from services.metrics.core.stats import ArmCounts
 from services.metrics.core.tables import CompactionStateRow, DecisionRow, EventRow, HourlyAggregateRow
 
@@ -28,6 +40,8 @@ COMPACTION: Table = CompactionStateRow.__table__  # type: ignore[attr-defined]
 
 MICROS = 1_000_000
 HOUR_US = 3600 * MICROS
+# A batch whose insert lost a race on an id is retried this many times in all.
+WRITE_ATTEMPTS = 3
 # Larger id lists are looked up in chunks (SQLite's limit on bound parameters).
 ID_CHUNK = 900
 
@@ -77,27 +91,64 @@ class MetricsStore:
         if engine.dialect.name not in dialects:
             raise ValueError(f"database: {engine.dialect.name} is not supported (use SQLite or PostgreSQL)")
         self._insert: Any = dialects[engine.dialect.name]
+        self._driver_counts_executemany = engine.dialect.name == "sqlite"
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _existing_ids(self, connection: Connection, column: Any, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), ID_CHUNK):
-            chunk = ids[start : start + ID_CHUNK]
-            found.update(connection.execute(select(column).where(column.in_(chunk))).scalars())
-        return found
-
     def _write_new(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> WriteResult:
-        """Insert rows whose id is new, in one transaction; repeats within the batch count once."""
-        unique = list({row[id_column]: row for row in rows}.values())
-        with self.engine.begin() as connection:
-            existing = self._existing_ids(connection, table.c[id_column], [row[id_column] for row in unique])
-            fresh = [row for row in unique if row[id_column] not in existing]
-            if fresh:
-                connection.execute(self._insert(table).on_conflict_do_nothing(index_elements=[id_column]), fresh)
-        return WriteResult(accepted=len(fresh), duplicates=len(rows) - len(fresh))
+        """Insert rows whose id is new, in one transaction; repeats within the batch count once.
 
-    def record_events(self, events: Sequence[Event]) -> WriteResult:
+        Rows go in sorted by id, so writers with overlapping batches take row locks in the
+        same order and cannot deadlock each other."""
+        unique = sorted({row[id_column]: row for row in rows}.values(), key=lambda row: row[id_column])
+        if self._driver_counts_executemany:
+            accepted = self._insert_counting(table, id_column, unique)
+        else:
+            accepted = self._insert_fresh(table, id_column, unique)
+        return WriteResult(accepted=accepted, duplicates=len(rows) - accepted)
+
+    def _insert_counting(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
+        """SQLite: INSERT ... ON CONFLICT DO NOTHING, whose row count says how many were new."""
+        statement = self._insert(table).on_conflict_do_nothing(index_elements=[id_column])
+        with self.engine.begin() as connection:
+            return int(connection.execute(statement, rows).rowcount)
+
+    def _insert_fresh(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
+        """PostgreSQL (psycopg reports no row count for executemany): read which ids are
+        stored, insert the others with a plain INSERT. A writer that commits the same id
+        in between makes the insert fail on the primary key; the transaction is then run
+        again and sees that row as stored."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    existing = self._existing_ids(connection, table.c[id_column], [row[id_column] for row in rows])
+                    fresh = [row for row in rows if row[id_column] not in existing]
+                    if fresh:
+                        connection.execute(table.insert(), fresh)
+                return len(fresh)
+            except IntegrityError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _existing_ids(connection: Connection, column: Any, ids: Sequence[str]) -> set[str]:
+        """PostgreSQL: the ids already stored, in this transaction.
+
+        The list is bound as one array (= ANY), several times cheaper to plan than IN with
+        a parameter per id, and the statement is never prepared: psycopg prepares a query
+        after a few runs, and a generic plan made while the table was small (a seq scan)
+        would stay as the table grows."""
+        sql = f"SELECT {column.name} FROM {column.table.name} WHERE {column.name} = ANY(%s)"
+        cursor = cast(Any, connection.connection.dbapi_connection).cursor()
+        try:
+            cursor.execute(sql, [list(ids)], prepare=False)
+            return {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+
+    def record_events(self, events: Sequence[Event], received_at: float) -> WriteResult:
+        """Store events; those without a time are stamped ``received_at``."""
         rows = [
             {
                 "event_id": e.event_id,
@@ -107,14 +158,14 @@ class MetricsStore:
                 "item_id": e.item_id,
                 "kind": e.kind.value if e.kind else "",
                 "custom_name": e.custom_name,
-                "value": e.value,
-                "time_us": to_us(e.time or 0.0),
+                "value": stored_value(e),
+                "time_us": to_us(received_at if e.time is None else e.time),
             }
             for e in events
         ]
         return self._write_new(EVENTS, "event_id", rows)
 
-    def record_decisions(self, decisions: Sequence[Decision]) -> WriteResult:
+    def record_decisions(self, decisions: Sequence[Decision], received_at: float) -> WriteResult:
         rows = [
             {
                 "decision_id": d.decision_id,
@@ -127,7 +178,7 @@ class MetricsStore:
                 "degraded": d.degraded,
                 "algorithm": d.algorithm,
                 "context": json.dumps(d.context, sort_keys=True),
-                "time_us": to_us(d.time or 0.0),
+                "time_us": to_us(received_at if d.time is None else d.time),
             }
             for d in decisions
         ]
