@@ -73,8 +73,9 @@ def test_every_object_validates_against_the_kubernetes_schemas(overlay: str) -> 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_service_has_its_objects(overlay: str) -> None:
     objects = render(overlay)
-    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
-        assert {o["metadata"]["name"] for o in of_kind(objects, kind)} == set(SETTINGS), kind
+    assert {o["metadata"]["name"] for o in of_kind(objects, "Deployment")} == set(SETTINGS)
+    for kind in ("Service", "ServiceAccount", "PodDisruptionBudget"):
+        assert set(SETTINGS) <= {o["metadata"]["name"] for o in of_kind(objects, kind)}, kind
     assert {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")} == {
         "policy",
         "scoring",
@@ -119,8 +120,10 @@ def test_ports_and_probes_match_the_service_settings(overlay: str) -> None:
 def test_peer_addresses_point_at_the_peer_services(overlay: str) -> None:
     objects = render(overlay)
     service_ports = {
-        s["metadata"]["name"]: next(p["port"] for p in s["spec"]["ports"] if p["name"] == "grpc")
+        s["metadata"]["name"]: p["port"]
         for s in of_kind(objects, "Service")
+        for p in s["spec"]["ports"]
+        if p["name"] == "grpc"
     }
     for deployment in of_kind(objects, "Deployment"):
         env = container_env(objects, deployment["spec"]["template"]["spec"]["containers"][0])
@@ -168,6 +171,18 @@ def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -
     assert allowed_sources(objects, "metrics", "grpc") == from_policy
     from_scoring = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scoring"}}}]
     assert allowed_sources(objects, "embedding", "grpc") == from_scoring
+
+
+def test_dev_runs_postgres_for_metrics_and_prod_expects_a_database_secret() -> None:
+    dev = render("dev")
+    (postgres,) = of_kind(dev, "StatefulSet")
+    secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
+    assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
+    (metrics,) = [d for d in of_kind(render("prod"), "Deployment") if d["metadata"]["name"] == "metrics"]
+    (url,) = [
+        e for e in metrics["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "RECTUNE_DATABASE_URL"
+    ]
+    assert url["valueFrom"]["secretKeyRef"] == {"name": "rectune-database", "key": "url"}
 
 
 def test_prod_runs_mtls_and_gpu_overlay_asks_for_a_gpu() -> None:
