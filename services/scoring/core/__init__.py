@@ -1,0 +1,1 @@
+"""ScoringService domain logic, free of protobuf: data, strategies, ranking, evaluation."""

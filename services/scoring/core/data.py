@@ -1,0 +1,176 @@
+"""The catalogue and the interactions, and the immutable training snapshots taken from them.
+
+Interactions only grow (from dataset loaders and live feedback). A ``TrainingData``
+snapshot freezes them into index arrays and a user x item matrix for fitting; live
+scoring reads the current per-user history, so new interactions count at once where a
+strategy uses history at ranking time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from services.common.errors import InvalidArgument, NotFound
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    text: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Interaction:
+    user_id: str
+    item_id: str
+    value: float
+    time: float
+
+
+@dataclass(frozen=True)
+class History:
+    """One user's interactions as item indices, newest last."""
+
+    items: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    times: npt.NDArray[np.float64]
+
+    @staticmethod
+    def empty() -> History:
+        return History(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A frozen view for fitting: users and items by index, and a CSR user x item matrix."""
+
+    item_ids: tuple[str, ...]
+    user_ids: tuple[str, ...]
+    users: npt.NDArray[np.int64]
+    items: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+    times: npt.NDArray[np.float64]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    def user_item_matrix(self) -> sp.csr_matrix:
+        """Interaction strengths; repeated (user, item) pairs add up."""
+        matrix = sp.csr_matrix(
+            (self.values.astype(np.float32), (self.users, self.items)), shape=(self.n_users, self.n_items)
+        )
+        matrix.sum_duplicates()
+        return matrix
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> TrainingData:
+        return TrainingData(
+            self.item_ids, self.user_ids, self.users[keep], self.items[keep], self.values[keep], self.times[keep]
+        )
+
+    def histories(self) -> list[History]:
+        """Every user's history, ordered by time."""
+        order = np.lexsort((self.times, self.users))
+        users, items, values, times = self.users[order], self.items[order], self.values[order], self.times[order]
+        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
+        return [History(items[a:b], values[a:b], times[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+class ScoringData:
+    """Thread-safe, append-only store of items and interactions, with a version number."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.items: list[Item] = []
+        self.item_index: dict[str, int] = {}
+        self.user_index: dict[str, int] = {}
+        self.user_ids: list[str] = []
+        self._users: list[int] = []
+        self._items: list[int] = []
+        self._values: list[float] = []
+        self._times: list[float] = []
+        self._by_user: dict[int, list[int]] = {}
+        self.version = 0
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def upsert_items(self, items: Sequence[Item]) -> None:
+        with self._lock:
+            for item in items:
+                index = self.item_index.get(item.item_id)
+                if index is None:
+                    self.item_index[item.item_id] = len(self.items)
+                    self.items.append(item)
+                else:
+                    self.items[index] = item
+            self.version += 1
+
+    def item_position(self, item_id: str, where: str) -> int:
+        index = self.item_index.get(item_id)
+        if index is None:
+            raise NotFound(where, f"no item {item_id!r} in the catalogue")
+        return index
+
+    def check_interactions(self, interactions: Sequence[Interaction], field_name: str = "interactions") -> None:
+        """All or nothing: every interaction is checked before any is added."""
+        for index, interaction in enumerate(interactions):
+            where = f"{field_name}[{index}]"
+            if not interaction.user_id:
+                raise InvalidArgument(f"{where}.user_id", "must not be empty")
+            self.item_position(interaction.item_id, f"{where}.item_id")
+            if not np.isfinite(interaction.value):
+                raise InvalidArgument(f"{where}.value", f"must be a finite number, got {interaction.value}")
+            if not np.isfinite(interaction.time):
+                raise InvalidArgument(f"{where}.time", "must be a finite time")
+
+    def add_interactions(self, interactions: Sequence[Interaction]) -> int:
+        with self._lock:
+            self.check_interactions(interactions)
+            for interaction in interactions:
+                user = self.user_index.get(interaction.user_id)
+                if user is None:
+                    user = self.user_index[interaction.user_id] = len(self.user_ids)
+                    self.user_ids.append(interaction.user_id)
+                self._by_user.setdefault(user, []).append(len(self._users))
+                self._users.append(user)
+                self._items.append(self.item_index[interaction.item_id])
+                self._values.append(interaction.value)
+                self._times.append(interaction.time)
+            self.version += 1
+            return len(interactions)
+
+    def snapshot(self) -> TrainingData:
+        with self._lock:
+            return TrainingData(
+                item_ids=tuple(item.item_id for item in self.items),
+                user_ids=tuple(self.user_ids),
+                users=np.array(self._users, dtype=np.int64),
+                items=np.array(self._items, dtype=np.int64),
+                values=np.array(self._values, dtype=np.float64),
+                times=np.array(self._times, dtype=np.float64),
+            )
+
+    def history(self, user_id: str) -> History:
+        """The user's current history, by time (empty for an unknown user)."""
+        with self._lock:
+            user = self.user_index.get(user_id)
+            rows = self._by_user.get(user, []) if user is not None else []
+            items = np.array([self._items[r] for r in rows], dtype=np.int64)
+            values = np.array([self._values[r] for r in rows], dtype=np.float64)
+            times = np.array([self._times[r] for r in rows], dtype=np.float64)
+        order = np.argsort(times, kind="stable")
+        return History(items[order], values[order], times[order])

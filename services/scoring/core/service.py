@@ -1,0 +1,315 @@
+"""ScoringService behaviour: configurations, fitting (cached), ranking, scoring, evaluation. No protobuf."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
+from services.scoring.core.ranking import (
+    Calibration,
+    Metrics,
+    fit_platt,
+    ranking_metrics,
+    summarise,
+    time_split,
+    top_k,
+)
+from services.scoring.core.space import ParamValue, StrategySpace, configuration_hash
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
+from services.scoring.core.strategies.registry import find
+
+NEGATIVES_PER_POSITIVE = 4
+CALIBRATION_SEED = 7
+
+
+@dataclass(frozen=True)
+class Configuration:
+    strategy: str
+    params: dict[str, ParamValue]  # canonical: every hyperparameter, defaults filled in
+    hash: str
+
+
+@dataclass(frozen=True)
+class Fitted:
+    configuration: Configuration
+    model: FittedModel
+    calibration: Calibration
+    user_rows: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitStatus:
+    configuration_hash: str
+    state: str  # "pending", "running", "ready", "failed"
+    error: str = ""
+    seconds: float = 0.0
+    calibration: Calibration = field(default_factory=Calibration)
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    item_id: str
+    score: float
+    probability: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class ScoringLimits:
+    # Ranking a configuration that is not fitted fits it on the spot up to this many
+    # interactions; beyond, the call fails with FAILED_PRECONDITION (fit it first).
+    sync_fit_max_interactions: int = 200_000
+    fitted_cache_bytes: int = 512 * 1024 * 1024
+    max_k: int = 1000
+
+
+class FittedCache:
+    """Fitted models by configuration hash, least recently used evicted past a byte bound."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, Fitted] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Fitted | None:
+        with self._lock:
+            fitted = self._entries.get(key)
+            if fitted is not None:
+                self._entries.move_to_end(key)
+            return fitted
+
+    def put(self, fitted: Fitted) -> None:
+        with self._lock:
+            self._entries[fitted.configuration.hash] = fitted
+            self._entries.move_to_end(fitted.configuration.hash)
+            while len(self._entries) > 1 and sum(f.model.nbytes() for f in self._entries.values()) > self.max_bytes:
+                self._entries.popitem(last=False)
+
+
+def calibration_split(data: TrainingData) -> tuple[TrainingData, dict[int, int]]:
+    """Each user's newest interaction (users with two or more) set aside for Platt scaling."""
+    held_out: dict[int, int] = {}
+    keep = np.ones(len(data.users), dtype=bool)
+    newest: dict[int, tuple[float, int]] = {}
+    for row, (user, when) in enumerate(zip(data.users.tolist(), data.times.tolist(), strict=True)):
+        if user not in newest or when >= newest[user][0]:
+            newest[user] = (when, row)
+    counts = np.bincount(data.users, minlength=data.n_users)
+    for user, (_, row) in newest.items():
+        if counts[user] >= 2:
+            keep[row] = False
+            held_out[user] = int(data.items[row])
+    return data.subset(keep), held_out
+
+
+class ScoringCore:
+    def __init__(self, registry: Mapping[str, Strategy], limits: ScoringLimits | None = None) -> None:
+        self.registry = dict(registry)
+        self.limits = limits or ScoringLimits()
+        self.data = ScoringData()
+        self.cache = FittedCache(self.limits.fitted_cache_bytes)
+        self._fits: dict[str, Future[Fitted]] = {}
+        self._errors: dict[str, str] = {}
+        self._fit_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- configurations ------------------------------------------------------------------
+
+    def spaces(self, names: Sequence[str] = ()) -> list[StrategySpace]:
+        for index, name in enumerate(names):
+            find(self.registry, name, f"strategies[{index}]")
+        chosen = names or sorted(self.registry)
+        return [self.registry[name].space for name in chosen]
+
+    def configuration(self, strategy: str, params: Mapping[str, ParamValue]) -> Configuration:
+        canonical = find(self.registry, strategy).space.canonical(params)
+        return Configuration(strategy, canonical, configuration_hash(strategy, canonical))
+
+    # -- data --------------------------------------------------------------------------------
+
+    def upsert_items(self, items: Sequence[Item]) -> int:
+        for index, item in enumerate(items):
+            if not item.item_id:
+                raise InvalidArgument(f"items[{index}].item_id", "must not be empty")
+        self.data.upsert_items(items)
+        return len(items)
+
+    def add_interactions(self, interactions: Sequence[Interaction]) -> int:
+        if not interactions:
+            raise InvalidArgument("interactions", "must not be empty")
+        return self.data.add_interactions(interactions)
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def _fit_now(self, configuration: Configuration) -> Fitted:
+        started = time.perf_counter()
+        data = self.data.snapshot()
+        if data.n_items == 0 or len(data.users) == 0:
+            raise FailedPrecondition("no items or interactions yet: load a dataset or add interactions first")
+        strategy = self.registry[configuration.strategy]
+        train, calibration_items = calibration_split(data)
+        model = strategy.fit(train, configuration.params, self.data)
+        calibration = self._calibrate(model, train, calibration_items)
+        fitted = Fitted(
+            configuration,
+            model,
+            calibration,
+            {user_id: row for row, user_id in enumerate(data.user_ids)},
+            time.perf_counter() - started,
+        )
+        self.cache.put(fitted)
+        return fitted
+
+    @staticmethod
+    def _calibrate(model: FittedModel, train: TrainingData, held_out: dict[int, int]) -> Calibration:
+        """Platt scaling on each user's newest interaction against random items they never touched."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        histories = train.histories()
+        scores, labels = [], []
+        for user, positive in held_out.items():
+            history = histories[user]
+            user_scores = model.scores(ScoringContext(history, user, float(train.times.max())))
+            negatives = rng.integers(0, model.n_items, NEGATIVES_PER_POSITIVE)
+            seen = set(history.items.tolist()) | {positive}
+            scores.append(user_scores[positive])
+            labels.append(1.0)
+            for negative in negatives:
+                if int(negative) not in seen:
+                    scores.append(user_scores[negative])
+                    labels.append(0.0)
+        return fit_platt(np.array(scores), np.array(labels))
+
+    def fit(self, configuration: Configuration, wait: bool, timeout: float | None = None) -> FitStatus:
+        """Fit off the request path (one fit at a time); ``wait`` blocks until it is done."""
+        cached = self.cache.get(configuration.hash)
+        if cached is not None:
+            return FitStatus(configuration.hash, "ready", seconds=cached.seconds, calibration=cached.calibration)
+        with self._fit_lock:
+            future = self._fits.get(configuration.hash)
+            if future is None or future.done():
+                future = self._executor.submit(self._fit_now, configuration)
+                self._fits[configuration.hash] = future
+        if wait:
+            try:
+                fitted = future.result(timeout)
+            except Exception as exc:  # the failure is reported in the status
+                return FitStatus(configuration.hash, "failed", error=str(exc))
+            return FitStatus(configuration.hash, "ready", seconds=fitted.seconds, calibration=fitted.calibration)
+        return FitStatus(configuration.hash, "running" if future.running() else "pending")
+
+    def fitted(self, configuration: Configuration) -> Fitted:
+        cached = self.cache.get(configuration.hash)
+        if cached is not None:
+            return cached
+        size = len(self.data.snapshot().users)
+        if size > self.limits.sync_fit_max_interactions:
+            raise FailedPrecondition(
+                f"configuration: {configuration.strategy} {configuration.hash} is not fitted yet and the data "
+                f"({size} interactions) is above the on-demand limit ({self.limits.sync_fit_max_interactions}); "
+                "call FitConfiguration first"
+            )
+        return self._fit_now(configuration)
+
+    # -- ranking ----------------------------------------------------------------------------------
+
+    def _context(self, fitted: Fitted, user_id: str, extra: Sequence[Interaction]) -> ScoringContext:
+        known = self.data.history(user_id) if user_id else History.empty()
+        if extra:
+            self.data.check_interactions(extra, "history")
+            items = np.array([self.data.item_index[i.item_id] for i in extra], dtype=np.int64)
+            values = np.array([i.value for i in extra], dtype=np.float64)
+            times = np.array([i.time for i in extra], dtype=np.float64)
+            known = History(
+                np.concatenate([known.items, items]),
+                np.concatenate([known.values, values]),
+                np.concatenate([known.times, times]),
+            )
+        if not user_id and len(known.items) == 0:
+            raise InvalidArgument("user_id", "must be set, or history given for a cold user")
+        return ScoringContext(known, fitted.user_rows.get(user_id) if user_id else None, time.time())
+
+    def rank(
+        self,
+        configuration: Configuration,
+        user_id: str,
+        history: Sequence[Interaction],
+        k: int,
+        exclude_item_ids: Sequence[str],
+    ) -> list[RankedItem]:
+        fitted = self.fitted(configuration)
+        n_items = fitted.model.n_items
+        if not 1 <= k <= min(n_items, self.limits.max_k):
+            raise InvalidArgument("k", f"must be between 1 and {min(n_items, self.limits.max_k)}, got {k}")
+        context = self._context(fitted, user_id, history)
+        excluded = [
+            self.data.item_position(item_id, f"exclude_item_ids[{i}]") for i, item_id in enumerate(exclude_item_ids)
+        ]
+        scores = fitted.model.scores(context)
+        seen = context.history.items[context.history.items < n_items]
+        chosen = top_k(scores, k, np.concatenate([seen, np.array(excluded, dtype=np.int64)]))
+        probabilities = fitted.calibration.probability(scores[chosen])
+        item_ids = self.data.snapshot().item_ids
+        return [
+            RankedItem(item_ids[index], float(scores[index]), float(p), rank)
+            for rank, (index, p) in enumerate(zip(chosen.tolist(), probabilities.tolist(), strict=True), start=1)
+        ]
+
+    def score_items(
+        self, configuration: Configuration, user_id: str, history: Sequence[Interaction], item_ids: Sequence[str]
+    ) -> list[RankedItem]:
+        if not item_ids:
+            raise InvalidArgument("item_ids", "must not be empty")
+        fitted = self.fitted(configuration)
+        positions = [self.data.item_position(item_id, f"item_ids[{i}]") for i, item_id in enumerate(item_ids)]
+        for index, position in enumerate(positions):
+            if position >= fitted.model.n_items:
+                raise FailedPrecondition(f"item_ids[{index}]: {item_ids[index]!r} was added after the last fit; refit")
+        scores = fitted.model.scores(self._context(fitted, user_id, history))[positions]
+        probabilities = fitted.calibration.probability(scores)
+        return [
+            RankedItem(item_id, float(s), float(p), 0)
+            for item_id, s, p in zip(item_ids, scores.tolist(), probabilities.tolist(), strict=True)
+        ]
+
+    # -- offline evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, configuration: Configuration, k: int, holdout_fraction: float) -> Metrics:
+        if not 1 <= k <= self.limits.max_k:
+            raise InvalidArgument("k", f"must be between 1 and {self.limits.max_k}, got {k}")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise InvalidArgument("holdout_fraction", f"must be between 0 and 1 (exclusive), got {holdout_fraction}")
+        data = self.data.snapshot()
+        if len(data.users) == 0:
+            raise FailedPrecondition("no interactions yet: load a dataset or add interactions first")
+        split = time_split(data, holdout_fraction)
+        model = self.registry[configuration.strategy].fit(split.train, configuration.params, None)
+        return evaluate_model(model, split.train, split.held_out, k)
+
+
+def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> Metrics:
+    """Full ranking of every item but the user's training items; binary relevance of held-out items."""
+    histories = train.histories()
+    as_of = float(train.times.max()) if len(train.times) else 0.0
+    per_user, covered = [], set()
+    for user, items in sorted(held_out.items()):
+        history = histories[user]
+        relevant = set(items.tolist()) - set(history.items.tolist())
+        if not relevant:
+            continue
+        scores = model.scores(ScoringContext(history, user, as_of))
+        recommended = top_k(scores, k, history.items)
+        covered.update(recommended.tolist())
+        per_user.append(ranking_metrics(recommended, relevant, k))
+    return summarise(per_user, covered, train.n_items, k)

@@ -1,0 +1,97 @@
+"""Implicit-feedback matrix factorisation (Hu, Koren, Volinsky) with the ``implicit`` library.
+
+Confidence is 1 + alpha * value; the fit is seeded, so the same data and parameters give
+the same factors. Users fitted on are scored with their factors; a cold user's factor is
+solved from their history against the item factors (the same least squares the fit uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from services.scoring.core.data import History, ScoringData, TrainingData
+from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace
+from services.scoring.core.strategies.base import Scores, ScoringContext
+
+SPACE = StrategySpace(
+    "als",
+    "Implicit-feedback alternating least squares (the implicit library).",
+    (
+        Hyperparameter("factors", ParamType.INT, 64, "latent dimensions", 8, 512, True),
+        Hyperparameter("regularization", ParamType.FLOAT, 0.05, "L2 penalty", 1e-4, 10.0, True),
+        Hyperparameter("alpha", ParamType.FLOAT, 2.0, "confidence = 1 + alpha * value", 0.1, 100.0, True),
+        Hyperparameter("iterations", ParamType.INT, 15, "ALS sweeps", 1, 100),
+    ),
+)
+SEED = 42
+
+
+def fit_als(
+    data: TrainingData, factors: int, regularization: float, alpha: float, iterations: int
+) -> AlternatingLeastSquares:
+    """The ALS fit the service uses (the benchmark reproduces it independently)."""
+    model = AlternatingLeastSquares(
+        factors=factors,
+        regularization=regularization,
+        alpha=alpha,
+        iterations=iterations,
+        random_state=SEED,
+        calculate_training_loss=False,
+    )
+    # implicit runs its own threads; a multi-threaded BLAS underneath only contends with them.
+    with threadpool_limits(1, "blas"):
+        model.fit(data.user_item_matrix(), show_progress=False)
+    return model
+
+
+def solve_user(
+    item_factors: npt.NDArray[np.float32], history: History, alpha: float, regularization: float
+) -> npt.NDArray[np.float64]:
+    """argmin_x sum_i c_i (p_i - x.y_i)^2 + reg |x|^2 with p_i = 1 on the user's items."""
+    y = item_factors.astype(np.float64)
+    k = y.shape[1]
+    items = history.items[history.items < len(y)]
+    a = y.T @ y + regularization * np.eye(k)
+    if len(items) == 0:
+        return np.zeros(k)
+    confidence = alpha * np.where(history.values[: len(items)] > 0, history.values[: len(items)], 1.0)
+    yi = y[items]
+    a += (yi * confidence[:, None]).T @ yi
+    b = (yi * (1.0 + confidence)[:, None]).sum(axis=0)
+    solution: npt.NDArray[np.float64] = np.linalg.solve(a, b)
+    return solution
+
+
+class AlsModel:
+    def __init__(self, model: AlternatingLeastSquares, alpha: float, regularization: float) -> None:
+        self.user_factors = np.asarray(model.user_factors)
+        self.item_factors = np.asarray(model.item_factors)
+        self.alpha = alpha
+        self.regularization = regularization
+        self.n_items = len(self.item_factors)
+
+    def scores(self, context: ScoringContext) -> Scores:
+        # float32 products, as implicit computes them, so rankings match the library's.
+        if context.user_row is not None and context.user_row < len(self.user_factors):
+            user = self.user_factors[context.user_row]
+        else:
+            user = solve_user(self.item_factors, context.history, self.alpha, self.regularization).astype(np.float32)
+        result: Scores = (self.item_factors @ user).astype(np.float64)
+        return result
+
+    def nbytes(self) -> int:
+        return int(self.user_factors.nbytes + self.item_factors.nbytes)
+
+
+class Als:
+    space = SPACE
+
+    def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> AlsModel:
+        alpha, regularization = float(params["alpha"]), float(params["regularization"])
+        model = fit_als(data, int(params["factors"]), regularization, alpha, int(params["iterations"]))
+        return AlsModel(model, alpha, regularization)

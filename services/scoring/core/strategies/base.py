@@ -1,0 +1,53 @@
+"""What every strategy provides: a declared space, ``fit`` and a fitted model that scores items."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from services.scoring.core.data import History, ScoringData, TrainingData
+from services.scoring.core.space import ParamValue, StrategySpace
+
+Scores = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """Who is being scored: their live history, and their row in the fitted data if they had one."""
+
+    history: History
+    user_row: int | None
+    as_of: float
+
+
+class FittedModel(Protocol):
+    n_items: int
+
+    def scores(self, context: ScoringContext) -> Scores:
+        """A score per item of the fitted catalogue; higher is better."""
+        ...
+
+    def nbytes(self) -> int:
+        """Memory held, for the cache bound."""
+        ...
+
+
+class Strategy(Protocol):
+    space: StrategySpace
+
+    def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> FittedModel:
+        """Fit on ``data``. ``live`` is the growing store for strategies that read fresh
+        interactions at ranking time; None fits a frozen model (offline evaluation)."""
+        ...
+
+
+def history_vector(history: History, n_items: int) -> Scores:
+    """The history as a dense item vector of summed values (items beyond the fitted catalogue dropped)."""
+    vector = np.zeros(n_items, dtype=np.float64)
+    inside = history.items < n_items
+    np.add.at(vector, history.items[inside], np.where(history.values[inside] > 0, history.values[inside], 1.0))
+    return vector
