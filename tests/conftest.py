@@ -28,6 +28,8 @@ SETTINGS_CLASSES = {
 }
 # Peers that do not need to answer for a service to start (channels connect lazily).
 UNUSED_PEER = "127.0.0.1:9"
+ROOT = Path(__file__).resolve().parent.parent
+MOVIELENS = ROOT / "data" / "movielens-100k"
 STATEFUL = {"metrics"}
 REQUIRED_PEERS = {
     "scoring": {"embedding_address": UNUSED_PEER},

@@ -1,17 +1,25 @@
-"""``python -m services.scoring``: serve ScoringService."""
+"""``python -m services.scoring``: serve ScoringService.
+
+With ``--dataset`` (a MovieLens atomic folder) or ``--items-csv``/``--interactions-csv``,
+the catalogue and interactions are loaded before the service reports SERVING; a bad file
+stops it at start-up with the file and line.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
-from services.common.clients import client_options_from, make_channel
-from services.common.config import option
+from rectune.v1 import scoring_pb2_grpc
+from services.common.config import SettingsError, option
 from services.common.contracts import SCORING_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address
+from services.scoring.core.loaders import DatasetError, load_interactions, load_items, load_movielens_atomic
+from services.scoring.core.service import ScoringCore, ScoringLimits
+from services.scoring.core.strategies.registry import default_registry
 from services.scoring.servicer import ScoringServicer
 
 
@@ -22,18 +30,59 @@ class ScoringSettings(ServerSettings):
     embedding_address: str = option(
         env="RECTUNE_EMBEDDING_ADDRESS", required=True, default="", help="host:port of EmbeddingService"
     )
+    dataset: str = option(
+        env="RECTUNE_SCORING_DATASET",
+        default="",
+        help="MovieLens atomic folder to load at start-up (e.g. data/movielens-100k)",
+    )
+    items_csv: str = option(env="RECTUNE_SCORING_ITEMS_CSV", default="", help="items CSV to load at start-up")
+    interactions_csv: str = option(
+        env="RECTUNE_SCORING_INTERACTIONS_CSV", default="", help="interactions CSV to load at start-up"
+    )
+    sync_fit_max_interactions: int = option(
+        env="RECTUNE_SCORING_SYNC_FIT_MAX_INTERACTIONS",
+        default=200000,
+        help="ranking an unfitted configuration fits it on the spot up to this many interactions",
+    )
+    fitted_cache_bytes: int = option(
+        env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_address("--embedding-address", "RECTUNE_EMBEDDING_ADDRESS", self.embedding_address)
+        if self.dataset and (self.items_csv or self.interactions_csv):
+            raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
+        if bool(self.items_csv) != bool(self.interactions_csv):
+            raise SettingsError("--items-csv and --interactions-csv: give both")
+
+
+def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
+    if settings.dataset:
+        items, interactions = load_movielens_atomic(Path(settings.dataset))
+    elif settings.items_csv:
+        items, interactions = load_items(Path(settings.items_csv)), load_interactions(Path(settings.interactions_csv))
+    else:
+        return
+    core.upsert_items(items)
+    core.add_interactions(interactions)
 
 
 def build(settings: ScoringSettings) -> RunningService:
-    embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))
-    servicer = ScoringServicer(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
-    registration = ServiceRegistration(SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, servicer)
+    core = ScoringCore(
+        default_registry(), ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
+    )
+    try:
+        load_dataset(core, settings)
+    except DatasetError as exc:
+        raise OSError(f"dataset: {exc}") from None
+    # The embedding address is checked now; the content and hybrid strategies that call
+    # EmbeddingService are not built yet (see the README's status table).
+    registration = ServiceRegistration(
+        SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringServicer(core)
+    )
     service = start_service("scoring", [registration], settings)
-    service.closers.append(embedding_channel.close)
+    service.closers.append(core.close)
     service.health.set_serving()
     return service
 

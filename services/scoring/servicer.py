@@ -1,27 +1,76 @@
-"""gRPC glue of ScoringService.
-
-Not implemented yet (issue #4): every RPC answers UNIMPLEMENTED, naming the method
-and the issue.
-"""
+"""gRPC glue of ScoringService: convert -> call the core -> convert."""
 
 from __future__ import annotations
 
-from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
-from services.common.errors import pending_rpc
+from typing import Any
 
-ISSUE = "issue #4"
+from rectune.v1 import scoring_pb2, scoring_pb2_grpc
+from services.common.errors import InvalidArgument
+from services.scoring import convert
+from services.scoring.core.service import Configuration, ScoringCore
+
+DEFAULT_K = 10
+DEFAULT_HOLDOUT = 0.2
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
-    """Each RPC answers UNIMPLEMENTED until issue #4 lands."""
+    def __init__(self, core: ScoringCore) -> None:
+        self.core = core
 
-    UpsertItems = pending_rpc("/rectune.v1.ScoringService/UpsertItems", ISSUE)
-    AddInteractions = pending_rpc("/rectune.v1.ScoringService/AddInteractions", ISSUE)
-    RankItems = pending_rpc("/rectune.v1.ScoringService/RankItems", ISSUE)
-    ScoreItems = pending_rpc("/rectune.v1.ScoringService/ScoreItems", ISSUE)
-    FitConfiguration = pending_rpc("/rectune.v1.ScoringService/FitConfiguration", ISSUE)
-    EvaluateConfiguration = pending_rpc("/rectune.v1.ScoringService/EvaluateConfiguration", ISSUE)
-    DescribeSearchSpace = pending_rpc("/rectune.v1.ScoringService/DescribeSearchSpace", ISSUE)
+    def _configuration(self, request: Any) -> Configuration:
+        strategy, params = convert.configuration(request.configuration, request.HasField("configuration"))
+        return self.core.configuration(strategy, params)
 
-    def __init__(self, embedding: embedding_pb2_grpc.EmbeddingServiceStub) -> None:
-        self.embedding = embedding
+    def UpsertItems(self, request: scoring_pb2.UpsertItemsRequest, context: Any) -> scoring_pb2.UpsertItemsResponse:
+        if not request.items:
+            raise InvalidArgument("items", "must not be empty")
+        return scoring_pb2.UpsertItemsResponse(upserted=self.core.upsert_items(convert.items(request.items)))
+
+    def AddInteractions(
+        self, request: scoring_pb2.AddInteractionsRequest, context: Any
+    ) -> scoring_pb2.AddInteractionsResponse:
+        return scoring_pb2.AddInteractionsResponse(
+            added=self.core.add_interactions(convert.interactions(request.interactions))
+        )
+
+    def RankItems(self, request: scoring_pb2.RankItemsRequest, context: Any) -> scoring_pb2.RankItemsResponse:
+        configuration = self._configuration(request)
+        ranked = self.core.rank(
+            configuration,
+            request.user_id,
+            convert.interactions(request.history),
+            request.k,
+            list(request.exclude_item_ids),
+        )
+        return scoring_pb2.RankItemsResponse(items=convert.scored(ranked), configuration_hash=configuration.hash)
+
+    def ScoreItems(self, request: scoring_pb2.ScoreItemsRequest, context: Any) -> scoring_pb2.ScoreItemsResponse:
+        configuration = self._configuration(request)
+        scored = self.core.score_items(
+            configuration, request.user_id, convert.interactions(request.history), list(request.item_ids)
+        )
+        return scoring_pb2.ScoreItemsResponse(items=convert.scored(scored), configuration_hash=configuration.hash)
+
+    def FitConfiguration(
+        self, request: scoring_pb2.FitConfigurationRequest, context: Any
+    ) -> scoring_pb2.FitConfigurationResponse:
+        remaining = context.time_remaining() if request.wait else None
+        return convert.fit_response(self.core.fit(self._configuration(request), request.wait, remaining))
+
+    def EvaluateConfiguration(
+        self, request: scoring_pb2.EvaluateConfigurationRequest, context: Any
+    ) -> scoring_pb2.EvaluateConfigurationResponse:
+        configuration = self._configuration(request)
+        metrics, seconds = self.core.timed_evaluate(
+            configuration, request.k or DEFAULT_K, request.holdout_fraction or DEFAULT_HOLDOUT
+        )
+        return scoring_pb2.EvaluateConfigurationResponse(
+            configuration_hash=configuration.hash,
+            metrics=convert.metrics_message(metrics),
+            duration=convert.duration(seconds),
+        )
+
+    def DescribeSearchSpace(
+        self, request: scoring_pb2.DescribeSearchSpaceRequest, context: Any
+    ) -> scoring_pb2.DescribeSearchSpaceResponse:
+        return convert.search_space_response(self.core.spaces(list(request.strategies)))

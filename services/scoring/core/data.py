@@ -125,11 +125,13 @@ class ScoringData:
             raise NotFound(where, f"no item {item_id!r} in the catalogue")
         return index
 
-    def check_interactions(self, interactions: Sequence[Interaction], field_name: str = "interactions") -> None:
+    def check_interactions(
+        self, interactions: Sequence[Interaction], field_name: str = "interactions", user_required: bool = True
+    ) -> None:
         """All or nothing: every interaction is checked before any is added."""
         for index, interaction in enumerate(interactions):
             where = f"{field_name}[{index}]"
-            if not interaction.user_id:
+            if user_required and not interaction.user_id:
                 raise InvalidArgument(f"{where}.user_id", "must not be empty")
             self.item_position(interaction.item_id, f"{where}.item_id")
             if not np.isfinite(interaction.value):

@@ -227,7 +227,7 @@ class ScoringCore:
     def _context(self, fitted: Fitted, user_id: str, extra: Sequence[Interaction]) -> ScoringContext:
         known = self.data.history(user_id) if user_id else History.empty()
         if extra:
-            self.data.check_interactions(extra, "history")
+            self.data.check_interactions(extra, "history", user_required=False)
             items = np.array([self.data.item_index[i.item_id] for i in extra], dtype=np.int64)
             values = np.array([i.value for i in extra], dtype=np.float64)
             times = np.array([i.time for i in extra], dtype=np.float64)
@@ -284,6 +284,11 @@ class ScoringCore:
         ]
 
     # -- offline evaluation ---------------------------------------------------------------------------
+
+    def timed_evaluate(self, configuration: Configuration, k: int, holdout_fraction: float) -> tuple[Metrics, float]:
+        started = time.perf_counter()
+        metrics = self.evaluate(configuration, k, holdout_fraction)
+        return metrics, time.perf_counter() - started
 
     def evaluate(self, configuration: Configuration, k: int, holdout_fraction: float) -> Metrics:
         if not 1 <= k <= self.limits.max_k:

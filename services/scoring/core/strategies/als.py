@@ -35,16 +35,16 @@ def fit_als(
     data: TrainingData, factors: int, regularization: float, alpha: float, iterations: int
 ) -> AlternatingLeastSquares:
     """The ALS fit the service uses (the benchmark reproduces it independently)."""
-    model = AlternatingLeastSquares(
-        factors=factors,
-        regularization=regularization,
-        alpha=alpha,
-        iterations=iterations,
-        random_state=SEED,
-        calculate_training_loss=False,
-    )
     # implicit runs its own threads; a multi-threaded BLAS underneath only contends with them.
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=SEED,
+            calculate_training_loss=False,
+        )
         model.fit(data.user_item_matrix(), show_progress=False)
     return model
 

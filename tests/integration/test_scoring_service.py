@@ -1,0 +1,202 @@
+"""ScoringService over gRPC on a real server, with MovieLens 100K loaded."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from rectune.v1 import common_pb2, scoring_pb2
+from tests.conftest import MOVIELENS
+
+pytestmark = pytest.mark.integration
+
+USER = "196"
+
+
+@pytest.fixture
+def stub(start_service):
+    return start_service("scoring", dataset=str(MOVIELENS)).stub
+
+
+def configuration(strategy: str, **params) -> common_pb2.Configuration:
+    message = common_pb2.Configuration(strategy=strategy)
+    for name, value in params.items():
+        field = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}[type(value)]
+        setattr(message.params[name], field, value)
+    return message
+
+
+def rank(stub, strategy: str = "als", user_id: str = USER, k: int = 10, **kwargs) -> scoring_pb2.RankItemsResponse:
+    request = scoring_pb2.RankItemsRequest(configuration=configuration(strategy), user_id=user_id, k=k, **kwargs)
+    return stub.RankItems(request, timeout=60)
+
+
+def error_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    return error.value.code(), error.value.details()
+
+
+def seen_by(user_id: str) -> set[str]:
+    lines = (MOVIELENS / "ml-100k.inter").read_text().splitlines()[1:]
+    return {line.split("\t")[1] for line in lines if line.split("\t")[0] == user_id}
+
+
+def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
+    response = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(), timeout=10)
+    assert [s.strategy for s in response.strategies] == ["als", "item_knn", "popularity"]
+    als = response.strategies[0]
+    factors = next(h for h in als.hyperparameters if h.name == "factors")
+    assert (factors.type, factors.min, factors.max, factors.log_scale, factors.default_value.int_value) == (
+        scoring_pb2.PARAM_TYPE_INT,
+        8.0,
+        512.0,
+        True,
+        64,
+    )
+    assert json.loads(als.json_schema)["properties"]["factors"]["maximum"] == 512
+    assert len(json.loads(response.json_schema)["oneOf"]) == 3
+    only = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(strategies=["popularity"]), timeout=10)
+    assert [s.strategy for s in only.strategies] == ["popularity"]
+
+
+@pytest.mark.parametrize("strategy", ["popularity", "item_knn", "als"])
+def test_every_strategy_ranks_unseen_items_with_probabilities(stub, strategy: str) -> None:
+    response = rank(stub, strategy)
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == len(set(ids)) == 10
+    assert not set(ids) & seen_by(USER)
+    assert [item.rank for item in response.items] == list(range(1, 11))
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 < item.probability < 1.0 for item in response.items)
+
+
+def test_fit_then_rank_uses_the_cached_model(stub) -> None:
+    request = scoring_pb2.FitConfigurationRequest(configuration=configuration("item_knn", neighbours=50), wait=True)
+    fitted = stub.FitConfiguration(request, timeout=120)
+    assert fitted.state == scoring_pb2.FIT_STATE_READY
+    assert fitted.calibration_a > 0
+    again = stub.FitConfiguration(request, timeout=10)
+    assert (again.state, again.configuration_hash) == (scoring_pb2.FIT_STATE_READY, fitted.configuration_hash)
+    ranked = stub.RankItems(
+        scoring_pb2.RankItemsRequest(configuration=configuration("item_knn", neighbours=50), user_id=USER, k=5),
+        timeout=10,
+    )
+    assert ranked.configuration_hash == fitted.configuration_hash
+
+
+def test_a_cold_user_is_ranked_from_a_given_history(stub) -> None:
+    history = [common_pb2.Interaction(item_id=item, value=5.0) for item in ("50", "172", "181")]  # Star Wars trilogy
+    for strategy in ("item_knn", "als"):
+        response = stub.RankItems(
+            scoring_pb2.RankItemsRequest(configuration=configuration(strategy), history=history, k=5), timeout=60
+        )
+        ids = [i.item_id for i in response.items]
+        assert len(ids) == 5 and not {"50", "172", "181"} & set(ids)
+
+
+def test_score_items_answers_in_request_order(stub) -> None:
+    request = scoring_pb2.ScoreItemsRequest(configuration=configuration("als"), user_id=USER, item_ids=["1", "50", "2"])
+    response = stub.ScoreItems(request, timeout=60)
+    assert [i.item_id for i in response.items] == ["1", "50", "2"]
+    assert all(0 < i.probability < 1 for i in response.items)
+
+
+def test_new_interactions_count_at_once_for_popularity_and_item_knn(stub) -> None:
+    obscure = "1600"
+    before = [i.item_id for i in rank(stub, "popularity", user_id="1").items]
+    assert obscure not in before
+    burst = [
+        common_pb2.Interaction(user_id=f"fan-{n}", item_id=obscure, value=5.0, time={"seconds": 893_300_000})
+        for n in range(400)
+    ]
+    assert stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=burst), timeout=10).added == 400
+    assert rank(stub, "popularity", user_id="1").items[0].item_id == obscure
+    # item_knn reads the user's live history: a new user's first interaction changes their list at once.
+    stub.AddInteractions(
+        scoring_pb2.AddInteractionsRequest(
+            interactions=[common_pb2.Interaction(user_id="newbie", item_id="50", value=5)]
+        ),
+        timeout=10,
+    )
+    assert len(rank(stub, "item_knn", user_id="newbie", k=5).items) == 5
+
+
+def test_offline_evaluation_reports_metrics(stub) -> None:
+    request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration("item_knn"), k=10)
+    response = stub.EvaluateConfiguration(request, timeout=120)
+    metrics = response.metrics
+    assert metrics.k == 10 and metrics.users_evaluated == 943
+    assert 0.1 < metrics.ndcg < 0.5 and 0 < metrics.recall <= 1 and 0 < metrics.hit_rate <= 1
+    assert 0 < metrics.catalog_coverage <= 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (
+            scoring_pb2.RankItemsRequest(configuration=configuration("als"), user_id=USER, k=0),
+            (grpc.StatusCode.INVALID_ARGUMENT, "k: must be between 1 and 1000, got 0"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(configuration=configuration("deep"), user_id=USER, k=5),
+            (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "configuration.strategy: unknown strategy 'deep'; known: als, item_knn, popularity",
+            ),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(configuration=configuration("als", factors=2), user_id=USER, k=5),
+            (grpc.StatusCode.INVALID_ARGUMENT, "configuration.params['factors']: must be between 8 and 512, got 2"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(user_id=USER, k=5),
+            (grpc.StatusCode.INVALID_ARGUMENT, "configuration.strategy: must not be empty"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(
+                configuration=configuration("als"), k=5, history=[common_pb2.Interaction(item_id="nope", value=1)]
+            ),
+            (grpc.StatusCode.NOT_FOUND, "history[0].item_id: no item 'nope' in the catalogue"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(configuration=configuration("als"), k=5),
+            (grpc.StatusCode.INVALID_ARGUMENT, "user_id: must be set, or history given for a cold user"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(configuration=configuration("als"), user_id=USER, k=5, exclude_item_ids=["x"]),
+            (grpc.StatusCode.NOT_FOUND, "exclude_item_ids[0]: no item 'x' in the catalogue"),
+        ),
+    ],
+)
+def test_bad_rank_requests_name_the_field(stub, request_, expected) -> None:
+    assert error_of(lambda: stub.RankItems(request_, timeout=60)) == expected
+
+
+def test_bad_writes_name_the_field(stub) -> None:
+    bad = scoring_pb2.AddInteractionsRequest(
+        interactions=[
+            common_pb2.Interaction(user_id="u", item_id="1"),
+            common_pb2.Interaction(user_id="u", item_id="zz"),
+        ]
+    )
+    assert error_of(lambda: stub.AddInteractions(bad, timeout=10)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "interactions[1].item_id: no item 'zz' in the catalogue",
+    )
+    assert error_of(lambda: stub.UpsertItems(scoring_pb2.UpsertItemsRequest(), timeout=10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items: must not be empty",
+    )
+
+
+def test_ranking_before_any_data_fails_precondition(start_service) -> None:
+    empty = start_service("scoring").stub
+    request = scoring_pb2.RankItemsRequest(configuration=configuration("popularity"), user_id="u", k=1)
+    assert error_of(lambda: empty.RankItems(request, timeout=10)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "no items or interactions yet: load a dataset or add interactions first",
+    )

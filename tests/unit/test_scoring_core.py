@@ -1,0 +1,125 @@
+"""ScoringService domain pieces without gRPC: spaces, metrics by hand, splits, loaders."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.scoring.core.data import TrainingData
+from services.scoring.core.loaders import DatasetError, load_interactions, load_items
+from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
+from services.scoring.core.space import configuration_hash, configuration_schema
+from services.scoring.core.strategies.registry import default_registry, find
+
+REGISTRY = default_registry()
+
+
+def canonical(strategy: str, **params):
+    return find(REGISTRY, strategy).space.canonical(params)
+
+
+def test_defaults_fill_in_and_the_hash_is_stable() -> None:
+    params = canonical("als", factors=32)
+    assert params == {"factors": 32, "regularization": 0.05, "alpha": 2.0, "iterations": 15}
+    assert configuration_hash("als", params) == configuration_hash("als", dict(reversed(list(params.items()))))
+    assert configuration_hash("als", params) != configuration_hash("als", canonical("als"))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "message"),
+    [
+        ("als", {"factors": 4}, "configuration.params['factors']: must be between 8 and 512, got 4"),
+        ("als", {"factors": 8.5}, "configuration.params['factors']: must be an integer, got 8.5"),
+        ("als", {"alpha": "high"}, "configuration.params['alpha']: must be a number (float), got str"),
+        ("als", {"alpha": True}, "configuration.params['alpha']: must be a number (float), got bool"),
+        (
+            "item_knn",
+            {"k": 5},
+            "configuration.params['k']: is not a hyperparameter of 'item_knn' (known: neighbours, shrinkage)",
+        ),
+    ],
+)
+def test_bad_hyperparameters_name_the_field_and_rule(strategy: str, params: dict, message: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        canonical(strategy, **params)
+    assert error.value.message == message
+
+
+def test_unknown_strategy_lists_the_known_ones() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        find(REGISTRY, "deep")
+    assert error.value.message == "configuration.strategy: unknown strategy 'deep'; known: als, item_knn, popularity"
+
+
+def test_the_configuration_schema_accepts_canonical_configurations_and_refuses_bad_ones() -> None:
+    schema = configuration_schema([s.space for s in REGISTRY.values()])
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for name, strategy in REGISTRY.items():
+        validator.validate({"strategy": name, "params": strategy.space.canonical({})})
+    assert not validator.is_valid({"strategy": "als", "params": {"factors": 4}})
+    assert not validator.is_valid({"strategy": "als", "params": {"unknown": 1}})
+    assert json.loads(json.dumps(schema)) == schema
+
+
+def test_top_k_is_exact_ordered_and_skips_excluded() -> None:
+    scores = np.array([0.1, 0.9, 0.5, 0.9, 0.7])
+    assert top_k(scores, 3).tolist() == [1, 3, 4]
+    assert top_k(scores, 3, [1]).tolist() == [3, 4, 2]
+    assert top_k(scores, 10, [0, 1]).tolist() == [3, 4, 2]
+
+
+def test_ranking_metrics_by_hand() -> None:
+    # Relevant {7, 9}; list [7, 1, 9]: hits at ranks 1 and 3.
+    ndcg, recall, hit = ranking_metrics(np.array([7, 1, 9]), {7, 9}, k=3)
+    assert ndcg == pytest.approx((1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    assert (recall, hit) == (1.0, 1.0)
+    ndcg, recall, hit = ranking_metrics(np.array([1, 2, 9]), {7, 9, 8}, k=3)
+    assert ndcg == pytest.approx((1 / math.log2(4)) / (1 + 1 / math.log2(3) + 1 / math.log2(4)))
+    assert (recall, hit) == (pytest.approx(1 / 3), 1.0)
+    assert ranking_metrics(np.array([1, 2]), {9}, k=2) == (0.0, 0.0, 0.0)
+
+
+def test_time_split_holds_out_the_last_fifth_of_each_user() -> None:
+    # user 0: 10 interactions at times 0..9 on items 0..9; user 1: 1 interaction; user 2: 3.
+    users = np.array([0] * 10 + [1] + [2] * 3)
+    items = np.array([*range(10), 3, 5, 6, 7])
+    times = np.array([*range(10), 0, 30, 10, 20], dtype=float)
+    data = TrainingData(tuple(map(str, range(10))), ("a", "b", "c"), users, items, np.ones(14), times)
+    split = time_split(data, 0.2)
+    assert split.held_out[0].tolist() == [8, 9]
+    assert 1 not in split.held_out
+    assert split.held_out[2].tolist() == [5]  # the newest of user 2 (time 30)
+    assert len(split.train.users) == 14 - 3
+
+
+def test_platt_scaling_recovers_a_logistic_relationship() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=20000)
+    labels = (rng.random(20000) < 1 / (1 + np.exp(-(2.0 * scores - 1.0)))).astype(float)
+    calibration = fit_platt(scores, labels)
+    assert calibration.a == pytest.approx(2.0, abs=0.1)
+    assert calibration.b == pytest.approx(-1.0, abs=0.1)
+
+
+def test_loaders_name_the_file_and_line(tmp_path: Path) -> None:
+    interactions = tmp_path / "interactions.csv"
+    interactions.write_text("user_id,item_id,rating,timestamp\n1,2,4,100\n1,3,five,101\n")
+    with pytest.raises(DatasetError) as error:
+        load_interactions(interactions)
+    assert str(error.value) == f"{interactions}:3: rating must be a number, got 'five'"
+    interactions.write_text("user_id,item_id,rating,timestamp\n1,2,4\n")
+    with pytest.raises(DatasetError, match=r":2: expected 4 columns \(user_id, item_id, rating, timestamp\), got 3$"):
+        load_interactions(interactions)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,genres\n1,Heat,Crime\n2,,Drama\n")
+    with pytest.raises(DatasetError, match=r"items.csv:3: title must not be empty"):
+        load_items(items)
+    items.write_text("item_id,text\n1,A film about heat\n")
+    assert [i.text for i in load_items(items)] == ["A film about heat"]
