@@ -54,7 +54,10 @@ def test_bad_hyperparameters_name_the_field_and_rule(strategy: str, params: dict
 def test_unknown_strategy_lists_the_known_ones() -> None:
     with pytest.raises(InvalidArgument) as error:
         find(REGISTRY, "deep")
-    assert error.value.message == "configuration.strategy: unknown strategy 'deep'; known: als, item_knn, popularity"
+    assert (
+        error.value.message
+        == "configuration.strategy: unknown strategy 'deep'; known: als, hybrid, item_knn, popularity"
+    )
 
 
 def test_the_configuration_schema_accepts_canonical_configurations_and_refuses_bad_ones() -> None:

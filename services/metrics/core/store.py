@@ -26,7 +26,6 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import InvalidArgument
 from services.metrics.core.events import Decision, Event, stored_value
@@ -40,8 +39,6 @@ COMPACTION: Table = CompactionStateRow.__table__  # type: ignore[attr-defined]
 
 MICROS = 1_000_000
 HOUR_US = 3600 * MICROS
-# A batch whose insert lost a race on an id is retried this many times in all.
-WRITE_ATTEMPTS = 3
 # Larger id lists are looked up in chunks (SQLite's limit on bound parameters).
 ID_CHUNK = 900
 
@@ -91,7 +88,7 @@ class MetricsStore:
         if engine.dialect.name not in dialects:
             raise ValueError(f"database: {engine.dialect.name} is not supported (use SQLite or PostgreSQL)")
         self._insert: Any = dialects[engine.dialect.name]
-        self._driver_counts_executemany = engine.dialect.name == "sqlite"
+        self._is_sqlite = engine.dialect.name == "sqlite"
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -101,51 +98,36 @@ class MetricsStore:
         Rows go in sorted by id, so writers with overlapping batches take row locks in the
         same order and cannot deadlock each other."""
         unique = sorted({row[id_column]: row for row in rows}.values(), key=lambda row: row[id_column])
-        if self._driver_counts_executemany:
-            accepted = self._insert_counting(table, id_column, unique)
+        if self._is_sqlite:
+            accepted = self._insert_sqlite(table, id_column, unique)
         else:
-            accepted = self._insert_fresh(table, id_column, unique)
+            accepted = self._insert_postgres(table, id_column, unique)
         return WriteResult(accepted=accepted, duplicates=len(rows) - accepted)
 
-    def _insert_counting(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
+    def _insert_sqlite(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
         """SQLite: INSERT ... ON CONFLICT DO NOTHING, whose row count says how many were new."""
         statement = self._insert(table).on_conflict_do_nothing(index_elements=[id_column])
         with self.engine.begin() as connection:
             return int(connection.execute(statement, rows).rowcount)
 
-    def _insert_fresh(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
-        """PostgreSQL (psycopg reports no row count for executemany): read which ids are
-        stored, insert the others with a plain INSERT. A writer that commits the same id
-        in between makes the insert fail on the primary key; the transaction is then run
-        again and sees that row as stored."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+    def _insert_postgres(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
+        """PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays) ON CONFLICT DO NOTHING
+        RETURNING id. A single set-based statement per batch (psycopg reports no row count
+        for executemany), and RETURNING counts exactly the rows that were new, races included."""
+        columns = [column.name for column in table.columns]
+        arrays = ", ".join(f"%s::{_pg_array_type(table.c[name])}" for name in columns)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({id_column}) DO NOTHING RETURNING {id_column}"
+        )
+        values = [[row[name] for row in rows] for name in columns]
+        with self.engine.begin() as connection:
+            cursor = cast(Any, connection.connection.dbapi_connection).cursor()
             try:
-                with self.engine.begin() as connection:
-                    existing = self._existing_ids(connection, table.c[id_column], [row[id_column] for row in rows])
-                    fresh = [row for row in rows if row[id_column] not in existing]
-                    if fresh:
-                        connection.execute(table.insert(), fresh)
-                return len(fresh)
-            except IntegrityError:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _existing_ids(connection: Connection, column: Any, ids: Sequence[str]) -> set[str]:
-        """PostgreSQL: the ids already stored, in this transaction.
-
-        The list is bound as one array (= ANY), several times cheaper to plan than IN with
-        a parameter per id, and the statement is never prepared: psycopg prepares a query
-        after a few runs, and a generic plan made while the table was small (a seq scan)
-        would stay as the table grows."""
-        sql = f"SELECT {column.name} FROM {column.table.name} WHERE {column.name} = ANY(%s)"
-        cursor = cast(Any, connection.connection.dbapi_connection).cursor()
-        try:
-            cursor.execute(sql, [list(ids)], prepare=False)
-            return {row[0] for row in cursor.fetchall()}
-        finally:
-            cursor.close()
+                cursor.execute(sql, values)
+                return len(cursor.fetchall())
+            finally:
+                cursor.close()
 
     def record_events(self, events: Sequence[Event], received_at: float) -> WriteResult:
         """Store events; those without a time are stamped ``received_at``."""
@@ -371,6 +353,12 @@ class MetricsStore:
                 },
             )
         )
+
+
+def _pg_array_type(column: Any) -> str:
+    """The PostgreSQL array type for a column's values in an unnest() insert."""
+    kind = type(column.type).__name__
+    return {"BigInteger": "int8[]", "Integer": "int4[]", "Float": "float8[]", "Boolean": "bool[]"}.get(kind, "text[]")
 
 
 def encode_page_token(time_us: int, decision_id: str) -> str:

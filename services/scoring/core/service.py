@@ -20,10 +20,9 @@ from services.scoring.core.ranking import (
     ranking_metrics,
     summarise,
     time_split,
-    top_k,
 )
 from services.scoring.core.space import ParamValue, StrategySpace, configuration_hash
-from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 
 NEGATIVES_PER_POSITIVE = 4
@@ -247,6 +246,7 @@ class ScoringCore:
         history: Sequence[Interaction],
         k: int,
         exclude_item_ids: Sequence[str],
+        seed: int = 0,
     ) -> list[RankedItem]:
         fitted = self.fitted(configuration)
         n_items = fitted.model.n_items
@@ -258,7 +258,10 @@ class ScoringCore:
         ]
         scores = fitted.model.scores(context)
         seen = context.history.items[context.history.items < n_items]
-        chosen = top_k(scores, k, np.concatenate([seen, np.array(excluded, dtype=np.int64)]))
+        excluded_all = np.concatenate([seen, np.array(excluded, dtype=np.int64)])
+        chosen = select_items(
+            fitted.model, scores, k, excluded_all, seed or int(np.random.default_rng().integers(2**31))
+        )
         probabilities = fitted.calibration.probability(scores[chosen])
         item_ids = self.data.snapshot().item_ids
         return [
@@ -314,7 +317,7 @@ def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, 
         if not relevant:
             continue
         scores = model.scores(ScoringContext(history, user, as_of))
-        recommended = top_k(scores, k, history.items)
+        recommended = select_items(model, scores, k, history.items, seed=user + 1)
         covered.update(recommended.tolist())
         per_user.append(ranking_metrics(recommended, relevant, k))
     return summarise(per_user, covered, train.n_items, k)

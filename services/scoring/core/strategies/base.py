@@ -51,3 +51,17 @@ def history_vector(history: History, n_items: int) -> Scores:
     inside = history.items < n_items
     np.add.at(vector, history.items[inside], np.where(history.values[inside] > 0, history.values[inside], 1.0))
     return vector
+
+
+def select_items(
+    model: FittedModel, scores: Scores, k: int, excluded: npt.NDArray[np.int64], seed: int
+) -> npt.NDArray[np.int64]:
+    """The ranked list: the model's own list-building where it has one (hybrid: MMR and
+    exploration), else the exact top k."""
+    from services.scoring.core.ranking import top_k
+
+    select = getattr(model, "select", None)
+    if select is not None:
+        chosen: npt.NDArray[np.int64] = select(scores, k, excluded, seed)
+        return chosen
+    return top_k(scores, k, excluded)
