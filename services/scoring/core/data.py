@@ -108,6 +108,14 @@ class ScoringData:
     def n_items(self) -> int:
         return len(self.items)
 
+    @property
+    def n_interactions(self) -> int:
+        return len(self._users)
+
+    def item_ids(self, positions: Sequence[int]) -> list[str]:
+        with self._lock:
+            return [self.items[position].item_id for position in positions]
+
     def upsert_items(self, items: Sequence[Item]) -> None:
         with self._lock:
             for item in items:

@@ -212,7 +212,7 @@ class ScoringCore:
         cached = self.cache.get(configuration.hash)
         if cached is not None:
             return cached
-        size = len(self.data.snapshot().users)
+        size = self.data.n_interactions
         if size > self.limits.sync_fit_max_interactions:
             raise FailedPrecondition(
                 f"configuration: {configuration.strategy} {configuration.hash} is not fitted yet and the data "
@@ -263,10 +263,12 @@ class ScoringCore:
             fitted.model, scores, k, excluded_all, seed or int(np.random.default_rng().integers(2**31))
         )
         probabilities = fitted.calibration.probability(scores[chosen])
-        item_ids = self.data.snapshot().item_ids
+        item_ids = self.data.item_ids(chosen.tolist())
         return [
-            RankedItem(item_ids[index], float(scores[index]), float(p), rank)
-            for rank, (index, p) in enumerate(zip(chosen.tolist(), probabilities.tolist(), strict=True), start=1)
+            RankedItem(item_id, float(scores[index]), float(p), rank)
+            for rank, (item_id, index, p) in enumerate(
+                zip(item_ids, chosen.tolist(), probabilities.tolist(), strict=True), start=1
+            )
         ]
 
     def score_items(
