@@ -24,8 +24,9 @@ import grpc
 
 from bench.common import percentiles_ms, print_json, start_child_service
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc
+from services.common.storage import make_engine
 from services.common.wait_healthy import wait_serving
-from services.metrics.core.database import make_engine, migrate
+from services.metrics.core.database import migrate
 from services.metrics.core.store import EVENTS
 from tests.postgres import create_database, throwaway_cluster
 

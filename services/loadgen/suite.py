@@ -30,10 +30,11 @@ def free_port() -> int:
 def service_flags(name: str, ports: dict[str, int], run_dir: Path) -> list[str]:
     """What each service needs: its siblings' addresses, its database under the run folder."""
     address = {peer: f"127.0.0.1:{port}" for peer, port in ports.items()}
+    database = ["--database-url", f"sqlite:///{run_dir.resolve() / f'{name}.db'}"]
     if name == "metrics":
-        return ["--database-url", f"sqlite:///{run_dir.resolve() / 'metrics.db'}"]
+        return database
     if name == "scoring":
-        return ["--embedding-address", address["embedding"]]
+        return ["--embedding-address", address["embedding"], *database]
     if name == "policy":
         return ["--scoring-address", address["scoring"], "--metrics-address", address["metrics"]]
     return []

@@ -16,7 +16,8 @@ from services.common.contracts import METRICS_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings
-from services.metrics.core.database import make_engine, migrate
+from services.common.storage import make_engine
+from services.metrics.core.database import migrate
 from services.metrics.core.service import MetricsConfig, MetricsCore
 from services.metrics.core.stats import RewardWeights
 from services.metrics.core.store import MetricsStore

@@ -11,15 +11,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rectune.v1 import scoring_pb2_grpc
+from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
+from services.common.clients import client_options_from, make_channel
 from services.common.config import SettingsError, option
 from services.common.contracts import SCORING_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address
+from services.common.storage import make_engine
+from services.scoring.core.data import ScoringData
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items, load_movielens_atomic
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.vectors import ItemVectors, VectorStore
+from services.scoring.embedding_client import GrpcTextEncoder
 from services.scoring.servicer import ScoringServicer
 
 
@@ -44,6 +49,11 @@ class ScoringSettings(ServerSettings):
         default=200000,
         help="ranking an unfitted configuration fits it on the spot up to this many interactions",
     )
+    database_url: str = option(
+        env="RECTUNE_DATABASE_URL",
+        default="sqlite:///rectune-scoring.db",
+        help="SQLAlchemy URL where item vectors are kept (a SQLite file or PostgreSQL)",
+    )
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
     )
@@ -64,25 +74,28 @@ def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
         items, interactions = load_items(Path(settings.items_csv)), load_interactions(Path(settings.interactions_csv))
     else:
         return
-    core.upsert_items(items)
+    # Vectors are made on the first content fit or upsert: start-up does not wait for EmbeddingService.
+    core.upsert_items(items, embed=False)
     core.add_interactions(interactions)
 
 
 def build(settings: ScoringSettings) -> RunningService:
-    core = ScoringCore(
-        default_registry(), ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
-    )
+    engine = make_engine(settings.database_url)
+    embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))
+    data = ScoringData()
+    encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
+    vectors = ItemVectors(data, encoder, VectorStore(engine))
+    limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
+    core = ScoringCore(default_registry(vectors), limits, data, vectors)
     try:
         load_dataset(core, settings)
     except DatasetError as exc:
         raise OSError(f"dataset: {exc}") from None
-    # The embedding address is checked now; the content and hybrid strategies that call
-    # EmbeddingService are not built yet (see the README's status table).
     registration = ServiceRegistration(
         SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringServicer(core)
     )
     service = start_service("scoring", [registration], settings)
-    service.closers.append(core.close)
+    service.closers.extend([core.close, embedding_channel.close, engine.dispose])
     service.health.set_serving()
     return service
 

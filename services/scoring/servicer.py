@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rectune.v1 import scoring_pb2, scoring_pb2_grpc
-from services.common.errors import InvalidArgument
 from services.scoring import convert
 from services.scoring.core.service import Configuration, ScoringCore
 
@@ -22,9 +21,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return self.core.configuration(strategy, params)
 
     def UpsertItems(self, request: scoring_pb2.UpsertItemsRequest, context: Any) -> scoring_pb2.UpsertItemsResponse:
-        if not request.items:
-            raise InvalidArgument("items", "must not be empty")
-        return scoring_pb2.UpsertItemsResponse(upserted=self.core.upsert_items(convert.items(request.items)))
+        embedded = self.core.upsert_items(convert.items(request.items))
+        return scoring_pb2.UpsertItemsResponse(upserted=len(request.items), embedded=embedded)
 
     def AddInteractions(
         self, request: scoring_pb2.AddInteractionsRequest, context: Any

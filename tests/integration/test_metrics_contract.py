@@ -10,7 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from services.common.errors import InvalidArgument
-from services.metrics.core.database import make_engine, migrate
+from services.common.storage import make_engine
+from services.metrics.core.database import migrate
 from services.metrics.core.events import Decision, Event, EventKind
 from services.metrics.core.service import MetricsConfig, MetricsCore
 from services.metrics.core.stats import RewardWeights

@@ -46,7 +46,7 @@ def seen_by(user_id: str) -> set[str]:
 
 def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
     response = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(), timeout=10)
-    assert [s.strategy for s in response.strategies] == ["als", "hybrid", "item_knn", "popularity"]
+    assert [s.strategy for s in response.strategies] == ["als", "content", "hybrid", "item_knn", "popularity"]
     als = response.strategies[0]
     factors = next(h for h in als.hyperparameters if h.name == "factors")
     assert (factors.type, factors.min, factors.max, factors.log_scale, factors.default_value.int_value) == (
@@ -57,7 +57,7 @@ def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
         64,
     )
     assert json.loads(als.json_schema)["properties"]["factors"]["maximum"] == 512
-    assert len(json.loads(response.json_schema)["oneOf"]) == 4
+    assert len(json.loads(response.json_schema)["oneOf"]) == 5
     only = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(strategies=["popularity"]), timeout=10)
     assert [s.strategy for s in only.strategies] == ["popularity"]
 
@@ -145,7 +145,7 @@ def test_offline_evaluation_reports_metrics(stub) -> None:
             scoring_pb2.RankItemsRequest(configuration=configuration("deep"), user_id=USER, k=5),
             (
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "configuration.strategy: unknown strategy 'deep'; known: als, hybrid, item_knn, popularity",
+                "configuration.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity",
             ),
         ),
         (

@@ -78,8 +78,8 @@ def listening_port(process: subprocess.Popen[str]) -> int:
 @pytest.mark.parametrize("name", sorted(SERVICE_NAMES))
 def test_entrypoint_serves_and_drains_on_sigterm(name: str, tmp_path: Path) -> None:
     flags = PEER_FLAGS.get(name, [])
-    if name == "metrics":
-        flags = ["--database-url", f"sqlite:///{tmp_path / 'metrics.db'}"]
+    if name in ("metrics", "scoring"):
+        flags = [*flags, "--database-url", f"sqlite:///{tmp_path / f'{name}.db'}"]
     process = launch(name, *flags)
     try:
         port = listening_port(process)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
 from services.scoring.core.ranking import (
     Calibration,
@@ -24,6 +24,7 @@ from services.scoring.core.ranking import (
 from services.scoring.core.space import ParamValue, StrategySpace, configuration_hash
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
+from services.scoring.core.vectors import ItemVectors
 
 NEGATIVES_PER_POSITIVE = 4
 CALIBRATION_SEED = 7
@@ -111,10 +112,17 @@ def calibration_split(data: TrainingData) -> tuple[TrainingData, dict[int, int]]
 
 
 class ScoringCore:
-    def __init__(self, registry: Mapping[str, Strategy], limits: ScoringLimits | None = None) -> None:
+    def __init__(
+        self,
+        registry: Mapping[str, Strategy],
+        limits: ScoringLimits | None = None,
+        data: ScoringData | None = None,
+        vectors: ItemVectors | None = None,
+    ) -> None:
         self.registry = dict(registry)
         self.limits = limits or ScoringLimits()
-        self.data = ScoringData()
+        self.data = data or ScoringData()
+        self.vectors = vectors
         self.cache = FittedCache(self.limits.fitted_cache_bytes)
         self._fits: dict[str, Future[Fitted]] = {}
         self._errors: dict[str, str] = {}
@@ -138,12 +146,23 @@ class ScoringCore:
 
     # -- data --------------------------------------------------------------------------------
 
-    def upsert_items(self, items: Sequence[Item]) -> int:
+    def upsert_items(self, items: Sequence[Item], embed: bool = True) -> int:
+        """Store items, then embed texts that have no vector yet; returns how many were embedded.
+
+        Stored items stay stored when EmbeddingService is down: the call then answers
+        UNAVAILABLE and the vectors are made at the next upsert or content fit."""
+        if not items:
+            raise InvalidArgument("items", "must not be empty")
         for index, item in enumerate(items):
             if not item.item_id:
                 raise InvalidArgument(f"items[{index}].item_id", "must not be empty")
         self.data.upsert_items(items)
-        return len(items)
+        if not embed or self.vectors is None:
+            return 0
+        try:
+            return self.vectors.ensure()
+        except Unavailable as exc:
+            raise Unavailable(f"items: {len(items)} stored; their vectors are pending ({exc.message})") from None
 
     def add_interactions(self, interactions: Sequence[Interaction]) -> int:
         if not interactions:

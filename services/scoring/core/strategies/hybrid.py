@@ -15,24 +15,24 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from services.common.errors import FailedPrecondition
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.ranking import top_k
 from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace
-from services.scoring.core.strategies.als import Als, AlsModel
+from services.scoring.core.strategies.als import AlsModel
 from services.scoring.core.strategies.base import FittedModel, Scores, ScoringContext, Strategy
-from services.scoring.core.strategies.item_knn import ItemKnn
-from services.scoring.core.strategies.popularity import Popularity
 
-COMPONENTS: dict[str, Strategy] = {"popularity": Popularity(), "item_knn": ItemKnn(), "als": Als()}
 POOL_FACTOR = 5
 
 SPACE = StrategySpace(
     "hybrid",
-    "Weighted blend of popularity, item_knn and als scores (each normalised), MMR diversity, epsilon exploration.",
+    "Weighted blend of popularity, item_knn, als and content scores (each normalised), MMR diversity, "
+    "epsilon exploration.",
     (
         Hyperparameter("w_popularity", ParamType.FLOAT, 0.05, "weight of popularity", 0.0, 1.0),
         Hyperparameter("w_item_knn", ParamType.FLOAT, 0.5, "weight of item_knn", 0.0, 1.0),
         Hyperparameter("w_als", ParamType.FLOAT, 0.45, "weight of als", 0.0, 1.0),
+        Hyperparameter("w_content", ParamType.FLOAT, 0.0, "weight of content (BERT vectors)", 0.0, 1.0),
         Hyperparameter(
             "mmr_lambda", ParamType.FLOAT, 1.0, "1 = pure relevance; lower trades it for diversity", 0.0, 1.0
         ),
@@ -114,10 +114,17 @@ class HybridModel:
 class Hybrid:
     space = SPACE
 
+    def __init__(self, components: Mapping[str, Strategy]) -> None:
+        self.components = dict(components)
+
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> HybridModel:
+        if float(params["w_content"]) > 0 and "content" not in self.components:
+            raise FailedPrecondition(
+                "configuration.params['w_content']: content is not available (no EmbeddingService)"
+            )
         components: list[tuple[float, FittedModel]] = []
         item_vectors = None
-        for name, strategy in COMPONENTS.items():
+        for name, strategy in self.components.items():
             weight = float(params[f"w_{name}"])
             if weight <= 0 and not (name == "als" and float(params["mmr_lambda"]) < 1.0):
                 continue
@@ -128,5 +135,6 @@ class Hybrid:
             if weight > 0:
                 components.append((weight, model))
         if not components:
-            components.append((1.0, COMPONENTS["popularity"].fit(data, Popularity.space.canonical({}), live)))
+            popularity = self.components["popularity"]
+            components.append((1.0, popularity.fit(data, popularity.space.canonical({}), live)))
         return HybridModel(components, item_vectors, float(params["mmr_lambda"]), float(params["epsilon"]))

@@ -5,13 +5,19 @@ from __future__ import annotations
 from services.common.errors import InvalidArgument
 from services.scoring.core.strategies.als import Als
 from services.scoring.core.strategies.base import Strategy
+from services.scoring.core.strategies.content import Content
 from services.scoring.core.strategies.hybrid import Hybrid
 from services.scoring.core.strategies.item_knn import ItemKnn
 from services.scoring.core.strategies.popularity import Popularity
+from services.scoring.core.vectors import ItemVectors
 
 
-def default_registry() -> dict[str, Strategy]:
-    strategies: list[Strategy] = [Popularity(), ItemKnn(), Als(), Hybrid()]
+def default_registry(vectors: ItemVectors | None = None) -> dict[str, Strategy]:
+    """Every strategy; ``content`` (and content inside ``hybrid``) needs item vectors."""
+    components: dict[str, Strategy] = {"popularity": Popularity(), "item_knn": ItemKnn(), "als": Als()}
+    if vectors is not None:
+        components["content"] = Content(vectors)
+    strategies: list[Strategy] = [*components.values(), Hybrid(components)]
     return {strategy.space.strategy: strategy for strategy in strategies}
 
 
