@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -146,7 +147,7 @@ def load_synthetic(address: str, n_items: int, n_users: int, per_user: int) -> l
                 scoring_pb2.Item(item_id=f"s{i}", text=f"synthetic item {i}")
                 for i in range(start, min(start + 5000, n_items))
             ]
-            stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=items), timeout=60)
+            stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=items, defer_embedding=True), timeout=60)
         popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
         popularity /= popularity.sum()
         for start in range(0, n_users, 200):
@@ -170,9 +171,19 @@ def main() -> None:
     split = movielens_split()
     result["peers"] = {"implicit_als": implicit_als_peer(split), "numpy_item_knn": numpy_item_knn_peer(split)}
 
-    process, address = start_child_service("scoring", "--embedding-address", "127.0.0.1:9", "--dataset", str(DATA))
+    embedding, embedding_address = start_child_service("embedding")
+    vectors_db = tempfile.TemporaryDirectory()
+    process, address = start_child_service(
+        "scoring",
+        "--embedding-address",
+        embedding_address,
+        "--dataset",
+        str(DATA),
+        "--database-url",
+        f"sqlite:///{vectors_db.name}/vectors.db",
+    )
     try:
-        assert wait_serving([address], 120)[address] == "SERVING"
+        assert wait_serving([address, embedding_address], 300)[address] == "SERVING"
         with grpc.insecure_channel(address) as channel:
             stub = scoring_pb2_grpc.ScoringServiceStub(channel)
             strategies = [
@@ -195,8 +206,10 @@ def main() -> None:
         users = sorted({str(u) for u in range(1, 944)})
         result["latency_1682_items"] = rank_vs_echo(address, users, args.calls)
     finally:
-        process.terminate()
-        process.wait()
+        for child in (process, embedding):
+            child.terminate()
+            child.wait()
+        vectors_db.cleanup()
 
     als, peer = result["service"]["als"], result["peers"]["implicit_als"]
     result["als_agreement"] = {
@@ -205,7 +218,9 @@ def main() -> None:
         "within_1e-6": abs(als["ndcg"] - peer["ndcg"]) <= 1e-6 and abs(als["recall"] - peer["recall"]) <= 1e-6,
     }
 
-    process, address = start_child_service("scoring", "--embedding-address", "127.0.0.1:9")
+    process, address = start_child_service(
+        "scoring", "--embedding-address", "127.0.0.1:9", "--database-url", "sqlite:///:memory:"
+    )
     try:
         assert wait_serving([address], 120)[address] == "SERVING"
         users = load_synthetic(address, args.synthetic_items, n_users=5000, per_user=40)

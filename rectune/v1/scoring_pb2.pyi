@@ -115,16 +115,22 @@ class UpsertItemsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    DEFER_EMBEDDING_FIELD_NUMBER: _builtins.int
+    defer_embedding: _builtins.bool
+    """Store the items without computing their vectors now: they are made at the first
+    content fit or the next upsert that does not defer (for bulk loads).
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Item]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___Item] | None = ...,
+        defer_embedding: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defer_embedding", b"defer_embedding", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

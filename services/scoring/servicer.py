@@ -21,7 +21,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return self.core.configuration(strategy, params)
 
     def UpsertItems(self, request: scoring_pb2.UpsertItemsRequest, context: Any) -> scoring_pb2.UpsertItemsResponse:
-        embedded = self.core.upsert_items(convert.items(request.items))
+        embedded = self.core.upsert_items(convert.items(request.items), embed=not request.defer_embedding)
         return scoring_pb2.UpsertItemsResponse(upserted=len(request.items), embedded=embedded)
 
     def AddInteractions(
