@@ -126,3 +126,27 @@ def test_loaders_name_the_file_and_line(tmp_path: Path) -> None:
         load_items(items)
     items.write_text("item_id,text\n1,A film about heat\n")
     assert [i.text for i in load_items(items)] == ["A film about heat"]
+
+
+class StandInModel:
+    """A stand-in fitted model with fixed scores, to check the evaluation code around models."""
+
+    n_items = 3
+
+    def scores(self, context) -> np.ndarray:
+        return np.array([0.9, 0.5, 0.7])
+
+    def nbytes(self) -> int:
+        return 0
+
+
+def test_evaluate_model_by_hand() -> None:
+    from services.scoring.core.service import evaluate_model
+
+    # user 0 trained on item 0, holds out item 1; user 1 trained on item 2, holds out item 0.
+    train = TrainingData(("a", "b", "c"), ("u0", "u1"), np.array([0, 1]), np.array([0, 2]), np.ones(2), np.zeros(2))
+    metrics = evaluate_model(StandInModel(), train, {0: np.array([1]), 1: np.array([0])}, k=2)
+    # user 0 sees [2, 1]: hit at rank 2. user 1 sees [0, 1]: hit at rank 1.
+    assert metrics.ndcg == pytest.approx((1 / math.log2(3) + 1.0) / 2)
+    assert (metrics.recall, metrics.hit_rate, metrics.users_evaluated) == (1.0, 1.0, 2)
+    assert metrics.catalog_coverage == 1.0
