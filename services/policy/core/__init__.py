@@ -1,0 +1,1 @@
+"""PolicyService domain logic, free of protobuf: bandit algorithms, exposure caps, guardrails."""
