@@ -30,7 +30,7 @@ SETTINGS_CLASSES = {
 UNUSED_PEER = "127.0.0.1:9"
 ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS = ROOT / "data" / "movielens-100k"
-STATEFUL = {"metrics", "scoring"}
+STATEFUL = {"metrics", "scoring", "policy"}
 REQUIRED_PEERS = {
     "scoring": {"embedding_address": UNUSED_PEER},
     "policy": {"scoring_address": UNUSED_PEER, "metrics_address": UNUSED_PEER},

@@ -7,9 +7,6 @@ rule that failed, for example ``k: must be between 1 and 1682, got 0``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NoReturn
-
 import grpc
 
 
@@ -64,19 +61,10 @@ class PermissionDenied(RectuneError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class Unimplemented(RectuneError):
-    """An RPC of the contract whose implementation has not landed yet."""
+class Relayed(RectuneError):
+    """A peer service's error passed on to our caller with its status and message
+    (for example ScoringService's verdict on a configuration)."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-    def __init__(self, rpc: str, issue: str) -> None:
-        super().__init__(f"{rpc} is not implemented yet (tracked in {issue})")
-
-
-def pending_rpc(rpc: str, issue: str) -> Callable[..., NoReturn]:
-    """A servicer method for an RPC of the contract that is not built yet: UNIMPLEMENTED."""
-
-    def not_yet(*_args: Any) -> NoReturn:
-        raise Unimplemented(rpc, issue)
-
-    return not_yet
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -36,7 +36,7 @@ def service_flags(name: str, ports: dict[str, int], run_dir: Path) -> list[str]:
     if name == "scoring":
         return ["--embedding-address", address["embedding"], *database]
     if name == "policy":
-        return ["--scoring-address", address["scoring"], "--metrics-address", address["metrics"]]
+        return ["--scoring-address", address["scoring"], "--metrics-address", address["metrics"], *database]
     return []
 
 

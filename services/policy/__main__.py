@@ -1,4 +1,9 @@
-"""``python -m services.policy``: serve PolicyService."""
+"""``python -m services.policy``: serve PolicyService.
+
+Background work: the outbox is drained to MetricsService every ``--outbox-interval-seconds``
+(what cannot be sent stays queued in the database), guardrails are checked every
+``--guardrail-interval-seconds``, and decisions older than the reward window are dropped.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,17 @@ import sys
 from dataclasses import dataclass
 
 from rectune.v1 import metrics_pb2_grpc, policy_pb2_grpc, scoring_pb2_grpc
+from services.common.background import run_periodically
 from services.common.clients import client_options_from, make_channel
-from services.common.config import option
+from services.common.config import SettingsError, option
 from services.common.contracts import ADMIN_METHODS, POLICY_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address
+from services.common.storage import make_engine
+from services.policy.clients import GrpcMetricsSink, GrpcRanker
+from services.policy.core.service import PolicyCore
+from services.policy.core.store import PolicyStore
 from services.policy.servicer import PolicyServicer
 
 
@@ -25,24 +35,53 @@ class PolicySettings(ServerSettings):
     metrics_address: str = option(
         env="RECTUNE_METRICS_ADDRESS", required=True, default="", help="host:port of MetricsService"
     )
+    database_url: str = option(
+        env="RECTUNE_DATABASE_URL",
+        default="sqlite:///rectune-policy.db",
+        help="SQLAlchemy URL of the policy state (a SQLite file or PostgreSQL shared by replicas)",
+    )
+    outbox_interval_seconds: float = option(
+        env="RECTUNE_OUTBOX_INTERVAL_SECONDS", default=1.0, help="how often queued events go to MetricsService"
+    )
+    guardrail_interval_seconds: float = option(
+        env="RECTUNE_GUARDRAIL_INTERVAL_SECONDS", default=10.0, help="how often guardrails are checked"
+    )
+    belief_cache_seconds: float = option(
+        env="RECTUNE_BELIEF_CACHE_SECONDS", default=1.0, help="how long a replica reuses the arms it read"
+    )
+    seed: int = option(env="RECTUNE_POLICY_SEED", default=0, help="random seed of arm selection; 0 = unseeded")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
         check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
+        if min(self.outbox_interval_seconds, self.guardrail_interval_seconds) <= 0 or self.belief_cache_seconds < 0:
+            raise SettingsError("--outbox-interval-seconds and --guardrail-interval-seconds: must be > 0")
 
 
 def build(settings: PolicySettings) -> RunningService:
     options = client_options_from(settings)
     scoring_channel = make_channel(settings.scoring_address, options)
     metrics_channel = make_channel(settings.metrics_address, options)
-    servicer = PolicyServicer(
-        scoring_pb2_grpc.ScoringServiceStub(scoring_channel),
-        metrics_pb2_grpc.MetricsServiceStub(metrics_channel),
+    engine = make_engine(settings.database_url)
+    core = PolicyCore(
+        PolicyStore(engine),
+        GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel)),
+        seed=settings.seed or None,
+        belief_cache_seconds=settings.belief_cache_seconds,
     )
-    registration = ServiceRegistration(POLICY_SERVICE, policy_pb2_grpc.add_PolicyServiceServicer_to_server, servicer)
+    sink = GrpcMetricsSink(metrics_pb2_grpc.MetricsServiceStub(metrics_channel))
+    registration = ServiceRegistration(
+        POLICY_SERVICE, policy_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyServicer(core)
+    )
     service = start_service("policy", [registration], settings, admin_methods=ADMIN_METHODS)
-    service.closers.extend([scoring_channel.close, metrics_channel.close])
+    service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose])
+    # Stopped first (closers run in reverse): background work ends before the channels close.
+    service.closers.append(
+        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink))
+    )
+    service.closers.append(run_periodically("guardrails", settings.guardrail_interval_seconds, core.check_guardrails))
+    service.closers.append(run_periodically("forget", 60.0, core.forget_old_decisions))
     service.health.set_serving()
     return service
 

@@ -98,6 +98,14 @@ def test_error_while_reading_a_client_stream_is_mapped(standins) -> None:
     assert error.details() == "batches[1].events: must not be empty"
 
 
+def test_a_method_the_servicer_lacks_is_unimplemented_naming_it(standins) -> None:
+    _, _, channel = standins
+    stub = policy_pb2_grpc.PolicyServiceStub(channel)
+    error = rpc_error(lambda: stub.UpdatePolicySettings(policy_pb2.UpdatePolicySettingsRequest()))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.details() == "/rectune.v1.PolicyService/UpdatePolicySettings is not implemented yet"
+
+
 def test_client_channel_applies_a_default_deadline(standins) -> None:
     service, servicer, _ = standins
     servicer.slow_seconds = 2.0

@@ -231,6 +231,10 @@ class ScoringCore:
         cached = self.cache.get(configuration.hash)
         if cached is not None:
             return cached
+        with self._fit_lock:
+            in_flight = self._fits.get(configuration.hash)
+        if in_flight is not None and not in_flight.done():
+            return in_flight.result()  # a fit of this configuration is running: wait for it
         size = self.data.n_interactions
         if size > self.limits.sync_fit_max_interactions:
             raise FailedPrecondition(

@@ -1,0 +1,120 @@
+"""The policy's ports to ScoringService and MetricsService over gRPC. Thin glue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, scoring_pb2, scoring_pb2_grpc
+from services.common.errors import Relayed, Unavailable
+from services.policy.core.model import Configuration, RecommendedItem
+from services.scoring import convert as scoring_convert
+from services.scoring.core.data import Interaction
+
+KINDS = {
+    "impression": common_pb2.EVENT_KIND_IMPRESSION,
+    "click": common_pb2.EVENT_KIND_CLICK,
+    "conversion": common_pb2.EVENT_KIND_CONVERSION,
+    "rating": common_pb2.EVENT_KIND_RATING,
+    "custom": common_pb2.EVENT_KIND_CUSTOM,
+}
+FIT_DEADLINE_SECONDS = 600.0
+CLIENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
+    message = common_pb2.Configuration(strategy=configuration.strategy)
+    for name, value in configuration.params.items():
+        message.params[name].CopyFrom(scoring_convert.param_message(value))
+    return message
+
+
+def _timestamp(unix_seconds: float) -> Any:
+    stamp = common_pb2.Event().time
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
+
+
+class GrpcRanker:
+    def __init__(self, stub: scoring_pb2_grpc.ScoringServiceStub) -> None:
+        self.stub = stub
+
+    def configuration_hash(self, configuration: Configuration) -> str:
+        """The canonical hash from ScoringService, which validates the configuration and fits
+        it, so that a new arm serves its own list from its first request."""
+        request = scoring_pb2.FitConfigurationRequest(configuration=configuration_message(configuration), wait=True)
+        try:
+            response = self.stub.FitConfiguration(request, timeout=FIT_DEADLINE_SECONDS)
+            if response.state == scoring_pb2.FIT_STATE_FAILED:
+                raise Relayed(grpc.StatusCode.FAILED_PRECONDITION, f"configuration: the fit failed: {response.error}")
+            return str(response.configuration_hash)
+        except grpc.RpcError as exc:
+            if exc.code() in CLIENT_ERRORS:
+                raise Relayed(exc.code(), str(exc.details())) from None
+            raise Unavailable(f"scoring: ScoringService answered {exc.code().name}: {exc.details()}") from None
+
+    def rank(
+        self, configuration: Configuration, user_id: str, history: Sequence[Interaction], k: int, deadline: float
+    ) -> list[RecommendedItem]:
+        request = scoring_pb2.RankItemsRequest(configuration=configuration_message(configuration), user_id=user_id, k=k)
+        for interaction in history:
+            entry = request.history.add(item_id=interaction.item_id, value=interaction.value)
+            entry.time.FromNanoseconds(int(interaction.time * 1e9))
+        response = self.stub.RankItems(request, timeout=deadline)
+        return [RecommendedItem(i.item_id, i.score, i.probability, i.rank) for i in response.items]
+
+
+def _sink_error(exc: grpc.RpcError) -> Exception:
+    """INVALID_ARGUMENT means the rows themselves are refused; anything else means try later."""
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return Relayed(exc.code(), str(exc.details()))
+    return Unavailable(f"metrics: MetricsService answered {exc.code().name}: {exc.details()}")
+
+
+class GrpcMetricsSink:
+    def __init__(self, stub: metrics_pb2_grpc.MetricsServiceStub) -> None:
+        self.stub = stub
+
+    def record_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        messages = []
+        for d in decisions:
+            message = metrics_pb2.Decision(
+                decision_id=d["decision_id"],
+                request_id=d["request_id"],
+                user_id=d["user_id"],
+                arm_id=d["arm_id"],
+                propensity=d["propensity"],
+                propensity_samples=d["propensity_samples"],
+                item_ids=d["item_ids"],
+                degraded=d["degraded"],
+                algorithm=d["algorithm"],
+                context=d["context"],
+            )
+            message.time.CopyFrom(_timestamp(d["time"]))
+            messages.append(message)
+        try:
+            self.stub.RecordDecisions(metrics_pb2.RecordDecisionsRequest(decisions=messages), timeout=30)
+        except grpc.RpcError as exc:
+            raise _sink_error(exc) from None
+
+    def record_events(self, events: list[dict[str, Any]]) -> None:
+        messages = []
+        for e in events:
+            message = common_pb2.Event(
+                event_id=e["event_id"],
+                decision_id=e["decision_id"],
+                arm_id=e["arm_id"],
+                user_id=e.get("user_id", ""),
+                item_id=e.get("item_id", ""),
+                kind=KINDS[e["kind"]],
+                custom_name=e.get("custom_name", ""),
+                value=e["value"],
+            )
+            message.time.CopyFrom(_timestamp(e["time"]))
+            messages.append(message)
+        try:
+            self.stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=messages), timeout=30)
+        except grpc.RpcError as exc:
+            raise _sink_error(exc) from None

@@ -1,0 +1,454 @@
+"""PolicyService behaviour, free of protobuf: arms, recommend, feedback, outbox, guardrails."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed
+from services.policy.core.bandits import ArmBelief, algorithm_named, select
+from services.policy.core.guardrail import Guardrail
+from services.policy.core.model import (
+    SERVING_STATES,
+    Arm,
+    ArmOrigin,
+    ArmState,
+    Configuration,
+    Decision,
+    PolicySettings,
+    RecommendedItem,
+)
+from services.policy.core.store import PolicyStore, arms
+
+log = structlog.get_logger(__name__)
+
+MAX_K = 1000
+FALLBACK = Configuration("popularity", {})
+LAST_GOOD_LISTS = 10_000  # users whose last champion list is kept for degraded answers
+OUTBOX_BATCH = 500
+EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
+
+
+class Ranker(Protocol):
+    """What the policy needs from ScoringService."""
+
+    def configuration_hash(self, configuration: Configuration) -> str: ...
+
+    def rank(
+        self, configuration: Configuration, user_id: str, history: Sequence[Any], k: int, deadline: float
+    ) -> list[RecommendedItem]: ...
+
+
+class MetricsSink(Protocol):
+    """What the policy needs from MetricsService."""
+
+    def record_decisions(self, decisions: list[dict[str, Any]]) -> None: ...
+
+    def record_events(self, events: list[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    duplicate: bool
+    arm_id: str
+
+
+class PolicyCore:
+    def __init__(
+        self, store: PolicyStore, ranker: Ranker, seed: int | None = None, belief_cache_seconds: float = 1.0
+    ) -> None:
+        self.store = store
+        self.ranker = ranker
+        self.rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+        self.belief_cache_seconds = belief_cache_seconds
+        self._arms_cache: tuple[float, list[Arm]] = (float("-inf"), [])
+        self._last_good: OrderedDict[str, tuple[RecommendedItem, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def settings(self) -> PolicySettings:
+        return self.store.settings()
+
+    def update_settings(self, changes: dict[str, Any]) -> PolicySettings:
+        current = self.store.settings()
+        guardrail_changes = changes.pop("guardrail", {})
+        updated = dataclasses.replace(
+            current, **changes, guardrail=dataclasses.replace(current.guardrail, **guardrail_changes)
+        )
+        updated.check()
+        self.store.save_settings(updated)
+        return updated
+
+    # -- arms ---------------------------------------------------------------------------------
+
+    def _arms(self, fresh: bool = False) -> list[Arm]:
+        read_at, cached = self._arms_cache
+        if fresh or time.monotonic() - read_at > self.belief_cache_seconds:
+            cached = self.store.arms()
+            self._arms_cache = (time.monotonic(), cached)
+        return cached
+
+    def list_arms(self, states: Sequence[ArmState] = ()) -> list[Arm]:
+        return [arm for arm in self._arms(fresh=True) if not states or arm.state in states]
+
+    def put_arm(
+        self,
+        arm_id: str,
+        configuration: Configuration,
+        origin: ArmOrigin,
+        exposure_cap: float,
+        state: ArmState,
+        reason: str,
+    ) -> Arm:
+        settings = self.store.settings()
+        cap = exposure_cap or settings.default_exposure_cap
+        if not 0.0 < cap <= 1.0:
+            raise InvalidArgument("exposure_cap", f"must be in (0, 1], got {exposure_cap}")
+        if state in (ArmState.PAUSED, ArmState.RETIRED):
+            raise InvalidArgument("initial_state", "must be CANDIDATE, ACTIVE or CHAMPION")
+        existing = self._arms(fresh=True)
+        if state is ArmState.CHAMPION and any(a.state is ArmState.CHAMPION for a in existing):
+            raise FailedPrecondition(
+                "initial_state: a champion exists; register as ACTIVE and promote it with SetArmState"
+            )
+        if state is not ArmState.CHAMPION and not any(a.state is ArmState.CHAMPION for a in existing):
+            raise FailedPrecondition("initial_state: the first arm must be the champion (the control)")
+        configuration_hash = self.ranker.configuration_hash(configuration)
+        for arm in existing:
+            if arm.configuration_hash == configuration_hash:
+                raise AlreadyExists("configuration", f"equals the configuration of arm {arm.arm_id!r}")
+            if arm.arm_id == arm_id:
+                raise AlreadyExists("arm_id", f"arm {arm_id!r} exists")
+        now = time.time()
+        arm = Arm(
+            arm_id=arm_id or f"arm-{uuid.uuid4().hex[:8]}",
+            configuration=configuration,
+            configuration_hash=configuration_hash,
+            origin=origin,
+            state=state,
+            exposure_cap=1.0 if state is ArmState.CHAMPION else cap,
+            created_at=now,
+            updated_at=now,
+            state_reason=reason or f"registered ({origin.value})",
+            step=self.store.current_step(),
+        )
+        if not self.store.insert_arm(arm):
+            raise AlreadyExists("arm_id", f"arm {arm.arm_id!r} or its configuration was registered concurrently")
+        self._arms(fresh=True)
+        return arm
+
+    def set_arm_state(self, arm_id: str, state: ArmState, reason: str) -> Arm:
+        with self.store.engine.begin() as connection:
+            arm = self.store.arm(connection, arm_id)
+            if arm is None:
+                raise NotFound("arm_id", f"no arm {arm_id!r}")
+            if arm.state is ArmState.RETIRED and state is not ArmState.RETIRED:
+                raise FailedPrecondition(f"arm_id: arm {arm_id!r} is retired, which is final")
+            if arm.state is ArmState.CHAMPION and state is not ArmState.CHAMPION:
+                raise FailedPrecondition(f"arm_id: arm {arm_id!r} is the champion; promote another arm first")
+            now = time.time()
+            changed = [
+                dataclasses.replace(arm, state=state, updated_at=now, state_reason=reason or f"set to {state.value}")
+            ]
+            if state is ArmState.CHAMPION:
+                changed[0] = dataclasses.replace(changed[0], exposure_cap=1.0)
+                for other in self.store.arms():
+                    if other.state is ArmState.CHAMPION and other.arm_id != arm_id:
+                        changed.append(
+                            dataclasses.replace(
+                                other, state=ArmState.ACTIVE, updated_at=now, state_reason=f"replaced by {arm_id}"
+                            )
+                        )
+            self.store.save_arms(connection, changed)
+        self._arms(fresh=True)
+        return changed[0]
+
+    # -- recommend ----------------------------------------------------------------------------
+
+    def _beliefs(self, serving: list[Arm], settings: PolicySettings, step: int) -> list[ArmBelief]:
+        factor = settings.discount if settings.algorithm == "discounted_thompson" else 1.0
+        beliefs = []
+        for arm in serving:
+            keep = factor ** max(step - arm.step, 0)
+            beliefs.append(
+                ArmBelief(
+                    arm.arm_id,
+                    arm.impressions * keep,
+                    arm.reward * keep,
+                    arm.exposure_cap,
+                    arm.state is ArmState.CHAMPION,
+                )
+            )
+        return beliefs
+
+    def recommend(
+        self, request_id: str, user_id: str, context: dict[str, str], k: int, history: Sequence[Any]
+    ) -> Decision:
+        if not request_id:
+            raise InvalidArgument("request_id", "must not be empty (it makes retries return the same decision)")
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
+        if not user_id and not history:
+            raise InvalidArgument("user_id", "must be set, or history given for a cold user")
+        previous = self.store.decision_by_request(request_id)
+        if previous is not None:
+            return previous
+        settings = self.store.settings()
+        serving = [arm for arm in self._arms() if arm.state in SERVING_STATES]
+        if not serving:
+            raise FailedPrecondition("arms: none is serving; register a champion with PutArm")
+        algorithm = algorithm_named(settings.algorithm, settings.epsilon, settings.ucb_c, settings.propensity_samples)
+        step = self.store.current_step()
+        with self._rng_lock:
+            index, selection = select(
+                algorithm, self._beliefs(serving, settings, step), settings.champion_min_share, self.rng
+            )
+        arm = serving[index]
+        items, degraded_reason = self._ranked_list(arm, user_id, history, k, settings)
+        decision = Decision(
+            decision_id=uuid.uuid4().hex,
+            request_id=request_id,
+            user_id=user_id,
+            arm_id=arm.arm_id,
+            propensity=float(selection.probabilities[index]),
+            propensity_samples=selection.samples,
+            items=tuple(items),
+            degraded=bool(degraded_reason),
+            degraded_reason=degraded_reason,
+            algorithm=settings.algorithm,
+            context=dict(context),
+            created_at=time.time(),
+        )
+        return self._log_decision(decision, settings)
+
+    def _ranked_list(
+        self, arm: Arm, user_id: str, history: Sequence[Any], k: int, settings: PolicySettings
+    ) -> tuple[list[RecommendedItem], str]:
+        """The arm's list, or a fallback with the reason: never an error for the app."""
+        try:
+            items = self.ranker.rank(arm.configuration, user_id, history, k, settings.scoring_deadline_seconds)
+        except Exception as exc:  # scoring failed or was late: degrade, do not fail
+            reason = f"scoring failed for arm {arm.arm_id}: {exc}"
+        else:
+            if arm.state is ArmState.CHAMPION and user_id:
+                with self._lock:
+                    self._last_good[user_id] = tuple(items)
+                    self._last_good.move_to_end(user_id)
+                    while len(self._last_good) > LAST_GOOD_LISTS:
+                        self._last_good.popitem(last=False)
+            return items, ""
+        with self._lock:
+            last = self._last_good.get(user_id)
+        if last is not None:
+            return list(last)[:k], reason + "; served the champion's last list for this user"
+        try:
+            items = self.ranker.rank(FALLBACK, user_id, history, k, settings.scoring_deadline_seconds)
+        except Exception as exc:  # even the fallback failed: an empty list, still not an error
+            return [], reason + f"; popularity fallback failed too: {exc}"
+        return items, reason + "; served popularity"
+
+    def _log_decision(self, decision: Decision, settings: PolicySettings) -> Decision:
+        """Write the decision, count the impression (not for degraded lists), queue both for metrics."""
+        with self.store.engine.begin() as connection:
+            step = self.store.next_step(connection)
+            try:
+                self.store.insert_decision(connection, decision)
+            except Exception:
+                existing = self.store.decision_by_request(decision.request_id)
+                if existing is not None:  # a concurrent retry of the same request won
+                    return existing
+                raise
+            if not decision.degraded:
+                self._update_arm(connection, decision.arm_id, settings, step, impressions=1.0)
+            self.store.enqueue(connection, "decision", _decision_payload(decision))
+            self.store.enqueue(
+                connection,
+                "event",
+                {
+                    "event_id": f"{decision.decision_id}:impression",
+                    "decision_id": decision.decision_id,
+                    "arm_id": decision.arm_id,
+                    "user_id": decision.user_id,
+                    "kind": "impression",
+                    "value": 1.0,
+                    "time": decision.created_at,
+                },
+            )
+        return decision
+
+    def _update_arm(
+        self,
+        connection: Any,
+        arm_id: str,
+        settings: PolicySettings,
+        step: int,
+        impressions: float = 0.0,
+        reward: float = 0.0,
+        clicks: int = 0,
+        conversions: int = 0,
+    ) -> None:
+        row = connection.execute(arms.select().where(arms.c.arm_id == arm_id).with_for_update()).first()
+        if row is None:
+            return
+        factor = settings.discount if settings.algorithm == "discounted_thompson" else 1.0
+        keep = factor ** max(step - row.step, 0)
+        new_impressions = row.impressions * keep + impressions
+        new_reward = min(row.reward * keep + reward, new_impressions)
+        connection.execute(
+            arms.update()
+            .where(arms.c.arm_id == arm_id)
+            .values(
+                impressions=new_impressions,
+                reward=new_reward,
+                clicks=row.clicks + clicks,
+                conversions=row.conversions + conversions,
+                step=step,
+            )
+        )
+
+    # -- feedback --------------------------------------------------------------------------------
+
+    def record_feedback(
+        self,
+        event_id: str,
+        decision_id: str,
+        kind: str,
+        custom_name: str,
+        item_id: str,
+        value: float,
+        when: float | None,
+    ) -> FeedbackResult:
+        if not event_id:
+            raise InvalidArgument("event_id", "must not be empty (it makes feedback idempotent)")
+        if kind not in EVENT_KINDS:
+            raise InvalidArgument("kind", f"must be one of {', '.join(EVENT_KINDS)}")
+        if kind == "custom" and not custom_name:
+            raise InvalidArgument("custom_name", "must not be empty for a custom event")
+        if not np.isfinite(value):
+            raise InvalidArgument("value", f"must be a finite number, got {value}")
+        settings = self.store.settings()
+        now = time.time()
+        with self.store.engine.begin() as connection:
+            decision = self.store.decision(connection, decision_id)
+            if decision is None:
+                raise NotFound("decision_id", f"no decision {decision_id!r} (unknown, or older than the reward window)")
+            if now - decision.created_at > settings.reward_window_seconds:
+                raise FailedPrecondition(
+                    f"decision_id: decision {decision_id!r} is older than the reward window "
+                    f"({settings.reward_window_seconds:.0f} s)"
+                )
+            if not self.store.record_feedback_id(connection, event_id, decision_id):
+                return FeedbackResult(True, decision.arm_id)
+            if not decision.degraded:
+                reward = {"click": settings.click_weight, "conversion": settings.conversion_weight}.get(kind, 0.0)
+                self._update_arm(
+                    connection,
+                    decision.arm_id,
+                    settings,
+                    self.store.current_step(),
+                    reward=reward,
+                    clicks=int(kind == "click"),
+                    conversions=int(kind == "conversion"),
+                )
+            self.store.enqueue(
+                connection,
+                "event",
+                {
+                    "event_id": event_id,
+                    "decision_id": decision_id,
+                    "arm_id": decision.arm_id,
+                    "user_id": decision.user_id,
+                    "item_id": item_id,
+                    "kind": kind,
+                    "custom_name": custom_name,
+                    "value": value if value else 1.0 if kind in ("click", "conversion") else value,
+                    "time": when if when is not None else now,
+                },
+            )
+        return FeedbackResult(False, decision.arm_id)
+
+    # -- background work ---------------------------------------------------------------------------
+
+    def drain_outbox(self, sink: MetricsSink) -> int:
+        """Send queued decisions and events to MetricsService; what fails stays queued."""
+        sent = 0
+        while True:
+            pending = self.store.pending(OUTBOX_BATCH)
+            if not pending:
+                return sent
+            for kind, send in (("decision", sink.record_decisions), ("event", sink.record_events)):
+                batch = [(row_id, payload) for row_id, row_kind, payload in pending if row_kind == kind]
+                if not batch:
+                    continue
+                try:
+                    send([payload for _, payload in batch])
+                except Relayed:  # MetricsService refuses some rows: send one by one, drop the refused
+                    self._send_one_by_one(send, batch)
+                except Exception as exc:  # MetricsService down: keep the rows, retry next round
+                    self.store.failed_attempt([row_id for row_id, _ in batch])
+                    log.warning("outbox_send_failed", kind=kind, rows=len(batch), error=str(exc))
+                    return sent
+                self.store.delivered([row_id for row_id, _ in batch])
+                sent += len(batch)
+
+    def _send_one_by_one(self, send: Any, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        for row_id, payload in batch:
+            try:
+                send([payload])
+            except Relayed as exc:
+                log.error("outbox_row_refused", row=row_id, payload=payload, error=exc.message)
+
+    def check_guardrails(self) -> list[Arm]:
+        """Pause active arms that are probably worse than the champion; returns those paused."""
+        settings = self.store.settings()
+        if not settings.guardrail.enabled:
+            return []
+        guardrail = Guardrail(
+            settings.guardrail.delta, settings.guardrail.threshold, settings.guardrail.min_impressions
+        )
+        current = self._arms(fresh=True)
+        champions = [a for a in current if a.state is ArmState.CHAMPION]
+        if not champions:
+            return []
+        step = self.store.current_step()
+        champion = self._beliefs(champions, settings, step)[0]
+        paused = []
+        for arm in current:
+            if arm.state is not ArmState.ACTIVE:
+                continue
+            with self._rng_lock:
+                reason = guardrail.verdict(self._beliefs([arm], settings, step)[0], champion, self.rng)
+            if reason is not None:
+                paused.append(self.set_arm_state(arm.arm_id, ArmState.PAUSED, reason))
+                log.warning("arm_paused", arm_id=arm.arm_id, reason=reason)
+        return paused
+
+    def forget_old_decisions(self) -> None:
+        self.store.forget_before(time.time() - self.store.settings().reward_window_seconds)
+
+
+def _decision_payload(decision: Decision) -> dict[str, Any]:
+    return {
+        "decision_id": decision.decision_id,
+        "request_id": decision.request_id,
+        "user_id": decision.user_id,
+        "arm_id": decision.arm_id,
+        "propensity": decision.propensity,
+        "propensity_samples": decision.propensity_samples,
+        "item_ids": [item.item_id for item in decision.items],
+        "degraded": decision.degraded,
+        "algorithm": decision.algorithm,
+        "context": decision.context,
+        "time": decision.created_at,
+    }
