@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "movielens-100k"
@@ -44,6 +45,11 @@ def start_child_service(name: str, *flags: str) -> tuple[subprocess.Popen[str], 
         if record.get("event") == "listening":
             return process, f"127.0.0.1:{record['port']}"
     raise RuntimeError(f"services.{name} exited with {process.wait()} before listening")
+
+
+def logs_to_stderr() -> None:
+    """Keep stdout for the JSON result: services run in-process by a bench log to stderr."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 def print_json(result: dict[str, object]) -> None:

@@ -72,13 +72,19 @@ class PolicyCore:
         self._rng_lock = threading.Lock()
         self.belief_cache_seconds = belief_cache_seconds
         self._arms_cache: tuple[float, list[Arm]] = (float("-inf"), [])
+        self._settings_cache: tuple[float, PolicySettings] = (float("-inf"), PolicySettings())
         self._last_good: OrderedDict[str, tuple[RecommendedItem, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- settings ---------------------------------------------------------------------------
 
-    def settings(self) -> PolicySettings:
-        return self.store.settings()
+    def settings(self, fresh: bool = True) -> PolicySettings:
+        """The stored settings; the request path reuses them for belief_cache_seconds."""
+        read_at, cached = self._settings_cache
+        if fresh or time.monotonic() - read_at > self.belief_cache_seconds:
+            cached = self.store.settings()
+            self._settings_cache = (time.monotonic(), cached)
+        return cached
 
     def update_settings(self, changes: dict[str, Any]) -> PolicySettings:
         current = self.store.settings()
@@ -88,6 +94,7 @@ class PolicyCore:
         )
         updated.check()
         self.store.save_settings(updated)
+        self._settings_cache = (time.monotonic(), updated)
         return updated
 
     # -- arms ---------------------------------------------------------------------------------
@@ -149,7 +156,7 @@ class PolicyCore:
         return arm
 
     def set_arm_state(self, arm_id: str, state: ArmState, reason: str) -> Arm:
-        with self.store.engine.begin() as connection:
+        with self.store.transaction() as connection:
             arm = self.store.arm(connection, arm_id)
             if arm is None:
                 raise NotFound("arm_id", f"no arm {arm_id!r}")
@@ -204,7 +211,7 @@ class PolicyCore:
         previous = self.store.decision_by_request(request_id)
         if previous is not None:
             return previous
-        settings = self.store.settings()
+        settings = self.settings(fresh=False)
         serving = [arm for arm in self._arms() if arm.state in SERVING_STATES]
         if not serving:
             raise FailedPrecondition("arms: none is serving; register a champion with PutArm")
@@ -260,7 +267,7 @@ class PolicyCore:
 
     def _log_decision(self, decision: Decision, settings: PolicySettings) -> Decision:
         """Write the decision, count the impression (not for degraded lists), queue both for metrics."""
-        with self.store.engine.begin() as connection:
+        with self.store.transaction() as connection:
             step = self.store.next_step(connection)
             try:
                 self.store.insert_decision(connection, decision)
@@ -337,9 +344,9 @@ class PolicyCore:
             raise InvalidArgument("custom_name", "must not be empty for a custom event")
         if not np.isfinite(value):
             raise InvalidArgument("value", f"must be a finite number, got {value}")
-        settings = self.store.settings()
+        settings = self.settings(fresh=False)
         now = time.time()
-        with self.store.engine.begin() as connection:
+        with self.store.transaction() as connection:
             decision = self.store.decision(connection, decision_id)
             if decision is None:
                 raise NotFound("decision_id", f"no decision {decision_id!r} (unknown, or older than the reward window)")

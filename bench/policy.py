@@ -1,0 +1,190 @@
+"""PolicyService throughput next to an echo call, with 8 concurrent clients, in one run.
+
+- Recommend QPS and p50/p99 (a) with the real ScoringService (MovieLens, three arms) and
+  (b) with a scoring stand-in that answers at once (it isolates the policy's own cost:
+  arm selection, the decision written to SQLite with its outbox rows);
+- next to each, the echo: the standard health Check on the same policy server;
+- RecordFeedback events/s (one click per decision).
+The policy runs in its own process with a fresh SQLite file; MetricsService is not
+started (events wait in the outbox, which is part of what is measured). Prints JSON.
+
+    .venv/bin/python -m bench.policy [--requests 2000] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, start_child_service
+from rectune.v1 import common_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2, scoring_pb2_grpc
+from services.common.contracts import SCORING_SERVICE
+from services.common.server import ServiceRegistration, start_service
+from services.common.settings import ServerSettings
+from services.common.wait_healthy import wait_serving
+
+ARMS = [("popularity", policy_pb2.ARM_STATE_CHAMPION), ("item_knn", 2), ("als", 2)]
+
+
+class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
+    """A scoring stand-in for the benchmark only: fixed lists, answered at once."""
+
+    def FitConfiguration(self, request: Any, context: Any) -> scoring_pb2.FitConfigurationResponse:
+        return scoring_pb2.FitConfigurationResponse(
+            configuration_hash=request.configuration.strategy, state=scoring_pb2.FIT_STATE_READY
+        )
+
+    def RankItems(self, request: Any, context: Any) -> scoring_pb2.RankItemsResponse:
+        items = [
+            common_pb2.ScoredItem(item_id=str(i), score=1.0 / i, probability=0.5, rank=i)
+            for i in range(1, request.k + 1)
+        ]
+        return scoring_pb2.RankItemsResponse(items=items)
+
+
+def run_clients(clients: int, count: int, call: Callable[[int], object]) -> tuple[float, list[float]]:
+    """Calls per second and latencies of ``count`` calls from ``clients`` threads; any failed call fails the bench."""
+    lock, cursor, latencies, errors = threading.Lock(), iter(range(count)), [], []
+
+    def client() -> None:
+        while True:
+            with lock:
+                n = next(cursor, None)
+            if n is None:
+                return
+            started = time.perf_counter()
+            try:
+                call(n)
+            except grpc.RpcError as exc:
+                errors.append(f"call {n}: {exc.code().name} {exc.details()}")
+                return
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]}")
+    return count / (time.perf_counter() - started), latencies
+
+
+def measure(scoring_address: str, requests: int, clients: int, folder: str, name: str) -> dict[str, Any]:
+    process, address = start_child_service(
+        "policy",
+        "--scoring-address",
+        scoring_address,
+        "--metrics-address",
+        "127.0.0.1:9",
+        "--database-url",
+        f"sqlite:///{folder}/{name}.db",
+        "--max-workers",
+        "16",
+    )
+    try:
+        assert wait_serving([address], 120)[address] == "SERVING"
+        with grpc.insecure_channel(address) as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            for strategy, state in ARMS:
+                stub.PutArm(
+                    policy_pb2.PutArmRequest(
+                        arm_id=strategy,
+                        configuration=common_pb2.Configuration(strategy=strategy),
+                        origin=policy_pb2.ARM_ORIGIN_MANUAL,
+                        initial_state=state,
+                        exposure_cap=0.4,
+                    ),
+                    timeout=600,
+                )
+            decisions: list[str] = [""] * requests
+
+            def recommend(n: int) -> None:
+                response = stub.Recommend(
+                    policy_pb2.RecommendRequest(request_id=f"{name}-{n}", user_id=str(n % 943 + 1), k=10), timeout=30
+                )
+                decisions[n] = response.decision_id
+
+            qps, latencies = run_clients(clients, requests, recommend)
+            health = health_pb2_grpc.HealthStub(channel)
+            echo_qps, echo_latencies = run_clients(
+                clients, requests, lambda n: health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            )
+            feedback_rate, _ = run_clients(
+                clients,
+                requests,
+                lambda n: stub.RecordFeedback(
+                    policy_pb2.RecordFeedbackRequest(
+                        event_id=f"click-{n}", decision_id=decisions[n], kind=common_pb2.EVENT_KIND_CLICK
+                    ),
+                    timeout=30,
+                ),
+            )
+    finally:
+        process.terminate()
+        process.wait()
+    return {
+        "recommend_qps": round(qps, 1),
+        "recommend_latency": percentiles_ms(latencies),
+        "echo_qps": round(echo_qps, 1),
+        "echo_latency": percentiles_ms(echo_latencies),
+        "recommend_to_echo_qps": round(qps / echo_qps, 3),
+        "feedback_events_per_s": round(feedback_rate, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    logs_to_stderr()
+    result: dict[str, Any] = {"benchmark": "policy", "clients": args.clients, "requests": args.requests}
+    with tempfile.TemporaryDirectory() as folder:
+        standin = start_service(
+            "scoring-standin",
+            [
+                ServiceRegistration(
+                    SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, InstantScoring()
+                )
+            ],
+            ServerSettings(port=0),
+        )
+        standin.health.set_serving()
+        try:
+            result["b_scoring_standin"] = measure(
+                f"127.0.0.1:{standin.port}", args.requests, args.clients, folder, "standin"
+            )
+        finally:
+            standin.stop(0)
+        scoring, scoring_address = start_child_service(
+            "scoring",
+            "--embedding-address",
+            "127.0.0.1:9",
+            "--dataset",
+            str(DATA),
+            "--database-url",
+            "sqlite:///:memory:",
+        )
+        try:
+            assert wait_serving([scoring_address], 120)[scoring_address] == "SERVING"
+            result["a_real_scoring"] = measure(scoring_address, args.requests, args.clients, folder, "real")
+        finally:
+            scoring.terminate()
+            scoring.wait()
+    result["acceptance"] = {"b_recommend_to_echo_qps_min": 0.5}
+    print_json(result)
+
+
+if __name__ == "__main__":
+    main()
