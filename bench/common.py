@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ def start_child_service(name: str, *flags: str) -> tuple[subprocess.Popen[str], 
     for line in process.stdout:
         record = json.loads(line)
         if record.get("event") == "listening":
+            # Keep reading its log so that a full pipe never blocks the child.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
             return process, f"127.0.0.1:{record['port']}"
     raise RuntimeError(f"services.{name} exited with {process.wait()} before listening")
 
