@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import structlog
 
@@ -57,3 +60,34 @@ def logs_to_stderr() -> None:
 
 def print_json(result: dict[str, object]) -> None:
     print(json.dumps(result, indent=2))
+
+
+def run_clients(clients: int, count: int, call: Callable[[int], object]) -> tuple[float, list[float]]:
+    """``count`` calls (numbered) spread over ``clients`` threads: calls per second and each call's latency."""
+    lock, cursor, latencies, errors = threading.Lock(), iter(range(count)), [], []
+
+    def client() -> None:
+        while True:
+            with lock:
+                n = next(cursor, None)
+            if n is None:
+                return
+            started = time.perf_counter()
+            try:
+                call(n)
+            except grpc.RpcError as exc:
+                errors.append(f"call {n}: {exc.code().name} {exc.details()}")
+                return
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]}")
+    return count / (time.perf_counter() - started), latencies

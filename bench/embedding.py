@@ -13,14 +13,12 @@ Prints JSON with the ratios to the raw throughput.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
-from collections.abc import Callable
 
 import grpc
 import torch
 
-from bench.common import movielens_item_texts, percentiles_ms, print_json, start_child_service
+from bench.common import movielens_item_texts, percentiles_ms, print_json, run_clients, start_child_service
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.embedding.core.encoder import Encoder, EncoderConfig
@@ -33,34 +31,6 @@ def raw_throughput(texts: list[str], batch: int) -> float:
     for start in range(0, len(texts), batch):
         encoder.encode(texts[start : start + batch], forward_batch=batch)
     return len(texts) / (time.perf_counter() - started)
-
-
-def run_clients(clients: int, work: list[list[str]], call: Callable[[list[str]], None]) -> tuple[float, list[float]]:
-    """Each client thread takes the next request from ``work`` until none is left."""
-    lock = threading.Lock()
-    cursor = iter(work)
-    latencies: list[float] = []
-
-    def client() -> None:
-        while True:
-            with lock:
-                texts = next(cursor, None)
-            if texts is None:
-                return
-            started = time.perf_counter()
-            call(texts)
-            elapsed = time.perf_counter() - started
-            with lock:
-                latencies.append(elapsed)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    texts = sum(len(request) for request in work)
-    return texts / (time.perf_counter() - started), latencies
 
 
 def main() -> None:
@@ -85,10 +55,11 @@ def main() -> None:
         def call(batch: list[str]) -> None:
             stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in batch]), timeout=120)
 
-        run_clients(args.clients, [[t] for t in texts[:64]], call)  # warm-up
-        single, latencies = run_clients(args.clients, [[t] for t in texts], call)
+        run_clients(args.clients, 64, lambda n: call([texts[n]]))  # warm-up
+        single, latencies = run_clients(args.clients, len(texts), lambda n: call([texts[n]]))
         batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
-        batched, _ = run_clients(args.clients, batches, call)
+        batched, _ = run_clients(args.clients, len(batches), lambda n: call(batches[n]))
+        batched *= len(texts) / len(batches)  # calls/s -> texts/s
         info = stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
         channel.close()
     finally:

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, start_child_service
+from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, run_clients, start_child_service
 from rectune.v1 import common_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from services.common.contracts import SCORING_SERVICE
 from services.common.server import ServiceRegistration, start_service
@@ -47,37 +44,6 @@ class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
             for i in range(1, request.k + 1)
         ]
         return scoring_pb2.RankItemsResponse(items=items)
-
-
-def run_clients(clients: int, count: int, call: Callable[[int], object]) -> tuple[float, list[float]]:
-    """Calls per second and latencies of ``count`` calls from ``clients`` threads; any failed call fails the bench."""
-    lock, cursor, latencies, errors = threading.Lock(), iter(range(count)), [], []
-
-    def client() -> None:
-        while True:
-            with lock:
-                n = next(cursor, None)
-            if n is None:
-                return
-            started = time.perf_counter()
-            try:
-                call(n)
-            except grpc.RpcError as exc:
-                errors.append(f"call {n}: {exc.code().name} {exc.details()}")
-                return
-            elapsed = time.perf_counter() - started
-            with lock:
-                latencies.append(elapsed)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]}")
-    return count / (time.perf_counter() - started), latencies
 
 
 def measure(scoring_address: str, requests: int, clients: int, folder: str, name: str) -> dict[str, Any]:

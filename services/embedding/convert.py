@@ -6,6 +6,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from rectune.v1 import embedding_pb2
 from services.common.errors import InvalidArgument
+from services.common.prototime import seconds
 from services.embedding.core.encoder import Vectors
 from services.embedding.core.service import ModelInfo, UserVector
 from services.embedding.core.users import HistoryEntry, UserEncodingMode
@@ -21,8 +22,8 @@ _MODE_NAMES = {
 }
 
 
-def seconds_or_none(timestamp: Timestamp, is_set: bool) -> float | None:
-    return timestamp.seconds + timestamp.nanos / 1e9 if is_set else None
+def seconds_or_none(value: Timestamp, is_set: bool) -> float | None:
+    return seconds(value) if is_set else None
 
 
 def to_vectors(vectors: Vectors) -> list[embedding_pb2.Vector]:

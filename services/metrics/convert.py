@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from rectune.v1 import common_pb2, metrics_pb2
+from services.common.prototime import seconds, timestamp
 from services.metrics.core.events import Decision, Event, EventKind
 from services.metrics.core.stats import ArmStats, Interval
 from services.metrics.core.store import Bucket, LoggedDecision, Window
@@ -19,20 +17,6 @@ KINDS = {
     common_pb2.EVENT_KIND_RATING: EventKind.RATING,
     common_pb2.EVENT_KIND_CUSTOM: EventKind.CUSTOM,
 }
-
-
-def seconds(timestamp: Timestamp) -> float:
-    return timestamp.seconds + timestamp.nanos / 1e9
-
-
-def timestamp(unix_seconds: float) -> Timestamp:
-    result = Timestamp()
-    result.FromNanoseconds(round(unix_seconds * 1e9))
-    return result
-
-
-def duration_seconds(duration: Duration) -> float:
-    return duration.seconds + duration.nanos / 1e9
 
 
 def window(message: common_pb2.TimeWindow, present: bool) -> Window:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc
+from services.common import prototime
 from services.metrics import convert
 from services.metrics.core.service import MetricsCore
 
@@ -46,7 +47,7 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
         self, request: metrics_pb2.GetTimeSeriesRequest, context: Any
     ) -> metrics_pb2.GetTimeSeriesResponse:
         window = convert.window(request.window, request.HasField("window"))
-        series = self.core.time_series(window, convert.duration_seconds(request.bucket), list(request.arm_ids))
+        series = self.core.time_series(window, prototime.duration_seconds(request.bucket), list(request.arm_ids))
         return metrics_pb2.GetTimeSeriesResponse(
             series=[convert.series_message(arm_id, buckets) for arm_id, buckets in series.items()]
         )
@@ -55,14 +56,14 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
         self, request: metrics_pb2.WatchArmStatsRequest, context: Any
     ) -> Iterator[metrics_pb2.WatchArmStatsResponse]:
         updates = self.core.watch(
-            convert.duration_seconds(request.window),
+            prototime.duration_seconds(request.window),
             list(request.arm_ids),
-            convert.duration_seconds(request.min_interval),
+            prototime.duration_seconds(request.min_interval),
             context.is_active,
         )
         for as_of, stats in updates:
             yield metrics_pb2.WatchArmStatsResponse(
-                stats=[convert.arm_stats_message(s) for s in stats], as_of=convert.timestamp(as_of)
+                stats=[convert.arm_stats_message(s) for s in stats], as_of=prototime.timestamp(as_of)
             )
 
     def ExportDecisions(

@@ -9,6 +9,7 @@ import grpc
 
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from services.common.errors import Relayed, Unavailable
+from services.common.prototime import timestamp
 from services.policy.core.model import Configuration, RecommendedItem
 from services.scoring import convert as scoring_convert
 from services.scoring.core.data import Interaction
@@ -29,12 +30,6 @@ def configuration_message(configuration: Configuration) -> common_pb2.Configurat
     for name, value in configuration.params.items():
         message.params[name].CopyFrom(scoring_convert.param_message(value))
     return message
-
-
-def _timestamp(unix_seconds: float) -> Any:
-    stamp = common_pb2.Event().time
-    stamp.FromNanoseconds(int(unix_seconds * 1e9))
-    return stamp
 
 
 class GrpcRanker:
@@ -92,7 +87,7 @@ class GrpcMetricsSink:
                 algorithm=d["algorithm"],
                 context=d["context"],
             )
-            message.time.CopyFrom(_timestamp(d["time"]))
+            message.time.CopyFrom(timestamp(d["time"]))
             messages.append(message)
         try:
             self.stub.RecordDecisions(metrics_pb2.RecordDecisionsRequest(decisions=messages), timeout=30)
@@ -112,7 +107,7 @@ class GrpcMetricsSink:
                 custom_name=e.get("custom_name", ""),
                 value=e["value"],
             )
-            message.time.CopyFrom(_timestamp(e["time"]))
+            message.time.CopyFrom(timestamp(e["time"]))
             messages.append(message)
         try:
             self.stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=messages), timeout=30)

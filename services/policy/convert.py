@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from rectune.v1 import common_pb2, policy_pb2
 from services.common.errors import InvalidArgument
+from services.common.prototime import duration, seconds, timestamp
 from services.policy.clients import configuration_message
 from services.policy.core.model import Arm, ArmOrigin, ArmState, Configuration, Decision, PolicySettings
 from services.scoring import convert as scoring_convert
@@ -62,16 +60,6 @@ def configuration(message: common_pb2.Configuration, present: bool) -> Configura
     return Configuration(strategy, params)
 
 
-def seconds(timestamp: Timestamp) -> float:
-    return timestamp.seconds + timestamp.nanos / 1e9
-
-
-def timestamp(unix_seconds: float) -> Timestamp:
-    result = Timestamp()
-    result.FromNanoseconds(int(unix_seconds * 1e9))
-    return result
-
-
 def history(messages: Any) -> list[Interaction]:
     return [Interaction(m.user_id, m.item_id, m.value, seconds(m.time)) for m in messages]
 
@@ -113,12 +101,6 @@ def recommend_response(decision: Decision) -> policy_pb2.RecommendResponse:
     )
 
 
-def _duration(value: float) -> Duration:
-    result = Duration()
-    result.FromNanoseconds(int(value * 1e9))
-    return result
-
-
 def settings_message(settings: PolicySettings) -> policy_pb2.PolicySettings:
     return policy_pb2.PolicySettings(
         algorithm=settings.algorithm,
@@ -128,7 +110,7 @@ def settings_message(settings: PolicySettings) -> policy_pb2.PolicySettings:
         reward=policy_pb2.RewardSpec(click_weight=settings.click_weight, conversion_weight=settings.conversion_weight),
         champion_min_share=settings.champion_min_share,
         default_exposure_cap=settings.default_exposure_cap,
-        reward_window=_duration(settings.reward_window_seconds),
+        reward_window=duration(settings.reward_window_seconds),
         guardrail=policy_pb2.GuardrailSettings(
             enabled=settings.guardrail.enabled,
             delta=settings.guardrail.delta,
@@ -136,7 +118,7 @@ def settings_message(settings: PolicySettings) -> policy_pb2.PolicySettings:
             min_impressions=settings.guardrail.min_impressions,
         ),
         propensity_samples=settings.propensity_samples,
-        scoring_deadline=_duration(settings.scoring_deadline_seconds),
+        scoring_deadline=duration(settings.scoring_deadline_seconds),
     )
 
 

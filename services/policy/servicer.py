@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rectune.v1 import policy_pb2, policy_pb2_grpc
+from services.common import prototime
 from services.policy import convert
 from services.policy.core.service import PolicyCore
 
@@ -29,7 +30,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             request.custom_name,
             request.item_id,
             request.value,
-            convert.seconds(request.time) if request.HasField("time") else None,
+            prototime.seconds(request.time) if request.HasField("time") else None,
         )
         return policy_pb2.RecordFeedbackResponse(duplicate=result.duplicate, arm_id=result.arm_id)
 

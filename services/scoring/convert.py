@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from google.protobuf.duration_pb2 import Duration
-
 from rectune.v1 import common_pb2, scoring_pb2
 from services.common.errors import InvalidArgument
+from services.common.prototime import duration
 from services.scoring.core.data import Interaction, Item
 from services.scoring.core.ranking import Metrics
 from services.scoring.core.service import FitStatus, RankedItem
@@ -70,12 +69,6 @@ def scored(items_: list[RankedItem]) -> list[common_pb2.ScoredItem]:
     return [
         common_pb2.ScoredItem(item_id=i.item_id, score=i.score, probability=i.probability, rank=i.rank) for i in items_
     ]
-
-
-def duration(seconds: float) -> Duration:
-    result = Duration()
-    result.FromNanoseconds(round(seconds * 1e9))
-    return result
 
 
 def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rectune.v1 import scoring_pb2, scoring_pb2_grpc
+from services.common import prototime
 from services.scoring import convert
 from services.scoring.core.service import Configuration, ScoringCore
 
@@ -65,7 +66,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.EvaluateConfigurationResponse(
             configuration_hash=configuration.hash,
             metrics=convert.metrics_message(metrics),
-            duration=convert.duration(seconds),
+            duration=prototime.duration(seconds),
         )
 
     def DescribeSearchSpace(
