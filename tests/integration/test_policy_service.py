@@ -262,3 +262,32 @@ def test_the_guardrail_pauses_an_arm_that_hurts_and_says_why(suite) -> None:
     knn = arms_by_id(stub)["knn"]
     assert knn.posterior.impressions >= 30
     assert knn.state_reason.startswith("guardrail: P(CTR < champion CTR - 0) = ")
+
+
+def test_two_replicas_on_one_postgresql_share_arms_and_counts(start_service, postgres_admin_url) -> None:
+    from tests.postgres import create_database
+
+    scoring = start_service("scoring", dataset=str(MOVIELENS))
+    metrics = start_service("metrics")
+    database = create_database(postgres_admin_url, "policy_replicas")
+    replicas = [
+        start_service(
+            "policy",
+            scoring_address=scoring.address,
+            metrics_address=metrics.address,
+            database_url=database,
+            belief_cache_seconds=0.0,
+            outbox_interval_seconds=0.2,
+        ).stub
+        for _ in range(2)
+    ]
+    put(replicas[0], "pop", "popularity", policy_pb2.ARM_STATE_CHAMPION)
+    assert set(arms_by_id(replicas[1])) == {"pop"}
+    decisions = [recommend(replicas[n % 2], f"r{n}", user_id=str(n + 1)) for n in range(10)]
+    assert recommend(replicas[1], "r0") == decisions[0]  # the same request on the other replica: same decision
+    for n, decision in enumerate(decisions[:4]):
+        click(replicas[(n + 1) % 2], f"c{n}", decision.decision_id)
+    assert click(replicas[0], "c0", decisions[0].decision_id).duplicate is True
+    for stub in replicas:
+        posterior = arms_by_id(stub)["pop"].posterior
+        assert (posterior.impressions, posterior.clicks) == (10, 4)
