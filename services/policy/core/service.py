@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed
 from services.policy.core.bandits import ArmBelief, algorithm_named, select
@@ -267,31 +268,19 @@ class PolicyCore:
 
     def _log_decision(self, decision: Decision, settings: PolicySettings) -> Decision:
         """Write the decision, count the impression (not for degraded lists), queue both for metrics."""
-        with self.store.transaction() as connection:
-            step = self.store.next_step(connection)
-            try:
+        try:
+            with self.store.transaction() as connection:
+                step = self.store.next_step(connection)
                 self.store.insert_decision(connection, decision)
-            except Exception:
-                existing = self.store.decision_by_request(decision.request_id)
-                if existing is not None:  # a concurrent retry of the same request won
-                    return existing
+                if not decision.degraded:
+                    self._update_arm(connection, decision.arm_id, settings, step, impressions=1.0)
+                self.store.enqueue(connection, "decision", _decision_payload(decision))
+                self.store.enqueue(connection, "event", _impression_payload(decision))
+        except IntegrityError:
+            existing = self.store.decision_by_request(decision.request_id)
+            if existing is None:
                 raise
-            if not decision.degraded:
-                self._update_arm(connection, decision.arm_id, settings, step, impressions=1.0)
-            self.store.enqueue(connection, "decision", _decision_payload(decision))
-            self.store.enqueue(
-                connection,
-                "event",
-                {
-                    "event_id": f"{decision.decision_id}:impression",
-                    "decision_id": decision.decision_id,
-                    "arm_id": decision.arm_id,
-                    "user_id": decision.user_id,
-                    "kind": "impression",
-                    "value": 1.0,
-                    "time": decision.created_at,
-                },
-            )
+            return existing  # a concurrent retry of the same request won the race
         return decision
 
     def _update_arm(
@@ -379,7 +368,7 @@ class PolicyCore:
                     "item_id": item_id,
                     "kind": kind,
                     "custom_name": custom_name,
-                    "value": value if value else 1.0 if kind in ("click", "conversion") else value,
+                    "value": value,
                     "time": when if when is not None else now,
                 },
             )
@@ -443,6 +432,18 @@ class PolicyCore:
 
     def forget_old_decisions(self) -> None:
         self.store.forget_before(time.time() - self.store.settings().reward_window_seconds)
+
+
+def _impression_payload(decision: Decision) -> dict[str, Any]:
+    return {
+        "event_id": f"{decision.decision_id}:impression",
+        "decision_id": decision.decision_id,
+        "arm_id": decision.arm_id,
+        "user_id": decision.user_id,
+        "kind": "impression",
+        "value": 1.0,
+        "time": decision.created_at,
+    }
 
 
 def _decision_payload(decision: Decision) -> dict[str, Any]:

@@ -264,10 +264,6 @@ class PolicyStore:
         with self.engine.begin() as connection:
             connection.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(attempts=outbox.c.attempts + 1))
 
-    def outbox_size(self) -> int:
-        with self.engine.connect() as connection:
-            return len(connection.execute(select(outbox.c.id)).all())
-
     # -- settings ------------------------------------------------------------------------------
 
     def settings(self) -> PolicySettings:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.scoring.core.data import History, TrainingData
+from services.scoring.core.data import TrainingData
 
 Scores = npt.NDArray[np.float64]
 
@@ -100,10 +100,6 @@ def ranking_metrics(recommended: npt.NDArray[np.int64], relevant: set[int], k: i
     ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(relevant))))
     hits = len(gains)
     return sum(gains) / ideal, hits / len(relevant), float(hits > 0)
-
-
-def train_histories(train: TrainingData) -> list[History]:
-    return train.histories()
 
 
 def summarise(per_user: list[tuple[float, float, float]], covered: set[int], n_items: int, k: int) -> Metrics:
