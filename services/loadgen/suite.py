@@ -43,6 +43,8 @@ def service_flags(name: str, ports: dict[str, int], run_dir: Path) -> list[str]:
 @dataclass
 class LocalSuite:
     run_dir: Path
+    # Flags added to a service's command line, by service name.
+    extra_flags: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -60,7 +62,10 @@ class LocalSuite:
             self._logs.append(log)
             command = [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])]
             self.processes[name] = subprocess.Popen(
-                command + service_flags(name, self.ports, self.run_dir), stdout=log, stderr=subprocess.STDOUT, env=env
+                command + service_flags(name, self.ports, self.run_dir) + self.extra_flags.get(name, []),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         return wait_serving([self.address(name) for name in START_ORDER], health_timeout_seconds)
 
