@@ -57,7 +57,10 @@ class GrpcRanker:
         for interaction in history:
             entry = request.history.add(item_id=interaction.item_id, value=interaction.value)
             entry.time.FromNanoseconds(int(interaction.time * 1e9))
-        response = self.stub.RankItems(request, timeout=deadline)
+        try:
+            response = self.stub.RankItems(request, timeout=deadline)
+        except grpc.RpcError as exc:
+            raise Unavailable(f"ScoringService answered {exc.code().name}: {exc.details()}") from None
         return [RecommendedItem(i.item_id, i.score, i.probability, i.rank) for i in response.items]
 
 

@@ -15,7 +15,14 @@ import numpy as np
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RectuneError,
+    Relayed,
+)
 from services.policy.core.bandits import ArmBelief, algorithm_named, select
 from services.policy.core.guardrail import Guardrail
 from services.policy.core.model import (
@@ -247,7 +254,7 @@ class PolicyCore:
         try:
             items = self.ranker.rank(arm.configuration, user_id, history, k, settings.scoring_deadline_seconds)
         except Exception as exc:  # scoring failed or was late: degrade, do not fail
-            reason = f"scoring failed for arm {arm.arm_id}: {exc}"
+            reason = f"scoring failed for arm {arm.arm_id}: {_message(exc)}"
         else:
             if arm.state is ArmState.CHAMPION and user_id:
                 with self._lock:
@@ -263,7 +270,7 @@ class PolicyCore:
         try:
             items = self.ranker.rank(FALLBACK, user_id, history, k, settings.scoring_deadline_seconds)
         except Exception as exc:  # even the fallback failed: an empty list, still not an error
-            return [], reason + f"; popularity fallback failed too: {exc}"
+            return [], reason + f"; popularity fallback failed too: {_message(exc)}"
         return items, reason + "; served popularity"
 
     def _log_decision(self, decision: Decision, settings: PolicySettings) -> Decision:
@@ -432,6 +439,10 @@ class PolicyCore:
 
     def forget_old_decisions(self) -> None:
         self.store.forget_before(time.time() - self.store.settings().reward_window_seconds)
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, RectuneError) else f"{type(exc).__name__}: {exc}"
 
 
 def _impression_payload(decision: Decision) -> dict[str, Any]:
