@@ -64,9 +64,10 @@ def build(settings: PolicySettings) -> RunningService:
     scoring_channel = make_channel(settings.scoring_address, options)
     metrics_channel = make_channel(settings.metrics_address, options)
     engine = make_engine(settings.database_url)
+    ranker = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
     core = PolicyCore(
         PolicyStore(engine),
-        GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel)),
+        ranker,
         seed=settings.seed or None,
         belief_cache_seconds=settings.belief_cache_seconds,
     )
@@ -78,7 +79,7 @@ def build(settings: PolicySettings) -> RunningService:
     service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose])
     # Stopped first (closers run in reverse): background work ends before the channels close.
     service.closers.append(
-        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink))
+        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, ranker))
     )
     service.closers.append(run_periodically("guardrails", settings.guardrail_interval_seconds, core.check_guardrails))
     service.closers.append(run_periodically("forget", 60.0, core.forget_old_decisions))

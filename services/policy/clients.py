@@ -36,6 +36,19 @@ class GrpcRanker:
     def __init__(self, stub: scoring_pb2_grpc.ScoringServiceStub) -> None:
         self.stub = stub
 
+    def add_interactions(self, interactions: list[dict[str, Any]]) -> None:
+        """Positive feedback as interactions: popularity and item_knn use them at once."""
+        request = scoring_pb2.AddInteractionsRequest()
+        for row in interactions:
+            entry = request.interactions.add(user_id=row["user_id"], item_id=row["item_id"], value=row["value"])
+            entry.time.CopyFrom(timestamp(row["time"]))
+        try:
+            self.stub.AddInteractions(request, timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() in CLIENT_ERRORS:
+                raise Relayed(exc.code(), str(exc.details())) from None
+            raise Unavailable(f"scoring: ScoringService answered {exc.code().name}: {exc.details()}") from None
+
     def configuration_hash(self, configuration: Configuration) -> str:
         """The canonical hash from ScoringService, which validates the configuration and fits
         it, so that a new arm serves its own list from its first request."""

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
+from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, scoring_pb2
 from tests.conftest import MOVIELENS, UNUSED_PEER
 
 pytestmark = pytest.mark.integration
@@ -291,3 +291,25 @@ def test_two_replicas_on_one_postgresql_share_arms_and_counts(start_service, pos
     for stub in replicas:
         posterior = arms_by_id(stub)["pop"].posterior
         assert (posterior.impressions, posterior.clicks) == (10, 4)
+
+
+def test_clicks_go_back_to_scoring_as_interactions(suite) -> None:
+    scoring, _, policy = suite
+    stub = policy().stub
+    put(stub, "pop", "popularity", policy_pb2.ARM_STATE_CHAMPION)
+    obscure = "1600"
+    for n in range(5):
+        decision = recommend(stub, f"i{n}", user_id=str(n + 10))
+        request = policy_pb2.RecordFeedbackRequest(
+            event_id=f"ic{n}", decision_id=decision.decision_id, kind=common_pb2.EVENT_KIND_CLICK, item_id=obscure
+        )
+        stub.RecordFeedback(request, timeout=10)
+
+    def top_item() -> str:
+        response = scoring.stub.RankItems(
+            scoring_pb2.RankItemsRequest(configuration=configuration("popularity"), user_id="1", k=1), timeout=10
+        )
+        return str(response.items[0].item_id)
+
+    # Fresh clicks outweigh 1998's ratings under time decay: the item rises to the top.
+    wait_for(lambda: top_item() == obscure)

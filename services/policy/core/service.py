@@ -44,6 +44,8 @@ FALLBACK = Configuration("popularity", {})
 LAST_GOOD_LISTS = 10_000  # users whose last champion list is kept for degraded answers
 OUTBOX_BATCH = 500
 EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
+# Feedback that tells what a user likes, and so goes back to scoring as an interaction.
+INTERACTION_KINDS = ("click", "conversion", "rating")
 
 
 class Ranker(Protocol):
@@ -62,6 +64,12 @@ class MetricsSink(Protocol):
     def record_decisions(self, decisions: list[dict[str, Any]]) -> None: ...
 
     def record_events(self, events: list[dict[str, Any]]) -> None: ...
+
+
+class InteractionSink(Protocol):
+    """Where positive feedback goes back as interactions (ScoringService.AddInteractions)."""
+
+    def add_interactions(self, interactions: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -379,18 +387,33 @@ class PolicyCore:
                     "time": when if when is not None else now,
                 },
             )
+            if item_id and decision.user_id and kind in INTERACTION_KINDS:
+                self.store.enqueue(
+                    connection,
+                    "interaction",
+                    {
+                        "user_id": decision.user_id,
+                        "item_id": item_id,
+                        "value": value or 1.0,
+                        "time": when if when is not None else now,
+                    },
+                )
         return FeedbackResult(False, decision.arm_id)
 
     # -- background work ---------------------------------------------------------------------------
 
-    def drain_outbox(self, sink: MetricsSink) -> int:
-        """Send queued decisions and events to MetricsService; what fails stays queued."""
+    def drain_outbox(self, sink: MetricsSink, interactions: InteractionSink | None = None) -> int:
+        """Send queued decisions and events to MetricsService, and clicks, conversions and
+        ratings to ScoringService as interactions; what fails stays queued."""
+        senders: list[tuple[str, Any]] = [("decision", sink.record_decisions), ("event", sink.record_events)]
+        if interactions is not None:
+            senders.append(("interaction", interactions.add_interactions))
         sent = 0
         while True:
             pending = self.store.pending(OUTBOX_BATCH)
             if not pending:
                 return sent
-            for kind, send in (("decision", sink.record_decisions), ("event", sink.record_events)):
+            for kind, send in senders:
                 batch = [(row_id, payload) for row_id, row_kind, payload in pending if row_kind == kind]
                 if not batch:
                     continue
