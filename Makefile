@@ -63,7 +63,7 @@ up: $(STAMP) ## start all services in the background on fixed local ports (.run/
 	  echo $$! > $(RUN_DIR)/$$name.pid; echo "$$name on 127.0.0.1:$$port (log $(RUN_DIR)/$$name.log)"; }; \
 	start metrics $(METRICS_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/metrics.db; \
 	start embedding $(EMBEDDING_PORT); \
-	start scoring $(SCORING_PORT) RECTUNE_EMBEDDING_ADDRESS=127.0.0.1:$(EMBEDDING_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/scoring.db; \
+	start scoring $(SCORING_PORT) RECTUNE_EMBEDDING_ADDRESS=127.0.0.1:$(EMBEDDING_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/scoring.db RECTUNE_SCORING_DATASET=data/movielens-100k; \
 	start policy $(POLICY_PORT) RECTUNE_SCORING_ADDRESS=127.0.0.1:$(SCORING_PORT) RECTUNE_METRICS_ADDRESS=127.0.0.1:$(METRICS_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/policy.db
 	@$(PY) -m services.common.wait_healthy 127.0.0.1:$(METRICS_PORT) 127.0.0.1:$(EMBEDDING_PORT) 127.0.0.1:$(SCORING_PORT) 127.0.0.1:$(POLICY_PORT)
 
