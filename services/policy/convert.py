@@ -76,7 +76,7 @@ def arm_message(arm: Arm) -> policy_pb2.Arm:
         updated_at=timestamp(arm.updated_at),
         state_reason=arm.state_reason,
         posterior=policy_pb2.ArmPosterior(
-            alpha=1.0 + arm.reward,
+            alpha=1.0 + min(arm.reward, arm.impressions),
             beta=1.0 + max(arm.impressions - arm.reward, 0.0),
             impressions=round(arm.impressions),
             clicks=arm.clicks,

@@ -36,7 +36,8 @@ class ArmBelief:
 
     @property
     def alpha(self) -> float:
-        return 1.0 + self.reward
+        # Several clicks on one list count as one success: a success rate stays <= 1.
+        return 1.0 + min(self.reward, self.impressions)
 
     @property
     def beta(self) -> float:

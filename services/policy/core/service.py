@@ -232,7 +232,8 @@ class PolicyCore:
         if not serving:
             raise FailedPrecondition("arms: none is serving; register a champion with PutArm")
         algorithm = algorithm_named(settings.algorithm, settings.epsilon, settings.ucb_c, settings.propensity_samples)
-        step = self.store.current_step()
+        # Only discounting needs to know how many decisions have passed.
+        step = self.store.current_step() if settings.algorithm == "discounted_thompson" else 0
         with self._rng_lock:
             index, selection = select(
                 algorithm, self._beliefs(serving, settings, step), settings.champion_min_share, self.rng
@@ -289,8 +290,9 @@ class PolicyCore:
                 self.store.insert_decision(connection, decision)
                 if not decision.degraded:
                     self._update_arm(connection, decision.arm_id, settings, step, impressions=1.0)
-                self.store.enqueue(connection, "decision", _decision_payload(decision))
-                self.store.enqueue(connection, "event", _impression_payload(decision))
+                self.store.enqueue_many(
+                    connection, [("decision", _decision_payload(decision)), ("event", _impression_payload(decision))]
+                )
         except IntegrityError:
             existing = self.store.decision_by_request(decision.request_id)
             if existing is None:
@@ -309,13 +311,27 @@ class PolicyCore:
         clicks: int = 0,
         conversions: int = 0,
     ) -> None:
+        if settings.algorithm != "discounted_thompson":
+            # No discount: one UPDATE with the arithmetic in SQL (also safe across replicas).
+            connection.execute(
+                arms.update()
+                .where(arms.c.arm_id == arm_id)
+                .values(
+                    impressions=arms.c.impressions + impressions,
+                    reward=arms.c.reward + reward,
+                    clicks=arms.c.clicks + clicks,
+                    conversions=arms.c.conversions + conversions,
+                    step=step,
+                )
+            )
+            return
         row = connection.execute(arms.select().where(arms.c.arm_id == arm_id).with_for_update()).first()
         if row is None:
             return
-        factor = settings.discount if settings.algorithm == "discounted_thompson" else 1.0
+        factor = settings.discount
         keep = factor ** max(step - row.step, 0)
         new_impressions = row.impressions * keep + impressions
-        new_reward = min(row.reward * keep + reward, new_impressions)
+        new_reward = row.reward * keep + reward
         connection.execute(
             arms.update()
             .where(arms.c.arm_id == arm_id)

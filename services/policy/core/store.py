@@ -206,12 +206,17 @@ class PolicyStore:
     # -- steps, decisions, feedback ----------------------------------------------------------
 
     def next_step(self, connection: Connection) -> int:
-        row = connection.execute(select(counters.c.value).where(counters.c.name == "step")).first()
-        if row is None:
+        """Count one decision; returns the new step (one statement once the row exists)."""
+        bumped = connection.execute(
+            update(counters)
+            .where(counters.c.name == "step")
+            .values(value=counters.c.value + 1)
+            .returning(counters.c.value)
+        ).scalar()
+        if bumped is None:
             connection.execute(insert(counters).values(name="step", value=1))
             return 1
-        connection.execute(update(counters).where(counters.c.name == "step").values(value=row.value + 1))
-        return int(row.value) + 1
+        return int(bumped)
 
     def current_step(self) -> int:
         with self.engine.connect() as connection:
@@ -249,7 +254,12 @@ class PolicyStore:
     # -- outbox ----------------------------------------------------------------------------------
 
     def enqueue(self, connection: Connection, kind: str, payload: dict[str, Any]) -> None:
-        connection.execute(insert(outbox).values(kind=kind, payload=json.dumps(payload), attempts=0))
+        self.enqueue_many(connection, [(kind, payload)])
+
+    def enqueue_many(self, connection: Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        connection.execute(
+            insert(outbox), [{"kind": kind, "payload": json.dumps(payload), "attempts": 0} for kind, payload in rows]
+        )
 
     def pending(self, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
         with self.engine.connect() as connection:
