@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import grpc
+from google.protobuf import field_mask_pb2
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -35,6 +36,10 @@ from services.scoring.core.loaders import load_movielens_atomic
 DATA = Path(__file__).resolve().parents[2] / "data" / "movielens-100k"
 CHAMPION = common_pb2.Configuration(strategy="popularity")
 CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid")]
+# Room for the bandit to move traffic: each challenger may take up to 60%, the champion
+# keeps at least 10%.
+CHALLENGER_CAP = 0.6
+CHAMPION_MIN_SHARE = 0.1
 
 
 def write_training_files(folder: Path, items: list[Item], train: list[Interaction]) -> tuple[Path, Path]:
@@ -53,6 +58,13 @@ def write_training_files(folder: Path, items: list[Item], train: list[Interactio
 
 
 def register_arms(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
+    policy.UpdatePolicySettings(
+        policy_pb2.UpdatePolicySettingsRequest(
+            settings=policy_pb2.PolicySettings(champion_min_share=CHAMPION_MIN_SHARE),
+            update_mask=field_mask_pb2.FieldMask(paths=["champion_min_share"]),
+        ),
+        timeout=30,
+    )
     policy.PutArm(
         policy_pb2.PutArmRequest(
             arm_id="champion",
@@ -69,6 +81,7 @@ def register_arms(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
                 arm_id=arm_id,
                 configuration=common_pb2.Configuration(strategy=strategy),
                 origin=policy_pb2.ARM_ORIGIN_MANUAL,
+                exposure_cap=CHALLENGER_CAP,
                 reason="hand-written challenger",
             ),
             timeout=600,
