@@ -19,6 +19,7 @@ import grpc
 import tenacity
 
 from services.common.contracts import IDEMPOTENT_METHODS
+from services.common.errors import RectuneError, Relayed, Unavailable
 
 T = TypeVar("T")
 
@@ -145,3 +146,21 @@ def client_options_from(settings: Any) -> ClientOptions:
         client_cert=settings.client_cert,
         client_key=settings.client_key,
     )
+
+
+# A peer's verdict on the request itself, passed on to our caller as it is.
+CLIENT_ERROR_CODES = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+
+
+def peer_error(
+    exc: grpc.RpcError, peer: str, passed_on: tuple[grpc.StatusCode, ...] = CLIENT_ERROR_CODES
+) -> RectuneError:
+    """A failed call to another service as a domain error: codes in ``passed_on`` keep their
+    status and message (Relayed); anything else means the peer is unavailable for now."""
+    if exc.code() in passed_on:
+        return Relayed(exc.code(), str(exc.details()))
+    return Unavailable(f"{peer} answered {exc.code().name}: {exc.details()}")

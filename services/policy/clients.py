@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, scoring_pb2, scoring_pb2_grpc
-from services.common.errors import Relayed, Unavailable
+from services.common.clients import peer_error
+from services.common.errors import Relayed
 from services.common.prototime import timestamp
 from services.policy.core.model import Configuration, RecommendedItem
 from services.scoring import convert as scoring_convert
@@ -22,7 +23,11 @@ KINDS = {
     "custom": common_pb2.EVENT_KIND_CUSTOM,
 }
 FIT_DEADLINE_SECONDS = 600.0
-CLIENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+SCORING = "scoring: ScoringService"
+METRICS = "metrics: MetricsService"
+# From MetricsService, INVALID_ARGUMENT means the rows themselves are refused (the outbox
+# drops them one by one); anything else means try again later.
+ROWS_REFUSED = (grpc.StatusCode.INVALID_ARGUMENT,)
 
 
 def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
@@ -45,9 +50,7 @@ class GrpcRanker:
         try:
             self.stub.AddInteractions(request, timeout=30)
         except grpc.RpcError as exc:
-            if exc.code() in CLIENT_ERRORS:
-                raise Relayed(exc.code(), str(exc.details())) from None
-            raise Unavailable(f"scoring: ScoringService answered {exc.code().name}: {exc.details()}") from None
+            raise peer_error(exc, SCORING) from None
 
     def configuration_hash(self, configuration: Configuration) -> str:
         """The canonical hash from ScoringService, which validates the configuration and fits
@@ -59,9 +62,7 @@ class GrpcRanker:
                 raise Relayed(grpc.StatusCode.FAILED_PRECONDITION, f"configuration: the fit failed: {response.error}")
             return str(response.configuration_hash)
         except grpc.RpcError as exc:
-            if exc.code() in CLIENT_ERRORS:
-                raise Relayed(exc.code(), str(exc.details())) from None
-            raise Unavailable(f"scoring: ScoringService answered {exc.code().name}: {exc.details()}") from None
+            raise peer_error(exc, SCORING) from None
 
     def rank(
         self, configuration: Configuration, user_id: str, history: Sequence[Interaction], k: int, deadline: float
@@ -73,15 +74,9 @@ class GrpcRanker:
         try:
             response = self.stub.RankItems(request, timeout=deadline)
         except grpc.RpcError as exc:
-            raise Unavailable(f"ScoringService answered {exc.code().name}: {exc.details()}") from None
+            # Any failure here means "degrade": nothing is passed on as the caller's fault.
+            raise peer_error(exc, "ScoringService", passed_on=()) from None
         return [RecommendedItem(i.item_id, i.score, i.probability, i.rank) for i in response.items]
-
-
-def _sink_error(exc: grpc.RpcError) -> Exception:
-    """INVALID_ARGUMENT means the rows themselves are refused; anything else means try later."""
-    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return Relayed(exc.code(), str(exc.details()))
-    return Unavailable(f"metrics: MetricsService answered {exc.code().name}: {exc.details()}")
 
 
 class GrpcMetricsSink:
@@ -108,7 +103,7 @@ class GrpcMetricsSink:
         try:
             self.stub.RecordDecisions(metrics_pb2.RecordDecisionsRequest(decisions=messages), timeout=30)
         except grpc.RpcError as exc:
-            raise _sink_error(exc) from None
+            raise peer_error(exc, METRICS, passed_on=ROWS_REFUSED) from None
 
     def record_events(self, events: list[dict[str, Any]]) -> None:
         messages = []
@@ -128,4 +123,4 @@ class GrpcMetricsSink:
         try:
             self.stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=messages), timeout=30)
         except grpc.RpcError as exc:
-            raise _sink_error(exc) from None
+            raise peer_error(exc, METRICS, passed_on=ROWS_REFUSED) from None

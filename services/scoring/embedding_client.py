@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
-from services.common.clients import retry_unavailable
-from services.common.errors import Unavailable
+from services.common.clients import peer_error, retry_unavailable
+from services.common.errors import RectuneError
 from services.scoring.core.vectors import Vectors
 
 _MODES = {
@@ -18,8 +18,9 @@ _MODES = {
 }
 
 
-def _unavailable(exc: grpc.RpcError) -> Unavailable:
-    return Unavailable(f"embedding: EmbeddingService answered {exc.code().name}: {exc.details()}")
+def _unavailable(exc: grpc.RpcError) -> RectuneError:
+    """Whatever EmbeddingService answers, for scoring it is unavailable (vectors stay pending)."""
+    return peer_error(exc, "embedding: EmbeddingService", passed_on=())
 
 
 class GrpcTextEncoder:
