@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from services.scoring.core.data import History, ScoringData, TrainingData
+from services.scoring.core.ranking import Scores, top_k
 from services.scoring.core.space import ParamValue, StrategySpace
 
-Scores = npt.NDArray[np.float64]
+__all__ = ["FittedModel", "Scores", "ScoringContext", "Strategy", "history_vector", "select_items"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,6 @@ def select_items(
 ) -> npt.NDArray[np.int64]:
     """The ranked list: the model's own list-building where it has one (hybrid: MMR and
     exploration), else the exact top k."""
-    from services.scoring.core.ranking import top_k
-
     select = getattr(model, "select", None)
     if select is not None:
         chosen: npt.NDArray[np.int64] = select(scores, k, excluded, seed)
