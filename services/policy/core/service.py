@@ -186,7 +186,7 @@ class PolicyCore:
             ]
             if state is ArmState.CHAMPION:
                 changed[0] = dataclasses.replace(changed[0], exposure_cap=1.0)
-                for other in self.store.arms():
+                for other in self.store.arms(connection):
                     if other.state is ArmState.CHAMPION and other.arm_id != arm_id:
                         changed.append(
                             dataclasses.replace(
@@ -383,7 +383,7 @@ class PolicyCore:
                     connection,
                     decision.arm_id,
                     settings,
-                    self.store.current_step(),
+                    self.store.current_step(connection),
                     reward=reward,
                     clicks=int(kind == "click"),
                     conversions=int(kind == "conversion"),

@@ -182,9 +182,12 @@ class PolicyStore:
 
     # -- arms ----------------------------------------------------------------------------
 
-    def arms(self) -> list[Arm]:
-        with self.engine.connect() as connection:
-            return [_arm(row) for row in connection.execute(select(arms).order_by(arms.c.created_at, arms.c.arm_id))]
+    def arms(self, connection: Connection | None = None) -> list[Arm]:
+        """Every arm; inside a transaction pass its connection (no second connection from the pool)."""
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.arms(own)
+        return [_arm(row) for row in connection.execute(select(arms).order_by(arms.c.created_at, arms.c.arm_id))]
 
     def arm(self, connection: Connection, arm_id: str) -> Arm | None:
         row = connection.execute(select(arms).where(arms.c.arm_id == arm_id)).first()
@@ -218,9 +221,11 @@ class PolicyStore:
             return 1
         return int(bumped)
 
-    def current_step(self) -> int:
-        with self.engine.connect() as connection:
-            value = connection.execute(select(counters.c.value).where(counters.c.name == "step")).scalar()
+    def current_step(self, connection: Connection | None = None) -> int:
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.current_step(own)
+        value = connection.execute(select(counters.c.value).where(counters.c.name == "step")).scalar()
         return int(value or 0)
 
     def decision_by_request(self, request_id: str) -> Decision | None:
