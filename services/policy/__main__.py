@@ -20,7 +20,7 @@ from services.common.server import RunningService, ServiceRegistration, start_se
 from services.common.settings import ServerSettings, check_address
 from services.common.storage import make_engine
 from services.policy.clients import GrpcMetricsSink, GrpcRanker
-from services.policy.core.service import PolicyCore
+from services.policy.core.service import PolicyCore, Ranker
 from services.policy.core.store import PolicyStore
 from services.policy.servicer import PolicyServicer
 
@@ -59,12 +59,14 @@ class PolicySettings(ServerSettings):
             raise SettingsError("--outbox-interval-seconds and --guardrail-interval-seconds: must be > 0")
 
 
-def build(settings: PolicySettings) -> RunningService:
+def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningService:
+    """The service; ``ranker`` replaces the ScoringService client (benchmarks isolate the policy with it)."""
     options = client_options_from(settings)
     scoring_channel = make_channel(settings.scoring_address, options)
     metrics_channel = make_channel(settings.metrics_address, options)
     engine = make_engine(settings.database_url)
-    ranker = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
+    interactions = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
+    ranker = ranker or interactions
     core = PolicyCore(
         PolicyStore(engine),
         ranker,
@@ -76,10 +78,10 @@ def build(settings: PolicySettings) -> RunningService:
         POLICY_SERVICE, policy_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyServicer(core)
     )
     service = start_service("policy", [registration], settings, admin_methods=ADMIN_METHODS)
-    service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose])
+    service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose, core.close])
     # Stopped first (closers run in reverse): background work ends before the channels close.
     service.closers.append(
-        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, ranker))
+        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, interactions))
     )
     service.closers.append(run_periodically("guardrails", settings.guardrail_interval_seconds, core.check_guardrails))
     service.closers.append(run_periodically("forget", 60.0, core.forget_old_decisions))

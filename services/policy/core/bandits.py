@@ -13,6 +13,8 @@ later. The Beta posterior is Beta(1 + R, 1 + n - R).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +54,15 @@ class ArmBelief:
 class Selection:
     probabilities: Probabilities  # final, after caps
     samples: int  # Monte-Carlo samples behind the probabilities; 0 when exact
+
+    @functools.cached_property
+    def _cumulative(self) -> list[float]:
+        return [float(total) for total in np.cumsum(self.probabilities)]
+
+    def arm_at(self, uniform: float) -> int:
+        """The arm whose share of [0, 1) holds ``uniform``: a uniform draw picks each arm with its probability."""
+        cumulative = self._cumulative
+        return min(bisect.bisect_right(cumulative, uniform * cumulative[-1]), len(cumulative) - 1)
 
 
 class Algorithm(Protocol):
@@ -149,15 +160,26 @@ def apply_caps(p: Probabilities, arms: Sequence[ArmBelief], champion_min_share: 
     return normalised
 
 
+def selection(
+    algorithm: Algorithm, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
+) -> Selection:
+    """The distribution an arm is drawn from, after caps and the champion's share."""
+    if not arms:
+        raise InvalidArgument("arms", "no arm is serving: register a champion first")
+    raw, samples = algorithm.distribution(arms, rng)
+    return Selection(apply_caps(raw, arms, champion_min_share), samples)
+
+
+def draw(chosen_from: Selection, rng: np.random.Generator) -> int:
+    return chosen_from.arm_at(float(rng.random()))
+
+
 def select(
     algorithm: Algorithm, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
 ) -> tuple[int, Selection]:
     """Draw an arm; returns its index and the distribution it was drawn from."""
-    if not arms:
-        raise InvalidArgument("arms", "no arm is serving: register a champion first")
-    raw, samples = algorithm.distribution(arms, rng)
-    final = apply_caps(raw, arms, champion_min_share)
-    return int(rng.choice(len(arms), p=final)), Selection(final, samples)
+    chosen_from = selection(algorithm, arms, champion_min_share, rng)
+    return draw(chosen_from, rng), chosen_from
 
 
 def discount(arm: ArmBelief, factor: float, steps: float) -> ArmBelief:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import structlog
@@ -23,7 +24,8 @@ from services.common.errors import (
     RectuneError,
     Relayed,
 )
-from services.policy.core.bandits import ArmBelief, algorithm_named, select
+from services.common.group_commit import GroupCommit
+from services.policy.core.bandits import ArmBelief, Selection, algorithm_named, selection
 from services.policy.core.guardrail import Guardrail
 from services.policy.core.model import (
     SERVING_STATES,
@@ -43,6 +45,9 @@ MAX_K = 1000
 FALLBACK = Configuration("popularity", {})
 LAST_GOOD_LISTS = 10_000  # users whose last champion list is kept for degraded answers
 OUTBOX_BATCH = 500
+# How long a commit may wait for concurrent requests' decisions to join it (see GroupCommit):
+# a commit of eight decisions costs little more than a commit of one.
+GROUP_COMMIT_MAX_WAIT_SECONDS = 0.002
 EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
 # Feedback that tells what a user likes, and so goes back to scoring as an interaction.
 INTERACTION_KINDS = ("click", "conversion", "rating")
@@ -72,6 +77,12 @@ class InteractionSink(Protocol):
     def add_interactions(self, interactions: list[dict[str, Any]]) -> None: ...
 
 
+class _ArmsSnapshot(NamedTuple):
+    read_at: float  # time.monotonic()
+    arms: list[Arm]
+    step: int  # decisions counted when the arms were read
+
+
 @dataclass(frozen=True)
 class FeedbackResult:
     duplicate: bool
@@ -84,13 +95,26 @@ class PolicyCore:
     ) -> None:
         self.store = store
         self.ranker = ranker
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # Monte-Carlo estimates and guardrails, under _rng_lock
         self._rng_lock = threading.Lock()
+        # Arm draws and decision ids: random.Random's methods are single C calls, safe across
+        # threads without a lock of ours (a contended lock costs more than the draw).
+        self._draws = random.Random(seed)
+        self._ids = random.Random()  # from OS entropy, never the seed: replicas must not share ids
         self.belief_cache_seconds = belief_cache_seconds
-        self._arms_cache: tuple[float, list[Arm]] = (float("-inf"), [])
+        self._snapshot_cache = _ArmsSnapshot(float("-inf"), [], 0)
+        # The last selection distribution and the beliefs it came from (see _selection).
+        self._selection_cache: tuple[Hashable, Selection] | None = None
         self._settings_cache: tuple[float, PolicySettings] = (float("-inf"), PolicySettings())
         self._last_good: OrderedDict[str, tuple[RecommendedItem, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        self._decision_log: GroupCommit[Decision, Decision] = GroupCommit(
+            self._write_decisions, "decisions", max_wait_seconds=GROUP_COMMIT_MAX_WAIT_SECONDS
+        )
+
+    def close(self) -> None:
+        """Write the decisions still queued and stop their writer."""
+        self._decision_log.close()
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -115,12 +139,17 @@ class PolicyCore:
 
     # -- arms ---------------------------------------------------------------------------------
 
-    def _arms(self, fresh: bool = False) -> list[Arm]:
-        read_at, cached = self._arms_cache
-        if fresh or time.monotonic() - read_at > self.belief_cache_seconds:
-            cached = self.store.arms()
-            self._arms_cache = (time.monotonic(), cached)
+    def _snapshot(self, fresh: bool = False) -> _ArmsSnapshot:
+        """The arms and the decision count, read together; the request path reuses them for
+        belief_cache_seconds."""
+        cached = self._snapshot_cache
+        if fresh or time.monotonic() - cached.read_at > self.belief_cache_seconds:
+            arms_now, step = self.store.arms_and_step()
+            cached = self._snapshot_cache = _ArmsSnapshot(time.monotonic(), arms_now, step)
         return cached
+
+    def _arms(self, fresh: bool = False) -> list[Arm]:
+        return self._snapshot(fresh).arms
 
     def list_arms(self, states: Sequence[ArmState] = ()) -> list[Arm]:
         return [arm for arm in self._arms(fresh=True) if not states or arm.state in states]
@@ -224,29 +253,31 @@ class PolicyCore:
             raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
         if not user_id and not history:
             raise InvalidArgument("user_id", "must be set, or history given for a cold user")
-        previous = self.store.decision_by_request(request_id)
-        if previous is not None:
-            return previous
+        # A repeated request id is found when its decision is written (the id is unique there),
+        # which spares every first request a read.
+        return self._decision_log.submit(self._decide(request_id, user_id, context, k, history))
+
+    def _decide(
+        self, request_id: str, user_id: str, context: dict[str, str], k: int, history: Sequence[Any]
+    ) -> Decision:
+        """Choose an arm and get its list (or a fallback); the decision is not yet written."""
         settings = self.settings(fresh=False)
-        serving = [arm for arm in self._arms() if arm.state in SERVING_STATES]
+        snapshot = self._snapshot()
+        serving = [arm for arm in snapshot.arms if arm.state in SERVING_STATES]
         if not serving:
             raise FailedPrecondition("arms: none is serving; register a champion with PutArm")
-        algorithm = algorithm_named(settings.algorithm, settings.epsilon, settings.ucb_c, settings.propensity_samples)
-        # Only discounting needs to know how many decisions have passed.
-        step = self.store.current_step() if settings.algorithm == "discounted_thompson" else 0
-        with self._rng_lock:
-            index, selection = select(
-                algorithm, self._beliefs(serving, settings, step), settings.champion_min_share, self.rng
-            )
+        chosen_from = self._selection(self._beliefs(serving, settings, snapshot.step), settings)
+        index = chosen_from.arm_at(self._draws.random())
         arm = serving[index]
         items, degraded_reason = self._ranked_list(arm, user_id, history, k, settings)
-        decision = Decision(
-            decision_id=uuid.uuid4().hex,
+        return Decision(
+            # uuid4 would read the OS entropy pool on every request, a system call that lets go of the GIL.
+            decision_id=uuid.UUID(int=self._ids.getrandbits(128), version=4).hex,
             request_id=request_id,
             user_id=user_id,
             arm_id=arm.arm_id,
-            propensity=float(selection.probabilities[index]),
-            propensity_samples=selection.samples,
+            propensity=float(chosen_from.probabilities[index]),
+            propensity_samples=chosen_from.samples,
             items=tuple(items),
             degraded=bool(degraded_reason),
             degraded_reason=degraded_reason,
@@ -254,7 +285,23 @@ class PolicyCore:
             context=dict(context),
             created_at=time.time(),
         )
-        return self._log_decision(decision, settings)
+
+    def _selection(self, beliefs: list[ArmBelief], settings: PolicySettings) -> Selection:
+        """The selection distribution for these beliefs, computed once per belief snapshot.
+
+        Thompson sampling chooses each arm with the probability that its posterior draw is the
+        highest; while the beliefs are unchanged that probability is too, so it is estimated
+        once (Monte Carlo) and each request draws its arm from it, instead of paying for a new
+        estimate on every request."""
+        algorithm = algorithm_named(settings.algorithm, settings.epsilon, settings.ucb_c, settings.propensity_samples)
+        key = (algorithm, tuple(beliefs), settings.champion_min_share)
+        cached = self._selection_cache  # one read: another thread may replace it meanwhile
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._rng_lock:
+            chosen_from = selection(algorithm, beliefs, settings.champion_min_share, self.rng)
+        self._selection_cache = (key, chosen_from)
+        return chosen_from
 
     def _ranked_list(
         self, arm: Arm, user_id: str, history: Sequence[Any], k: int, settings: PolicySettings
@@ -282,23 +329,42 @@ class PolicyCore:
             return [], reason + f"; popularity fallback failed too: {_message(exc)}"
         return items, reason + "; served popularity"
 
-    def _log_decision(self, decision: Decision, settings: PolicySettings) -> Decision:
-        """Write the decision, count the impression (not for degraded lists), queue both for metrics."""
+    def _write_decisions(self, group: Sequence[Decision]) -> list[Decision | Exception]:
+        """Commit a group of concurrent requests' decisions (see GroupCommit). When one of them
+        repeats a request id (a retry racing its original), write them one at a time, so that
+        only that one is answered with the stored decision."""
+        if len(group) > 1:
+            try:
+                self._commit_decisions(group)
+            except IntegrityError:
+                pass
+            else:
+                return list(group)
+        return [self._write_alone(decision) for decision in group]
+
+    def _write_alone(self, decision: Decision) -> Decision | Exception:
         try:
-            with self.store.transaction() as connection:
-                step = self.store.next_step(connection)
-                self.store.insert_decision(connection, decision)
-                if not decision.degraded:
-                    self._update_arm(connection, decision.arm_id, settings, step, impressions=1.0)
-                self.store.enqueue_many(
-                    connection, [("decision", _decision_payload(decision)), ("event", _impression_payload(decision))]
-                )
-        except IntegrityError:
+            self._commit_decisions([decision])
+        except IntegrityError as exc:
             existing = self.store.decision_by_request(decision.request_id)
-            if existing is None:
-                raise
-            return existing  # a concurrent retry of the same request won the race
+            return exc if existing is None else existing
+        except Exception as exc:  # this request's own failure, answered to it alone
+            return exc
         return decision
+
+    def _commit_decisions(self, group: Sequence[Decision]) -> None:
+        """Write the decisions (each is its own outbox entry, with its impression) and count
+        their impressions (not for degraded lists)."""
+        settings = self.settings(fresh=False)
+        with self.store.transaction() as connection:
+            first_step = self.store.add_steps(connection, len(group)) - len(group) + 1
+            self.store.insert_decisions(connection, group)
+            served: dict[str, list[int]] = {}  # arm id -> the steps of its decisions in this group
+            for offset, decision in enumerate(group):
+                if not decision.degraded:
+                    served.setdefault(decision.arm_id, []).append(first_step + offset)
+            for arm_id, steps in served.items():
+                self._update_arm(connection, arm_id, settings, steps[-1], impressions=_impressions(steps, settings))
 
     def _update_arm(
         self,
@@ -311,19 +377,9 @@ class PolicyCore:
         clicks: int = 0,
         conversions: int = 0,
     ) -> None:
+        """Add to an arm's counts as of ``step``; ``impressions`` are already discounted to that step."""
         if settings.algorithm != "discounted_thompson":
-            # No discount: one UPDATE with the arithmetic in SQL (also safe across replicas).
-            connection.execute(
-                arms.update()
-                .where(arms.c.arm_id == arm_id)
-                .values(
-                    impressions=arms.c.impressions + impressions,
-                    reward=arms.c.reward + reward,
-                    clicks=arms.c.clicks + clicks,
-                    conversions=arms.c.conversions + conversions,
-                    step=step,
-                )
-            )
+            self.store.add_to_arm(connection, arm_id, step, impressions, reward, clicks, conversions)
             return
         row = connection.execute(arms.select().where(arms.c.arm_id == arm_id).with_for_update()).first()
         if row is None:
@@ -419,12 +475,15 @@ class PolicyCore:
     # -- background work ---------------------------------------------------------------------------
 
     def drain_outbox(self, sink: MetricsSink, interactions: InteractionSink | None = None) -> int:
-        """Send queued decisions and events to MetricsService, and clicks, conversions and
-        ratings to ScoringService as interactions; what fails stays queued."""
+        """Send decisions (with their impressions), then queued feedback events, to MetricsService,
+        and clicks, conversions and ratings to ScoringService as interactions; what fails stays
+        queued. Returns how many rows were sent."""
+        sent, all_forwarded = self._forward_decisions(sink)
+        if not all_forwarded:
+            return sent
         senders: list[tuple[str, Any]] = [("decision", sink.record_decisions), ("event", sink.record_events)]
         if interactions is not None:
             senders.append(("interaction", interactions.add_interactions))
-        sent = 0
         while True:
             pending = self.store.pending(OUTBOX_BATCH)
             if not pending:
@@ -444,6 +503,28 @@ class PolicyCore:
                 self.store.delivered([row_id for row_id, _ in batch])
                 sent += len(batch)
 
+    def _forward_decisions(self, sink: MetricsSink) -> tuple[int, bool]:
+        """Decisions not yet forwarded, oldest first, then their impressions. Returns how many
+        were sent and whether that was all (after a failed send the rest waits for the next round)."""
+        sent = 0
+        while True:
+            pending = self.store.unforwarded_decisions(OUTBOX_BATCH)
+            if not pending:
+                return sent, True
+            for send, payloads in (
+                (sink.record_decisions, [_decision_payload(decision) for decision in pending]),
+                (sink.record_events, [_impression_payload(decision) for decision in pending]),
+            ):
+                try:
+                    send(payloads)
+                except Relayed:
+                    self._send_one_by_one(send, list(enumerate(payloads)))
+                except Exception as exc:  # MetricsService down: the decisions stay unforwarded
+                    log.warning("outbox_send_failed", kind="decision", rows=len(pending), error=str(exc))
+                    return sent, False
+            self.store.mark_forwarded([decision.decision_id for decision in pending])
+            sent += len(pending)
+
     def _send_one_by_one(self, send: Any, batch: list[tuple[int, dict[str, Any]]]) -> None:
         for row_id, payload in batch:
             try:
@@ -459,11 +540,11 @@ class PolicyCore:
         guardrail = Guardrail(
             settings.guardrail.delta, settings.guardrail.threshold, settings.guardrail.min_impressions
         )
-        current = self._arms(fresh=True)
+        snapshot = self._snapshot(fresh=True)
+        current, step = snapshot.arms, snapshot.step
         champions = [a for a in current if a.state is ArmState.CHAMPION]
         if not champions:
             return []
-        step = self.store.current_step()
         champion = self._beliefs(champions, settings, step)[0]
         paused = []
         for arm in current:
@@ -482,6 +563,13 @@ class PolicyCore:
 
 def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, RectuneError) else f"{type(exc).__name__}: {exc}"
+
+
+def _impressions(steps: Sequence[int], settings: PolicySettings) -> float:
+    """One impression per step, as counted at the last of them (discounted when the algorithm discounts)."""
+    if settings.algorithm != "discounted_thompson":
+        return float(len(steps))
+    return sum(settings.discount ** (steps[-1] - step) for step in steps)
 
 
 def _impression_payload(decision: Decision) -> dict[str, Any]:

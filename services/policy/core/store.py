@@ -26,9 +26,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +82,9 @@ decisions = Table(
     Column("algorithm", String(32), nullable=False),
     Column("context", Text, nullable=False),
     Column("created_at", Float, nullable=False, index=True),
+    # False until the decision and its impression reached MetricsService: the decision row is
+    # its own outbox entry, which keeps Recommend at one row written per request.
+    Column("forwarded", Boolean, nullable=False, index=True),
 )
 feedback = Table(
     "policy_feedback",
@@ -156,7 +162,7 @@ def _decision(row: Any) -> Decision:
         arm_id=row.arm_id,
         propensity=row.propensity,
         propensity_samples=row.propensity_samples,
-        items=tuple(RecommendedItem(**item) for item in json.loads(row.items)),
+        items=tuple(_item(stored) for stored in json.loads(row.items)),
         degraded=row.degraded,
         degraded_reason=row.degraded_reason,
         algorithm=row.algorithm,
@@ -165,10 +171,76 @@ def _decision(row: Any) -> Decision:
     )
 
 
+def _item(stored: Any) -> RecommendedItem:
+    # Rows written before items were stored as lists hold objects.
+    return RecommendedItem(**stored) if isinstance(stored, dict) else RecommendedItem(*stored)
+
+
+def _decision_row(decision: Decision) -> dict[str, Any]:
+    # Built by hand rather than with dataclasses.asdict: this runs once per Recommend. Items
+    # are [item_id, score, probability, rank] lists, which encode faster than objects.
+    items = [[item.item_id, item.score, item.probability, item.rank] for item in decision.items]
+    return {
+        "decision_id": decision.decision_id,
+        "request_id": decision.request_id,
+        "user_id": decision.user_id,
+        "arm_id": decision.arm_id,
+        "propensity": decision.propensity,
+        "propensity_samples": decision.propensity_samples,
+        "items": json.dumps(items),
+        "degraded": decision.degraded,
+        "degraded_reason": decision.degraded_reason,
+        "algorithm": decision.algorithm,
+        "context": json.dumps(decision.context, sort_keys=True),
+        "created_at": decision.created_at,
+        "forwarded": False,
+    }
+
+
+def _add_forwarded_column(engine: Engine) -> None:
+    """Databases made before decisions were their own outbox entries lack the column; their
+    decisions were queued in the outbox already, so they count as forwarded."""
+    if "forwarded" in {column["name"] for column in inspect(engine).get_columns(decisions.name)}:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                f"ALTER TABLE {decisions.name} ADD COLUMN forwarded BOOLEAN NOT NULL "
+                f"DEFAULT {'1' if engine.dialect.name == 'sqlite' else 'TRUE'}"
+            )
+        )
+        connection.execute(text(f"CREATE INDEX ix_{decisions.name}_forwarded ON {decisions.name} (forwarded)"))
+
+
+# 13 columns a row: 64 rows stay under SQLite's oldest limit of 999 parameters a statement.
+_ROWS_PER_INSERT = 64
+
+# Statements on the request path, built once: building one costs more than running it.
+_INSERT_DECISION = insert(decisions)
+_ADD_STEPS = (
+    update(counters)
+    .where(counters.c.name == "step")
+    .values(value=counters.c.value + bindparam("added"))
+    .returning(counters.c.value)
+)
+_ADD_TO_ARM = (
+    update(arms)
+    .where(arms.c.arm_id == bindparam("target"))
+    .values(
+        impressions=arms.c.impressions + bindparam("add_impressions"),
+        reward=arms.c.reward + bindparam("add_reward"),
+        clicks=arms.c.clicks + bindparam("add_clicks"),
+        conversions=arms.c.conversions + bindparam("add_conversions"),
+        step=bindparam("new_step"),
+    )
+)
+
+
 class PolicyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+        _add_forwarded_column(engine)
         # SQLite takes one writer at a time, and a writer that finds the file locked backs
         # off by sleeping; queueing writers on a lock in this process instead keeps tail
         # latency low. PostgreSQL has row locks and needs none.
@@ -189,6 +261,11 @@ class PolicyStore:
                 return self.arms(own)
         return [_arm(row) for row in connection.execute(select(arms).order_by(arms.c.created_at, arms.c.arm_id))]
 
+    def arms_and_step(self) -> tuple[list[Arm], int]:
+        """Every arm and the decision count, read on one connection."""
+        with self.engine.connect() as connection:
+            return self.arms(connection), self.current_step(connection)
+
     def arm(self, connection: Connection, arm_id: str) -> Arm | None:
         row = connection.execute(select(arms).where(arms.c.arm_id == arm_id)).first()
         return None if row is None else _arm(row)
@@ -208,17 +285,12 @@ class PolicyStore:
 
     # -- steps, decisions, feedback ----------------------------------------------------------
 
-    def next_step(self, connection: Connection) -> int:
-        """Count one decision; returns the new step (one statement once the row exists)."""
-        bumped = connection.execute(
-            update(counters)
-            .where(counters.c.name == "step")
-            .values(value=counters.c.value + 1)
-            .returning(counters.c.value)
-        ).scalar()
+    def add_steps(self, connection: Connection, count: int) -> int:
+        """Count decisions; returns the last new step (one statement once the row exists)."""
+        bumped = connection.execute(_ADD_STEPS, {"added": count}).scalar()
         if bumped is None:
-            connection.execute(insert(counters).values(name="step", value=1))
-            return 1
+            connection.execute(insert(counters).values(name="step", value=count))
+            return count
         return int(bumped)
 
     def current_step(self, connection: Connection | None = None) -> int:
@@ -237,11 +309,46 @@ class PolicyStore:
         row = connection.execute(select(decisions).where(decisions.c.decision_id == decision_id)).first()
         return None if row is None else _decision(row)
 
-    def insert_decision(self, connection: Connection, decision: Decision) -> None:
-        values = dataclasses.asdict(decision)
-        values["items"] = json.dumps(values["items"])
-        values["context"] = json.dumps(values["context"], sort_keys=True)
-        connection.execute(insert(decisions).values(**values))
+    def insert_decisions(self, connection: Connection, logged: Sequence[Decision]) -> None:
+        """One multi-row INSERT per chunk: every statement hands the GIL over and back, which
+        under load costs more than the rows (executemany would be one statement per row)."""
+        connection.execute(_INSERT_DECISION, [_decision_row(decision) for decision in logged])
+
+    def unforwarded_decisions(self, limit: int) -> list[Decision]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(decisions).where(decisions.c.forwarded.is_(False)).order_by(decisions.c.created_at).limit(limit)
+            )
+            return [_decision(row) for row in rows]
+
+    def mark_forwarded(self, decision_ids: Sequence[str]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(decisions).where(decisions.c.decision_id.in_(list(decision_ids))).values(forwarded=True)
+            )
+
+    def add_to_arm(
+        self,
+        connection: Connection,
+        arm_id: str,
+        step: int,
+        impressions: float = 0.0,
+        reward: float = 0.0,
+        clicks: int = 0,
+        conversions: int = 0,
+    ) -> None:
+        """Add to an arm's counts in one statement (safe across replicas: the arithmetic is in SQL)."""
+        connection.execute(
+            _ADD_TO_ARM,
+            {
+                "target": arm_id,
+                "new_step": step,
+                "add_impressions": impressions,
+                "add_reward": reward,
+                "add_clicks": clicks,
+                "add_conversions": conversions,
+            },
+        )
 
     def record_feedback_id(self, connection: Connection, event_id: str, decision_id: str) -> bool:
         """False when the event was recorded before."""
@@ -253,7 +360,10 @@ class PolicyStore:
     def forget_before(self, cutoff: float) -> None:
         """Decisions and feedback ids older than the reward window are no longer needed."""
         with self.engine.begin() as connection:
-            connection.execute(delete(decisions).where(decisions.c.created_at < cutoff))
+            # A decision not yet forwarded stays, however old: MetricsService has not got it.
+            connection.execute(
+                delete(decisions).where(decisions.c.created_at < cutoff, decisions.c.forwarded.is_(True))
+            )
             connection.execute(delete(feedback).where(feedback.c.created_at < cutoff))
 
     # -- outbox ----------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""PolicyCore on a real SQLite file: decisions written in groups, decisions as their own outbox,
+the upgrade of older databases, and the selection distribution estimated once per snapshot.
+
+StandInRanker below is NOT ScoringService: a fixed list, so that these tests look only at the
+policy's own code (the real path is in tests/integration/test_policy_service.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from services.common.storage import make_engine
+from services.policy.core.model import ArmOrigin, ArmState, Configuration, Decision, RecommendedItem
+from services.policy.core.service import PolicyCore
+from services.policy.core.store import PolicyStore
+
+
+class StandInRanker:
+    """NOT ScoringService: the same list for everyone."""
+
+    def configuration_hash(self, configuration: Configuration) -> str:
+        return configuration.strategy
+
+    def rank(
+        self, configuration: Configuration, user_id: str, history: Sequence[Any], k: int, deadline: float
+    ) -> list[RecommendedItem]:
+        return [RecommendedItem(str(rank), 1.0 / rank, 0.5, rank) for rank in range(1, k + 1)]
+
+
+class RecordingSink:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.decisions: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    def record_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise ConnectionError("MetricsService is down")
+        self.decisions += decisions
+
+    def record_events(self, events: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise ConnectionError("MetricsService is down")
+        self.events += events
+
+
+def make_core(path, belief_cache_seconds: float = 0.0, arms: Sequence[str] = ("popularity", "item_knn")) -> PolicyCore:
+    core = PolicyCore(
+        PolicyStore(make_engine(f"sqlite:///{path}")),
+        StandInRanker(),
+        seed=3,
+        belief_cache_seconds=belief_cache_seconds,
+    )
+    for index, strategy in enumerate(arms):
+        state = ArmState.CHAMPION if index == 0 else ArmState.ACTIVE
+        core.put_arm(strategy, Configuration(strategy, {}), ArmOrigin.MANUAL, 0.5, state, "")
+    return core
+
+
+def arm_counts(core: PolicyCore) -> dict[str, float]:
+    return {arm.arm_id: arm.impressions for arm in core.list_arms()}
+
+
+def test_concurrent_retries_of_one_request_get_one_decision(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    answers: list[Decision] = []
+    start = threading.Barrier(8)
+
+    def retry() -> None:
+        start.wait()
+        answers.append(core.recommend("same-request", "196", {}, 5, []))
+
+    threads = [threading.Thread(target=retry) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({answer.decision_id for answer in answers}) == 1
+    assert sum(arm_counts(core).values()) == 1.0  # one impression counted
+    core.close()
+
+
+def test_a_group_of_decisions_counts_what_they_would_count_one_by_one(tmp_path) -> None:
+    grouped, one_by_one = make_core(tmp_path / "grouped.db"), make_core(tmp_path / "single.db")
+    for core in (grouped, one_by_one):
+        core.update_settings({"algorithm": "discounted_thompson", "discount": 0.9})
+    decisions = [
+        Decision(f"d{n}", f"r{n}", "196", arm_id, 0.5, 1000, (), False, "", "discounted_thompson", {}, time.time())
+        for n, arm_id in enumerate(["popularity", "item_knn", "popularity", "popularity", "item_knn"])
+    ]
+    assert grouped._write_decisions(decisions) == decisions
+    for decision in decisions:
+        assert one_by_one._write_decisions([decision]) == [decision]
+    assert arm_counts(grouped) == pytest.approx(arm_counts(one_by_one), abs=1e-12)
+    assert {arm.arm_id: arm.step for arm in grouped.list_arms()} == {"popularity": 4, "item_knn": 5}
+    grouped.close()
+    one_by_one.close()
+
+
+def test_decisions_are_their_own_outbox_and_stay_until_metrics_has_them(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    made = [core.recommend(f"r{n}", str(n + 1), {"page": "home"}, 3, []) for n in range(3)]
+    down = RecordingSink(fail=True)
+    assert core.drain_outbox(down) == 0
+    core.update_settings({"reward_window_seconds": 0.001})
+    time.sleep(0.01)
+    core.forget_old_decisions()  # older than the window, but not forwarded: kept
+    assert len(core.store.unforwarded_decisions(10)) == 3
+
+    back = RecordingSink()
+    assert core.drain_outbox(back) == 3
+    assert [d["decision_id"] for d in back.decisions] == [d.decision_id for d in made]
+    assert [e["event_id"] for e in back.events] == [f"{d.decision_id}:impression" for d in made]
+    assert back.decisions[0]["context"] == {"page": "home"} and back.decisions[0]["item_ids"] == ["1", "2", "3"]
+    assert core.drain_outbox(back) == 0  # forwarded once
+    core.forget_old_decisions()
+    assert core.store.decision_by_request("r0") is None  # forwarded and old: gone
+    core.close()
+
+
+def test_a_database_made_before_decisions_were_their_own_outbox_is_upgraded(tmp_path) -> None:
+    path = tmp_path / "policy.db"
+    old = make_core(path)
+    old.recommend("r1", "196", {}, 3, [])
+    old.close()
+    with make_engine(f"sqlite:///{path}").begin() as connection:  # back to the earlier schema
+        connection.execute(text("DROP INDEX ix_policy_decisions_forwarded"))
+        connection.execute(text("ALTER TABLE policy_decisions DROP COLUMN forwarded"))
+    upgraded = PolicyCore(PolicyStore(make_engine(f"sqlite:///{path}")), StandInRanker())
+    # Its decisions went to the old outbox table when they were made: not sent a second time.
+    assert upgraded.store.unforwarded_decisions(10) == []
+    upgraded.recommend("r2", "196", {}, 3, [])
+    assert [d.request_id for d in upgraded.store.unforwarded_decisions(10)] == ["r2"]
+    upgraded.close()
+
+
+def test_the_selection_distribution_is_estimated_once_per_belief_snapshot(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db", belief_cache_seconds=3600.0, arms=("popularity", "item_knn", "als"))
+    decisions = [core.recommend(f"r{n}", "196", {}, 3, []) for n in range(300)]
+    propensities: dict[str, set[float]] = {}
+    for decision in decisions:
+        propensities.setdefault(decision.arm_id, set()).add(decision.propensity)
+    assert all(len(values) == 1 for values in propensities.values())  # one estimate for the snapshot
+    assert sum(next(iter(values)) for values in propensities.values()) == pytest.approx(1.0)
+    share = {arm_id: sum(d.arm_id == arm_id for d in decisions) / 300 for arm_id in propensities}
+    for arm_id, values in propensities.items():  # arms drawn with those probabilities (4 sigma)
+        p = next(iter(values))
+        assert abs(share[arm_id] - p) <= 4 * (p * (1 - p) / 300) ** 0.5 + 1e-9
+    core.close()
