@@ -34,10 +34,11 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
 
 
-def start_child_service(name: str, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    """``python -m services.<name> --port 0`` in its own process; returns it and its address."""
+def start_child_service(name: str, *flags: str, module: str = "") -> tuple[subprocess.Popen[str], str]:
+    """``python -m services.<name> --port 0`` (or ``-m module``) in its own process; returns it
+    and its address."""
     process = subprocess.Popen(
-        [sys.executable, "-m", f"services.{name}", "--port", "0", *flags],
+        [sys.executable, "-m", module or f"services.{name}", "--port", "0", *flags],
         cwd=ROOT,
         env={**os.environ, "RECTUNE_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE,

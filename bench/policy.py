@@ -1,20 +1,24 @@
 """PolicyService throughput next to an echo call, with 8 concurrent clients, in one run.
 
 - Recommend QPS and p50/p99 (a) with the real ScoringService (MovieLens, three arms) and
-  (b) with a scoring stand-in that answers at once (it isolates the policy's own cost:
-  arm selection, the decision written to SQLite with its outbox rows);
-- next to each, the echo: the standard health Check on the same policy server;
+  (b) with a scoring stand-in that answers at once, inside the policy's process
+  (bench/policy_standin.py): it isolates the policy's own cost (arm selection, the decision
+  committed to SQLite before the answer); (b2), for reference, the same stand-in behind its
+  own gRPC server, which adds a network round trip per request to the policy's work;
+- next to each, the echo: the standard health Check on the same policy server, in rounds
+  alternating with the Recommend rounds;
 - RecordFeedback events/s (one click per decision).
 The policy runs in its own process with a fresh SQLite file; MetricsService is not
 started (events wait in the outbox, which is part of what is measured). Prints JSON.
 
-    .venv/bin/python -m bench.policy [--requests 2000] [--clients 8]
+    .venv/bin/python -m bench.policy [--requests 4000] [--clients 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -27,11 +31,13 @@ from services.common.server import ServiceRegistration, start_service
 from services.common.settings import ServerSettings
 from services.common.wait_healthy import wait_serving
 
+ROUNDS = 4
+UNUSED_ADDRESS = "127.0.0.1:9"  # nothing listens: MetricsService is not started, events wait in the outbox
 ARMS = [("popularity", policy_pb2.ARM_STATE_CHAMPION), ("item_knn", 2), ("als", 2)]
 
 
 class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
-    """A scoring stand-in for the benchmark only: fixed lists, answered at once."""
+    """A scoring stand-in for the benchmark only, behind its own gRPC server: fixed lists, answered at once."""
 
     def FitConfiguration(self, request: Any, context: Any) -> scoring_pb2.FitConfigurationResponse:
         return scoring_pb2.FitConfigurationResponse(
@@ -46,17 +52,38 @@ class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.RankItemsResponse(items=items)
 
 
-def measure(scoring_address: str, requests: int, clients: int, folder: str, name: str) -> dict[str, Any]:
+def alternate(
+    clients: int, requests: int, measured: Callable[[int], object], baseline: Callable[[int], object]
+) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
+    """Both workloads in ROUNDS alternating rounds (calls numbered 0..requests-1 for each), so
+    that a noisy spell on this shared machine falls on both; (calls/s, latencies) for each."""
+    seconds = [0.0, 0.0]
+    latencies: list[list[float]] = [[], []]
+    per_round = requests // ROUNDS
+    for round_number in range(ROUNDS):
+        first = round_number * per_round
+        count = per_round if round_number < ROUNDS - 1 else requests - first
+        for index, call in enumerate((measured, baseline)):
+            rate, round_latencies = run_clients(clients, count, lambda n, call=call, first=first: call(first + n))
+            seconds[index] += count / rate
+            latencies[index] += round_latencies
+    return (requests / seconds[0], latencies[0]), (requests / seconds[1], latencies[1])
+
+
+def measure(
+    scoring_address: str, requests: int, clients: int, folder: str, name: str, module: str = ""
+) -> dict[str, Any]:
     process, address = start_child_service(
         "policy",
         "--scoring-address",
         scoring_address,
         "--metrics-address",
-        "127.0.0.1:9",
+        UNUSED_ADDRESS,
         "--database-url",
         f"sqlite:///{folder}/{name}.db",
         "--max-workers",
         "16",
+        module=module,
     )
     try:
         assert wait_serving([address], 120)[address] == "SERVING"
@@ -81,10 +108,12 @@ def measure(scoring_address: str, requests: int, clients: int, folder: str, name
                 )
                 decisions[n] = response.decision_id
 
-            qps, latencies = run_clients(clients, requests, recommend)
             health = health_pb2_grpc.HealthStub(channel)
-            echo_qps, echo_latencies = run_clients(
-                clients, requests, lambda n: health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            (qps, latencies), (echo_qps, echo_latencies) = alternate(
+                clients,
+                requests,
+                recommend,
+                lambda n: health.Check(health_pb2.HealthCheckRequest(), timeout=10),
             )
             feedback_rate, _ = run_clients(
                 clients,
@@ -111,12 +140,15 @@ def measure(scoring_address: str, requests: int, clients: int, folder: str, name
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     logs_to_stderr()
     result: dict[str, Any] = {"benchmark": "policy", "clients": args.clients, "requests": args.requests}
     with tempfile.TemporaryDirectory() as folder:
+        result["b_scoring_standin"] = measure(
+            UNUSED_ADDRESS, args.requests, args.clients, folder, "standin", module="bench.policy_standin"
+        )
         standin = start_service(
             "scoring-standin",
             [
@@ -128,15 +160,15 @@ def main() -> None:
         )
         standin.health.set_serving()
         try:
-            result["b_scoring_standin"] = measure(
-                f"127.0.0.1:{standin.port}", args.requests, args.clients, folder, "standin"
+            result["b2_scoring_standin_over_grpc"] = measure(
+                f"127.0.0.1:{standin.port}", args.requests, args.clients, folder, "standin-grpc"
             )
         finally:
             standin.stop(0)
         scoring, scoring_address = start_child_service(
             "scoring",
             "--embedding-address",
-            "127.0.0.1:9",
+            UNUSED_ADDRESS,
             "--dataset",
             str(DATA),
             "--database-url",
