@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.scoring.core.data import TrainingData
+from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
 from services.scoring.core.space import configuration_hash, configuration_schema
+from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.popularity import DAY, PopularityModel, decayed_counts
 from services.scoring.core.strategies.registry import default_registry, find
 
 REGISTRY = default_registry()
@@ -150,3 +152,27 @@ def test_evaluate_model_by_hand() -> None:
     assert metrics.ndcg == pytest.approx((1 / math.log2(3) + 1.0) / 2)
     assert (metrics.recall, metrics.hit_rate, metrics.users_evaluated) == (1.0, 1.0, 2)
     assert metrics.catalog_coverage == 1.0
+
+
+def test_live_popularity_counted_increment_by_increment_equals_a_full_recount() -> None:
+    live = ScoringData()
+    live.upsert_items([Item(f"i{n}", f"item {n}") for n in range(6)])
+    model = PopularityModel(live, half_life_seconds=2 * DAY, n_items=6)
+    context = ScoringContext(History(np.array([]), np.array([]), np.array([])), None, 0.0)
+    assert model.scores(context).tolist() == [0.0] * 6
+    batches = [
+        [Interaction("u1", "i1", 1.0, 10 * DAY), Interaction("u2", "i2", 1.0, 11 * DAY)],
+        [Interaction("u3", "i1", 1.0, 9 * DAY)],  # older than the newest: decays relative to it
+        [Interaction("u1", "i4", 1.0, 15 * DAY), Interaction("u2", "i1", 1.0, 15 * DAY)],  # a newer newest
+        [],
+    ]
+    for batch in batches:
+        before = model.scores(context)
+        frozen = before.copy()
+        if batch:
+            live.add_interactions(batch)
+        else:
+            live.upsert_items([Item("i0", "renamed")])  # a new version without interactions
+        after = model.scores(context)
+        np.testing.assert_allclose(after, decayed_counts(live.snapshot(), 2 * DAY), rtol=1e-12)
+        np.testing.assert_array_equal(before, frozen)  # an answer already given is never changed

@@ -163,6 +163,15 @@ class ScoringData:
             self.version += 1
             return len(interactions)
 
+    def interactions_since(self, start: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
+        """Item positions and times of the interactions added after the first ``start``, and
+        the count to pass next time (interactions are only ever appended)."""
+        with self._lock:
+            end = len(self._items)
+            items = np.array(self._items[start:end], dtype=np.int64)
+            times = np.array(self._times[start:end], dtype=np.float64)
+        return items, times, end
+
     def snapshot(self) -> TrainingData:
         with self._lock:
             return TrainingData(

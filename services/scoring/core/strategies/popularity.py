@@ -2,7 +2,9 @@
 
 It reads the live interactions, so feedback counts at once. Ranking does not depend on
 "now" (every item's score scales by the same factor as time passes), so the decayed
-counts are computed relative to the newest interaction and cached per data version.
+counts are kept relative to the newest interaction. They are updated with only the
+interactions added since the last request (forwarded clicks change the data version all the
+time, and recounting every interaction each time would put that cost on the request path).
 """
 
 from __future__ import annotations
@@ -42,15 +44,33 @@ class PopularityModel:
         self.live = live
         self.half_life_seconds = half_life_seconds
         self.n_items = n_items
-        self._cached: tuple[int, Scores] | None = None
+        self._counts: Scores = np.zeros(n_items, dtype=np.float64)
+        self._newest = float("-inf")  # counts are relative to this time
+        self._seen = 0  # interactions counted so far
+        self._version = -1
         self._lock = threading.Lock()
 
     def scores(self, context: ScoringContext) -> Scores:
         with self._lock:
-            if self._cached is None or self._cached[0] != self.live.version:
-                counts = decayed_counts(self.live.snapshot(), self.half_life_seconds)
-                self._cached = (self.live.version, counts)
-            return self._cached[1][: self.n_items]
+            if self._version != self.live.version:
+                self._catch_up()
+            return self._counts[: self.n_items]
+
+    def _catch_up(self) -> None:
+        # The version is read first: what is added meanwhile is counted now or next time, never twice.
+        version = self.live.version
+        items, times, self._seen = self.live.interactions_since(self._seen)
+        if len(items):
+            newest = max(self._newest, float(times.max()))
+            # A new array, not an update in place: a caller may still be ranking with the old one.
+            size = max(len(self._counts), int(items.max()) + 1)
+            counts = np.zeros(size, dtype=np.float64)
+            counts[: len(self._counts)] = self._counts
+            if np.isfinite(self._newest):
+                counts *= np.exp2((self._newest - newest) / self.half_life_seconds)
+            np.add.at(counts, items, np.exp2((times - newest) / self.half_life_seconds))
+            self._counts, self._newest = counts, newest
+        self._version = version
 
     def nbytes(self) -> int:
         return self.n_items * 8
