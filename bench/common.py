@@ -15,18 +15,10 @@ import grpc
 import numpy as np
 import structlog
 
+from services.loadgen.movielens import MOVIELENS_100K
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "movielens-100k"
-
-
-def movielens_item_texts() -> list[str]:
-    """'Title (year) genres' for each of the 1,682 MovieLens 100K items."""
-    lines = (DATA / "ml-100k.item").read_text(encoding="utf-8").splitlines()[1:]
-    texts = []
-    for line in lines:
-        _, title, year, genres = line.split("\t")
-        texts.append(f"{title} ({year}) {genres}" if year else f"{title} {genres}")
-    return texts
+DATA = MOVIELENS_100K
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:

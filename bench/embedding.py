@@ -20,10 +20,11 @@ import time
 import grpc
 import torch
 
-from bench.common import movielens_item_texts, percentiles_ms, print_json, run_clients, start_child_service
+from bench.common import percentiles_ms, print_json, run_clients, start_child_service
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.embedding.core.encoder import Encoder, EncoderConfig
+from services.loadgen.movielens import item_texts
 
 
 def raw_throughput(texts: list[str], batch: int) -> float:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=None, help="service setting; default: the service's")
     args = parser.parse_args()
-    texts = (movielens_item_texts() * 10)[: args.texts]
+    texts = (item_texts() * 10)[: args.texts]
 
     raw = raw_throughput(texts, args.batch)
     raw_client_batch = raw_throughput(texts, args.clients)

@@ -13,6 +13,7 @@ import pytest
 
 from rectune.v1 import embedding_pb2_grpc, metrics_pb2_grpc, policy_pb2_grpc, scoring_pb2_grpc
 from services.common.server import RunningService
+from services.loadgen.movielens import MOVIELENS_100K
 
 STUBS: dict[str, Any] = {
     "embedding": embedding_pb2_grpc.EmbeddingServiceStub,
@@ -29,7 +30,7 @@ SETTINGS_CLASSES = {
 # Peers that do not need to answer for a service to start (channels connect lazily).
 UNUSED_PEER = "127.0.0.1:9"
 ROOT = Path(__file__).resolve().parent.parent
-MOVIELENS = ROOT / "data" / "movielens-100k"
+MOVIELENS = MOVIELENS_100K
 STATEFUL = {"metrics", "scoring", "policy"}
 REQUIRED_PEERS = {
     "scoring": {"embedding_address": UNUSED_PEER},

@@ -27,13 +27,14 @@ from rich.table import Table
 
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc, scoring_pb2_grpc
 from services.loadgen import report
+from services.loadgen.movielens import MOVIELENS_100K
 from services.loadgen.simulation import ClickModel, SimulatedUsers
 from services.loadgen.suite import START_ORDER, LocalSuite
 from services.loadgen.traffic import Tally, Traffic
 from services.scoring.core.data import Interaction, Item
 from services.scoring.core.loaders import load_movielens_atomic
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "movielens-100k"
+DATA = MOVIELENS_100K
 CHAMPION = common_pb2.Configuration(strategy="popularity")
 CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid")]
 # Room for the bandit to move traffic: each challenger may take up to 60%, the champion

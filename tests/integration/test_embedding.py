@@ -18,6 +18,7 @@ from services.common.wait_healthy import wait_serving
 from services.embedding.__main__ import EmbeddingSettings, build
 from services.embedding.core.encoder import Encoder, EncoderConfig
 from services.embedding.core.users import HISTORY_SEPARATOR
+from services.loadgen.movielens import item_texts
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MIN_COSINE = 0.99999
 
 
-def item_texts(count: int) -> list[str]:
-    lines = (ROOT / "data/movielens-100k/ml-100k.item").read_text(encoding="utf-8").splitlines()[1:]
-    texts = []
-    for line in lines[:count]:
-        _, title, year, genres = line.split("\t")
-        texts.append(f"{title} ({year}) {genres}")
-    return texts
-
-
-TEXTS = item_texts(48)
+TEXTS = item_texts()[:48]
 
 
 @pytest.fixture(scope="module")
