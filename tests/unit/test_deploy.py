@@ -10,6 +10,8 @@ import dataclasses
 import importlib
 import shutil
 import subprocess
+import sys
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,29 @@ def test_dockerfile_runs_as_a_non_root_user_with_the_pinned_lock() -> None:
     assert "USER 10001:10001" in dockerfile
     assert "-c requirements/constraints.txt" in dockerfile
     assert "ARG BASE_IMAGE=" in dockerfile
+
+
+def test_the_package_the_image_installs_carries_every_module_of_the_checkout(tmp_path) -> None:
+    # The Dockerfile copies these into the build stage and runs `pip install .`: a folder
+    # that setuptools does not pick up (the metrics migrations, say) would be missing in the
+    # image only. Built from a copy, as there, so that no earlier build's leftovers count.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("rectune", "services", "tuner"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("rectune-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("rectune", "services", "tuner")
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert sources - packaged == set()
