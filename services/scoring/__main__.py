@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
 from services.common.clients import client_options_from, make_channel
 from services.common.config import SettingsError, option
@@ -20,12 +22,15 @@ from services.common.server import RunningService, ServiceRegistration, start_se
 from services.common.settings import ServerSettings, check_address
 from services.common.storage import make_engine
 from services.scoring.core.data import ScoringData
+from services.scoring.core.journal import DataJournal
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items, load_movielens_atomic
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
 from services.scoring.servicer import ScoringServicer
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class ScoringSettings(ServerSettings):
     database_url: str = option(
         env="RECTUNE_DATABASE_URL",
         default="sqlite:///rectune-scoring.db",
-        help="SQLAlchemy URL where item vectors are kept (a SQLite file or PostgreSQL)",
+        help="SQLAlchemy URL of item vectors and the journal of items and interactions added by RPC",
     )
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
@@ -74,9 +79,11 @@ def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
         items, interactions = load_items(Path(settings.items_csv)), load_interactions(Path(settings.interactions_csv))
     else:
         return
-    # Vectors are made on the first content fit or upsert: start-up does not wait for EmbeddingService.
-    core.upsert_items(items, embed=False)
-    core.add_interactions(interactions)
+    # Straight into the data, not through the RPC path: the files are read again at every
+    # start, so they are not journaled. Vectors are made on the first content fit or upsert:
+    # start-up does not wait for EmbeddingService.
+    core.data.upsert_items(items)
+    core.data.add_interactions(interactions)
 
 
 def build(settings: ScoringSettings) -> RunningService:
@@ -86,11 +93,14 @@ def build(settings: ScoringSettings) -> RunningService:
     encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
     vectors = ItemVectors(data, encoder, VectorStore(engine))
     limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
-    core = ScoringCore(default_registry(vectors), limits, data, vectors)
+    journal = DataJournal(engine)
+    core = ScoringCore(default_registry(vectors), limits, data, vectors, journal)
     try:
         load_dataset(core, settings)
     except DatasetError as exc:
         raise OSError(f"dataset: {exc}") from None
+    items, interactions = journal.replay(data)
+    log.info("journal_replayed", items=items, interactions=interactions)
     registration = ServiceRegistration(
         SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringServicer(core)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import grpc
 import pytest
@@ -200,3 +201,34 @@ def test_ranking_before_any_data_fails_precondition(start_service) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "no items or interactions yet: load a dataset or add interactions first",
     )
+
+
+def test_items_and_interactions_added_by_rpc_survive_a_restart(start_service, tmp_path) -> None:
+    database = tmp_path / "scoring.db"
+    first = start_service("scoring", dataset=str(MOVIELENS), database_url=f"sqlite:///{database}")
+    new_film = scoring_pb2.Item(item_id="new-film", text="A New Film (2026) Drama", attributes={"year": "2026"})
+    first.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=[new_film], defer_embedding=True), timeout=10)
+    burst = [
+        common_pb2.Interaction(user_id=f"fan-{n}", item_id="new-film", value=5.0, time={"seconds": 893_300_000})
+        for n in range(400)
+    ]
+    first.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=burst), timeout=10)
+    refused = [common_pb2.Interaction(user_id="u", item_id="1"), common_pb2.Interaction(user_id="u", item_id="zz")]
+    assert (
+        error_of(
+            lambda: first.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=refused), timeout=10)
+        )[0]
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert rank(first.stub, "popularity", user_id="1").items[0].item_id == "new-film"
+    first.service.stop(0)
+
+    again = start_service("scoring", dataset=str(MOVIELENS), database_url=f"sqlite:///{database}")
+    assert rank(again.stub, "popularity", user_id="1").items[0].item_id == "new-film"
+    assert "new-film" not in {i.item_id for i in rank(again.stub, "popularity", user_id="fan-7", k=50).items}
+    with sqlite3.connect(database) as connection:  # the journal holds what came by RPC, not the dataset
+        counts = [
+            connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("scoring_journal_items", "scoring_journal_interactions")
+        ]
+    assert counts == [1, 400]

@@ -175,16 +175,29 @@ def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -
     assert allowed_sources(objects, "embedding", "grpc") == from_scoring
 
 
-def test_dev_runs_postgres_for_metrics_and_prod_expects_a_database_secret() -> None:
+def database_users(objects: tuple[dict[str, Any], ...]) -> set[str]:
+    """The Deployments whose database URL comes from Secret rectune-database."""
+    return {
+        deployment["metadata"]["name"]
+        for deployment in of_kind(objects, "Deployment")
+        for variable in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if variable["name"] == "RECTUNE_DATABASE_URL"
+        and variable.get("valueFrom", {}).get("secretKeyRef") == {"name": "rectune-database", "key": "url"}
+    }
+
+
+def test_dev_runs_postgres_for_the_stateful_services_and_prod_expects_a_database_secret() -> None:
     dev = render("dev")
     (postgres,) = of_kind(dev, "StatefulSet")
     secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
     assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
-    (metrics,) = [d for d in of_kind(render("prod"), "Deployment") if d["metadata"]["name"] == "metrics"]
-    (url,) = [
-        e for e in metrics["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "RECTUNE_DATABASE_URL"
-    ]
-    assert url["valueFrom"]["secretKeyRef"] == {"name": "rectune-database", "key": "url"}
+    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring"}
+    # Each of them may reach PostgreSQL through the NetworkPolicies, and nothing else may.
+    admitted = {
+        source["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for source in allowed_sources(dev, "postgres", "postgres")
+    }
+    assert admitted == database_users(dev)
 
 
 def test_prod_runs_mtls_and_gpu_overlay_asks_for_a_gpu() -> None:

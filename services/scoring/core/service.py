@@ -13,6 +13,7 @@ import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
+from services.scoring.core.journal import DataJournal
 from services.scoring.core.ranking import (
     Calibration,
     Metrics,
@@ -118,8 +119,10 @@ class ScoringCore:
         limits: ScoringLimits | None = None,
         data: ScoringData | None = None,
         vectors: ItemVectors | None = None,
+        journal: DataJournal | None = None,
     ) -> None:
         self.registry = dict(registry)
+        self.journal = journal  # where items and interactions from RPCs are kept across restarts
         self.limits = limits or ScoringLimits()
         self.data = data or ScoringData()
         self.vectors = vectors
@@ -156,6 +159,8 @@ class ScoringCore:
         for index, item in enumerate(items):
             if not item.item_id:
                 raise InvalidArgument(f"items[{index}].item_id", "must not be empty")
+        if self.journal is not None:
+            self.journal.record_items(items)
         self.data.upsert_items(items)
         if not embed or self.vectors is None:
             return 0
@@ -167,6 +172,9 @@ class ScoringCore:
     def add_interactions(self, interactions: Sequence[Interaction]) -> int:
         if not interactions:
             raise InvalidArgument("interactions", "must not be empty")
+        self.data.check_interactions(interactions)  # refused ones are not journaled either
+        if self.journal is not None:
+            self.journal.record_interactions(interactions)
         return self.data.add_interactions(interactions)
 
     # -- fitting -------------------------------------------------------------------------------
