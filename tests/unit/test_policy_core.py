@@ -1,5 +1,5 @@
-"""PolicyCore on a real SQLite file: decisions written in groups, decisions as their own outbox,
-the upgrade of older databases, and the selection distribution estimated once per snapshot.
+"""PolicyCore on a real SQLite file: decisions and feedback written in groups, decisions as their
+own outbox, the upgrade of older databases, the selection distribution estimated once per snapshot.
 
 StandInRanker below is NOT ScoringService: a fixed list, so that these tests look only at the
 policy's own code (the real path is in tests/integration/test_policy_service.py).
@@ -16,7 +16,16 @@ import pytest
 from sqlalchemy import text
 
 from services.common.storage import make_engine
-from services.policy.core.model import ArmOrigin, ArmState, Configuration, Decision, RecommendedItem
+from services.policy.core import feedback
+from services.policy.core.feedback import FeedbackEvent, FeedbackResult
+from services.policy.core.model import (
+    ArmOrigin,
+    ArmState,
+    Configuration,
+    Decision,
+    PolicySettings,
+    RecommendedItem,
+)
 from services.policy.core.service import PolicyCore
 from services.policy.core.store import PolicyStore
 
@@ -152,4 +161,67 @@ def test_the_selection_distribution_is_estimated_once_per_belief_snapshot(tmp_pa
     for arm_id, values in propensities.items():  # arms drawn with those probabilities (4 sigma)
         p = next(iter(values))
         assert abs(share[arm_id] - p) <= 4 * (p * (1 - p) / 300) ** 0.5 + 1e-9
+    core.close()
+
+
+def feedback_event(event_id: str, decision_id: str, kind: str = "click", item_id: str = "", received: float = 0.0):
+    return FeedbackEvent(event_id, decision_id, kind, "", item_id, 1.0, received, received)
+
+
+def test_a_feedback_group_is_answered_event_by_event() -> None:
+    now = time.time()
+    decisions = {
+        "fresh": Decision("fresh", "r1", "u1", "knn", 0.5, 1000, (), False, "", "thompson", {}, now),
+        "degraded": Decision("degraded", "r2", "u2", "pop", 1.0, 0, (), True, "late", "thompson", {}, now),
+        "old": Decision("old", "r3", "u3", "knn", 0.5, 1000, (), False, "", "thompson", {}, now - 100.0),
+    }
+    group = [
+        feedback_event("e1", "fresh", item_id="50", received=now),
+        feedback_event("e1", "fresh", received=now),  # the same event again, in the same group
+        feedback_event("e0", "fresh", received=now),  # recorded by an earlier group
+        feedback_event("e2", "missing", received=now),
+        feedback_event("e3", "old", received=now),
+        feedback_event("e4", "degraded", kind="conversion", received=now),
+    ]
+    changes = feedback.plan(group, decisions, {"e0"}, PolicySettings(reward_window_seconds=60.0))
+    answers = [(type(o).__name__, getattr(o, "duplicate", None), str(o)) for o in changes.outcomes]
+    assert answers[:3] == [
+        ("FeedbackResult", False, "FeedbackResult(duplicate=False, arm_id='knn')"),
+        ("FeedbackResult", True, "FeedbackResult(duplicate=True, arm_id='knn')"),
+        ("FeedbackResult", True, "FeedbackResult(duplicate=True, arm_id='knn')"),
+    ]
+    assert str(changes.outcomes[3]) == "decision_id: no decision 'missing' (unknown, or older than the reward window)"
+    assert str(changes.outcomes[4]) == "decision_id: decision 'old' is older than the reward window (60 s)"
+    assert changes.outcomes[5] == FeedbackResult(False, "pop")
+    assert changes.new_event_ids == [("e1", "fresh"), ("e4", "degraded")]
+    assert {arm: vars(a) for arm, a in changes.arm_amounts.items()} == {
+        "knn": {"reward": 1.0, "clicks": 1, "conversions": 0}  # a degraded list counts for no arm
+    }
+    assert [kind for kind, _ in changes.outbox] == ["event", "interaction", "event"]
+
+
+def test_concurrent_feedback_is_counted_once_per_event_and_errors_stay_with_their_caller(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {}, 3, [])
+    calls = [("same", decision.decision_id)] * 6 + [("other", decision.decision_id), ("lost", "no-such-decision")]
+    answers: dict[int, Any] = {}
+    start = threading.Barrier(len(calls))
+
+    def send(index: int, event_id: str, decision_id: str) -> None:
+        start.wait()
+        try:
+            answers[index] = core.record_feedback(event_id, decision_id, "click", "", "", 1.0, None)
+        except Exception as exc:
+            answers[index] = exc
+
+    threads = [threading.Thread(target=send, args=(n, *call)) for n, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers[n].duplicate for n in range(6)) == [False, True, True, True, True, True]
+    assert answers[6] == FeedbackResult(False, decision.arm_id)
+    assert str(answers[7]) == "decision_id: no decision 'no-such-decision' (unknown, or older than the reward window)"
+    (arm,) = [arm for arm in core.list_arms() if arm.arm_id == decision.arm_id]
+    assert arm.clicks == 2 and arm.reward == 2.0
     core.close()

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -25,7 +24,9 @@ from services.common.errors import (
     Relayed,
 )
 from services.common.group_commit import GroupCommit
+from services.policy.core import feedback
 from services.policy.core.bandits import ArmBelief, Selection, algorithm_named, selection
+from services.policy.core.feedback import EVENT_KINDS, FeedbackEvent, FeedbackResult
 from services.policy.core.guardrail import Guardrail
 from services.policy.core.model import (
     SERVING_STATES,
@@ -48,9 +49,6 @@ OUTBOX_BATCH = 500
 # How long a commit may wait for concurrent requests' decisions to join it (see GroupCommit):
 # a commit of eight decisions costs little more than a commit of one.
 GROUP_COMMIT_MAX_WAIT_SECONDS = 0.002
-EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
-# Feedback that tells what a user likes, and so goes back to scoring as an interaction.
-INTERACTION_KINDS = ("click", "conversion", "rating")
 
 
 class Ranker(Protocol):
@@ -83,12 +81,6 @@ class _ArmsSnapshot(NamedTuple):
     step: int  # decisions counted when the arms were read
 
 
-@dataclass(frozen=True)
-class FeedbackResult:
-    duplicate: bool
-    arm_id: str
-
-
 class PolicyCore:
     def __init__(
         self, store: PolicyStore, ranker: Ranker, seed: int | None = None, belief_cache_seconds: float = 1.0
@@ -108,13 +100,17 @@ class PolicyCore:
         self._settings_cache: tuple[float, PolicySettings] = (float("-inf"), PolicySettings())
         self._last_good: OrderedDict[str, tuple[RecommendedItem, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        self._feedback_log: GroupCommit[FeedbackEvent, FeedbackResult] = GroupCommit(
+            self._write_feedback, "feedback", max_wait_seconds=GROUP_COMMIT_MAX_WAIT_SECONDS
+        )
         self._decision_log: GroupCommit[Decision, Decision] = GroupCommit(
             self._write_decisions, "decisions", max_wait_seconds=GROUP_COMMIT_MAX_WAIT_SECONDS
         )
 
     def close(self) -> None:
-        """Write the decisions still queued and stop their writer."""
+        """Write the decisions and feedback still queued and stop their writers."""
         self._decision_log.close()
+        self._feedback_log.close()
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -420,57 +416,49 @@ class PolicyCore:
             raise InvalidArgument("custom_name", "must not be empty for a custom event")
         if not np.isfinite(value):
             raise InvalidArgument("value", f"must be a finite number, got {value}")
-        settings = self.settings(fresh=False)
         now = time.time()
+        happened = when if when is not None else now
+        event = FeedbackEvent(event_id, decision_id, kind, custom_name, item_id, value, happened, now)
+        return self._feedback_log.submit(event)
+
+    def _write_feedback(self, group: Sequence[FeedbackEvent]) -> list[FeedbackResult | Exception]:
+        """Commit a group of concurrent feedback events (see GroupCommit). When the commit
+        finds an event id taken meanwhile (another replica recorded it), each is written alone,
+        so that only that one is answered as a duplicate."""
+        try:
+            return self._commit_feedback(group)
+        except IntegrityError:
+            if len(group) == 1:
+                return self._commit_feedback(group)  # now the id is recorded: a duplicate
+        return [self._feedback_alone(event) for event in group]
+
+    def _feedback_alone(self, event: FeedbackEvent) -> FeedbackResult | Exception:
+        try:
+            return self._write_feedback([event])[0]
+        except Exception as exc:  # this event's own failure, answered to it alone
+            return exc
+
+    def _commit_feedback(self, group: Sequence[FeedbackEvent]) -> list[FeedbackResult | Exception]:
+        settings = self.settings(fresh=False)
         with self.store.transaction() as connection:
-            decision = self.store.decision(connection, decision_id)
-            if decision is None:
-                raise NotFound("decision_id", f"no decision {decision_id!r} (unknown, or older than the reward window)")
-            if now - decision.created_at > settings.reward_window_seconds:
-                raise FailedPrecondition(
-                    f"decision_id: decision {decision_id!r} is older than the reward window "
-                    f"({settings.reward_window_seconds:.0f} s)"
-                )
-            if not self.store.record_feedback_id(connection, event_id, decision_id):
-                return FeedbackResult(True, decision.arm_id)
-            if not decision.degraded:
-                reward = {"click": settings.click_weight, "conversion": settings.conversion_weight}.get(kind, 0.0)
-                self._update_arm(
-                    connection,
-                    decision.arm_id,
-                    settings,
-                    self.store.current_step(connection),
-                    reward=reward,
-                    clicks=int(kind == "click"),
-                    conversions=int(kind == "conversion"),
-                )
-            self.store.enqueue(
-                connection,
-                "event",
-                {
-                    "event_id": event_id,
-                    "decision_id": decision_id,
-                    "arm_id": decision.arm_id,
-                    "user_id": decision.user_id,
-                    "item_id": item_id,
-                    "kind": kind,
-                    "custom_name": custom_name,
-                    "value": value,
-                    "time": when if when is not None else now,
-                },
-            )
-            if item_id and decision.user_id and kind in INTERACTION_KINDS:
-                self.store.enqueue(
-                    connection,
-                    "interaction",
-                    {
-                        "user_id": decision.user_id,
-                        "item_id": item_id,
-                        "value": value or 1.0,
-                        "time": when if when is not None else now,
-                    },
-                )
-        return FeedbackResult(False, decision.arm_id)
+            decisions = self.store.decisions_by_id(connection, {event.decision_id for event in group})
+            recorded = self.store.recorded_feedback_ids(connection, {event.event_id for event in group})
+            changes = feedback.plan(group, decisions, recorded, settings)
+            if changes.new_event_ids:
+                self.store.insert_feedback_ids(connection, changes.new_event_ids)
+                step = self.store.current_step(connection)
+                for arm_id, amounts in changes.arm_amounts.items():
+                    self._update_arm(
+                        connection,
+                        arm_id,
+                        settings,
+                        step,
+                        reward=amounts.reward,
+                        clicks=amounts.clicks,
+                        conversions=amounts.conversions,
+                    )
+                self.store.enqueue_many(connection, changes.outbox)
+        return changes.outcomes
 
     # -- background work ---------------------------------------------------------------------------
 

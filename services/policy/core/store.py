@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -305,10 +305,6 @@ class PolicyStore:
             row = connection.execute(select(decisions).where(decisions.c.request_id == request_id)).first()
         return None if row is None else _decision(row)
 
-    def decision(self, connection: Connection, decision_id: str) -> Decision | None:
-        row = connection.execute(select(decisions).where(decisions.c.decision_id == decision_id)).first()
-        return None if row is None else _decision(row)
-
     def insert_decisions(self, connection: Connection, logged: Sequence[Decision]) -> None:
         """One multi-row INSERT per chunk: every statement hands the GIL over and back, which
         under load costs more than the rows (executemany would be one statement per row)."""
@@ -350,12 +346,20 @@ class PolicyStore:
             },
         )
 
-    def record_feedback_id(self, connection: Connection, event_id: str, decision_id: str) -> bool:
-        """False when the event was recorded before."""
-        if connection.execute(select(feedback.c.event_id).where(feedback.c.event_id == event_id)).first():
-            return False
-        connection.execute(insert(feedback).values(event_id=event_id, decision_id=decision_id, created_at=time.time()))
-        return True
+    def decisions_by_id(self, connection: Connection, decision_ids: Collection[str]) -> dict[str, Decision]:
+        rows = connection.execute(select(decisions).where(decisions.c.decision_id.in_(list(decision_ids))))
+        return {row.decision_id: _decision(row) for row in rows}
+
+    def recorded_feedback_ids(self, connection: Connection, event_ids: Collection[str]) -> set[str]:
+        """Those of ``event_ids`` recorded before."""
+        rows = connection.execute(select(feedback.c.event_id).where(feedback.c.event_id.in_(list(event_ids))))
+        return {row.event_id for row in rows}
+
+    def insert_feedback_ids(self, connection: Connection, ids: Sequence[tuple[str, str]]) -> None:
+        """(event id, decision id) pairs; a taken event id raises IntegrityError."""
+        now = time.time()
+        rows = [{"event_id": event_id, "decision_id": decision_id, "created_at": now} for event_id, decision_id in ids]
+        connection.execute(insert(feedback), rows)
 
     def forget_before(self, cutoff: float) -> None:
         """Decisions and feedback ids older than the reward window are no longer needed."""
@@ -367,9 +371,6 @@ class PolicyStore:
             connection.execute(delete(feedback).where(feedback.c.created_at < cutoff))
 
     # -- outbox ----------------------------------------------------------------------------------
-
-    def enqueue(self, connection: Connection, kind: str, payload: dict[str, Any]) -> None:
-        self.enqueue_many(connection, [(kind, payload)])
 
     def enqueue_many(self, connection: Connection, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
         connection.execute(
