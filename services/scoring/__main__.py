@@ -18,6 +18,7 @@ from services.common.clients import client_options_from, make_channel
 from services.common.config import SettingsError, option
 from services.common.contracts import SCORING_SERVICE
 from services.common.entrypoint import run_service
+from services.common.migrations import migrate
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address
 from services.common.storage import make_engine
@@ -26,6 +27,7 @@ from services.scoring.core.journal import DataJournal
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items, load_movielens_atomic
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.tables import SCHEMA
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
 from services.scoring.servicer import ScoringServicer
@@ -88,6 +90,7 @@ def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
 
 def build(settings: ScoringSettings) -> RunningService:
     engine = make_engine(settings.database_url)
+    migrate(engine, SCHEMA)
     embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))
     data = ScoringData()
     encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))

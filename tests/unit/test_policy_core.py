@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.policy.core import feedback
 from services.policy.core.feedback import FeedbackEvent, FeedbackResult
@@ -27,7 +30,7 @@ from services.policy.core.model import (
     RecommendedItem,
 )
 from services.policy.core.service import PolicyCore
-from services.policy.core.store import PolicyStore
+from services.policy.core.store import SCHEMA, PolicyStore
 
 
 class StandInRanker:
@@ -133,20 +136,32 @@ def test_decisions_are_their_own_outbox_and_stay_until_metrics_has_them(tmp_path
     core.close()
 
 
-def test_a_database_made_before_decisions_were_their_own_outbox_is_upgraded(tmp_path) -> None:
+def test_a_database_made_before_migrations_is_stamped_and_upgraded(tmp_path) -> None:
     path = tmp_path / "policy.db"
     old = make_core(path)
     old.recommend("r1", "196", {}, 3, [])
     old.close()
-    with make_engine(f"sqlite:///{path}").begin() as connection:  # back to the earlier schema
+    with make_engine(f"sqlite:///{path}").begin() as connection:  # back to what create_all used to make
         connection.execute(text("DROP INDEX ix_policy_decisions_forwarded"))
         connection.execute(text("ALTER TABLE policy_decisions DROP COLUMN forwarded"))
+        connection.execute(text("DROP TABLE policy_alembic_version"))
     upgraded = PolicyCore(PolicyStore(make_engine(f"sqlite:///{path}")), StandInRanker())
+    assert [arm.arm_id for arm in upgraded.list_arms()] == ["popularity", "item_knn"]  # nothing lost
     # Its decisions went to the old outbox table when they were made: not sent a second time.
     assert upgraded.store.unforwarded_decisions(10) == []
     upgraded.recommend("r2", "196", {}, 3, [])
     assert [d.request_id for d in upgraded.store.unforwarded_decisions(10)] == ["r2"]
     upgraded.close()
+
+
+def test_policy_migrations_produce_the_declared_schema(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, SCHEMA)
+    migrate(engine, SCHEMA)  # idempotent
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": SCHEMA.version_table})
+        assert compare_metadata(context, SCHEMA.metadata) == []
+    engine.dispose()
 
 
 def test_the_selection_distribution_is_estimated_once_per_belief_snapshot(tmp_path) -> None:

@@ -9,15 +9,21 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from services.common.errors import InvalidArgument
+from services.common.migrations import migrate
+from services.common.storage import make_engine
 from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
+from services.scoring.core.journal import DataJournal
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
 from services.scoring.core.space import configuration_hash, configuration_schema
 from services.scoring.core.strategies.base import ScoringContext
 from services.scoring.core.strategies.popularity import DAY, PopularityModel, decayed_counts
 from services.scoring.core.strategies.registry import default_registry, find
+from services.scoring.core.tables import SCHEMA, item_vectors
 
 REGISTRY = default_registry()
 
@@ -176,3 +182,27 @@ def test_live_popularity_counted_increment_by_increment_equals_a_full_recount() 
         after = model.scores(context)
         np.testing.assert_allclose(after, decayed_counts(live.snapshot(), 2 * DAY), rtol=1e-12)
         np.testing.assert_array_equal(before, frozen)  # an answer already given is never changed
+
+
+def test_scoring_migrations_produce_the_declared_schema(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine, SCHEMA)
+    migrate(engine, SCHEMA)  # idempotent
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": SCHEMA.version_table})
+        assert compare_metadata(context, SCHEMA.metadata) == []
+    engine.dispose()
+
+
+def test_a_scoring_database_made_before_migrations_keeps_its_vectors(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'scoring.db'}")
+    item_vectors.create(engine)  # what create_all made before migrations: item vectors only
+    row = {"model": "m", "item_id": "1", "text_sha": "s", "dimension": 2, "vector": b"\0" * 8}
+    with engine.begin() as connection:
+        connection.execute(item_vectors.insert(), row)
+    migrate(engine, SCHEMA)
+    journal = DataJournal(engine)
+    journal.record_interactions([Interaction("u", "1", 1.0, 0.0)])
+    with engine.connect() as connection:
+        assert [tuple(r) for r in connection.execute(item_vectors.select())] == [tuple(row.values())]
+    engine.dispose()

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from services.common.migrations import Schema
+from services.common.migrations import migrate as migrate_schema
+from services.metrics.core.tables import metadata
+
+SCHEMA = Schema(Path(__file__).resolve().parent.parent / "migrations", metadata, "metrics_alembic_version")
 
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    migrate_schema(engine, SCHEMA)

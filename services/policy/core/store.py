@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -29,13 +30,12 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
+from services.common.migrations import Schema, migrate
 from services.policy.core.model import (
     Arm,
     ArmOrigin,
@@ -197,24 +197,6 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
     }
 
 
-def _add_forwarded_column(engine: Engine) -> None:
-    """Databases made before decisions were their own outbox entries lack the column; their
-    decisions were queued in the outbox already, so they count as forwarded."""
-    if "forwarded" in {column["name"] for column in inspect(engine).get_columns(decisions.name)}:
-        return
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                f"ALTER TABLE {decisions.name} ADD COLUMN forwarded BOOLEAN NOT NULL "
-                f"DEFAULT {'1' if engine.dialect.name == 'sqlite' else 'TRUE'}"
-            )
-        )
-        connection.execute(text(f"CREATE INDEX ix_{decisions.name}_forwarded ON {decisions.name} (forwarded)"))
-
-
-# 13 columns a row: 64 rows stay under SQLite's oldest limit of 999 parameters a statement.
-_ROWS_PER_INSERT = 64
-
 # Statements on the request path, built once: building one costs more than running it.
 _INSERT_DECISION = insert(decisions)
 _ADD_STEPS = (
@@ -236,11 +218,19 @@ _ADD_TO_ARM = (
 )
 
 
+SCHEMA = Schema(
+    Path(__file__).resolve().parent.parent / "migrations",
+    metadata,
+    "policy_alembic_version",
+    legacy_table="policy_arms",  # made with create_all before migrations: the schema of 0001
+    legacy_revision="0001",
+)
+
+
 class PolicyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
-        _add_forwarded_column(engine)
+        migrate(engine, SCHEMA)
         # SQLite takes one writer at a time, and a writer that finds the file locked backs
         # off by sleeping; queueing writers on a lock in this process instead keeps tail
         # latency low. PostgreSQL has row locks and needs none.

@@ -10,35 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Engine, insert, select
 
 from services.scoring.core.data import Interaction, Item, ScoringData
-
-# Scoring's journal tables, apart from every other service's.
-metadata = MetaData()
-journal_items = Table(
-    "scoring_journal_items",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # arrival order
-    Column("item_id", String(128), nullable=False),
-    Column("text", Text, nullable=False),
-    Column("attributes", Text, nullable=False),
-)
-journal_interactions = Table(
-    "scoring_journal_interactions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # arrival order
-    Column("user_id", String(128), nullable=False),
-    Column("item_id", String(128), nullable=False),
-    Column("value", Float, nullable=False),
-    Column("time", Float, nullable=False),
-)
+from services.scoring.core.tables import journal_interactions, journal_items
 
 
 class DataJournal:
+    """The journal tables in a SQLite file or PostgreSQL (migrated: services.scoring.core.tables)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
 
     def record_items(self, items: Sequence[Item]) -> None:
         rows = [

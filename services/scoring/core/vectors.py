@@ -11,25 +11,14 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, select
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.scoring.core.data import ScoringData
+from services.scoring.core.tables import item_vectors
 
 Vectors = npt.NDArray[np.float32]
 EMBED_BATCH = 256
-
-# Scoring's own metadata: kept apart from the other services' tables.
-metadata = MetaData()
-item_vectors = Table(
-    "item_vectors",
-    metadata,
-    Column("model", String(200), primary_key=True),
-    Column("item_id", String(128), primary_key=True),
-    Column("text_sha", String(64), nullable=False),
-    Column("dimension", Integer, nullable=False),
-    Column("vector", LargeBinary, nullable=False),
-)
 
 
 class TextEncoder(Protocol):
@@ -49,11 +38,10 @@ def text_sha(text: str) -> str:
 
 
 class VectorStore:
-    """item_vectors rows in a SQLite file or PostgreSQL."""
+    """item_vectors rows in a SQLite file or PostgreSQL (migrated: services.scoring.core.tables)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)  # one table, created once; later changes get a migration
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def load(self, model: str, item_ids: Sequence[str]) -> dict[str, tuple[str, Vectors]]:
