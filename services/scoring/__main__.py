@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
+from services.common.background import run_periodically
 from services.common.clients import client_options_from, make_channel
 from services.common.config import SettingsError, option
 from services.common.contracts import SCORING_SERVICE
@@ -61,6 +62,11 @@ class ScoringSettings(ServerSettings):
         default="sqlite:///rectune-scoring.db",
         help="SQLAlchemy URL of item vectors and the journal of items and interactions added by RPC",
     )
+    journal_poll_seconds: float = option(
+        env="RECTUNE_SCORING_JOURNAL_POLL_SECONDS",
+        default=2.0,
+        help="how often other replicas' new items and interactions are read from the shared journal",
+    )
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
     )
@@ -72,6 +78,8 @@ class ScoringSettings(ServerSettings):
             raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
         if bool(self.items_csv) != bool(self.interactions_csv):
             raise SettingsError("--items-csv and --interactions-csv: give both")
+        if self.journal_poll_seconds <= 0:
+            raise SettingsError(f"--journal-poll-seconds: must be > 0, got {self.journal_poll_seconds}")
 
 
 def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
@@ -102,13 +110,15 @@ def build(settings: ScoringSettings) -> RunningService:
         load_dataset(core, settings)
     except DatasetError as exc:
         raise OSError(f"dataset: {exc}") from None
-    items, interactions = journal.replay(data)
+    items, interactions = journal.catch_up(data)
     log.info("journal_replayed", items=items, interactions=interactions)
     registration = ServiceRegistration(
         SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringServicer(core)
     )
     service = start_service("scoring", [registration], settings)
     service.closers.extend([core.close, embedding_channel.close, engine.dispose])
+    # Stopped first (closers run in reverse): other replicas' writes, read from the shared journal.
+    service.closers.append(run_periodically("journal", settings.journal_poll_seconds, lambda: journal.catch_up(data)))
     service.health.set_serving()
     return service
 

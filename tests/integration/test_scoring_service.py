@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 import grpc
 import pytest
@@ -232,3 +233,28 @@ def test_items_and_interactions_added_by_rpc_survive_a_restart(start_service, tm
             for table in ("scoring_journal_items", "scoring_journal_interactions")
         ]
     assert counts == [1, 400]
+
+
+def test_two_replicas_on_one_postgresql_see_each_others_items_and_interactions(
+    start_service, postgres_admin_url
+) -> None:
+    from tests.postgres import create_database
+
+    database = create_database(postgres_admin_url, "scoring_replicas")
+    first, second = (
+        start_service("scoring", dataset=str(MOVIELENS), database_url=database, journal_poll_seconds=0.2).stub
+        for _ in range(2)
+    )
+    new_film = scoring_pb2.Item(item_id="new-film", text="A New Film (2026) Drama")
+    first.UpsertItems(scoring_pb2.UpsertItemsRequest(items=[new_film], defer_embedding=True), timeout=10)
+    # The second replica is asked about the new item before its next poll: it reads the journal then.
+    burst = [
+        common_pb2.Interaction(user_id=f"fan-{n}", item_id="new-film", value=5.0, time={"seconds": 893_300_000})
+        for n in range(400)
+    ]
+    assert second.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=burst), timeout=10).added == 400
+    assert rank(second, "popularity", user_id="1").items[0].item_id == "new-film"  # its own write, at once
+    deadline = time.monotonic() + 10
+    while rank(first, "popularity", user_id="1").items[0].item_id != "new-film":  # the other's, by its poll
+        assert time.monotonic() < deadline, "the first replica never saw the second one's interactions"
+        time.sleep(0.1)

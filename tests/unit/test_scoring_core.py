@@ -16,7 +16,7 @@ from services.common.errors import InvalidArgument
 from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
-from services.scoring.core.journal import DataJournal
+from services.scoring.core.journal import GAP_SECONDS, DataJournal, _Cursor
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
 from services.scoring.core.space import configuration_hash, configuration_schema
@@ -206,3 +206,19 @@ def test_a_scoring_database_made_before_migrations_keeps_its_vectors(tmp_path) -
     with engine.connect() as connection:
         assert [tuple(r) for r in connection.execute(item_vectors.select())] == [tuple(row.values())]
     engine.dispose()
+
+
+def test_the_journal_cursor_waits_for_a_missing_id_then_skips_it() -> None:
+    cursor = _Cursor()
+    cursor.applied.update({1, 2, 4, 5})  # 3 not visible yet: committed later, or rolled back
+    cursor.settle(now=100.0)
+    assert (cursor.settled, cursor.applied) == (2, {4, 5})
+    cursor.settle(now=100.0 + GAP_SECONDS - 1)
+    assert cursor.settled == 2  # still waiting for 3
+    cursor.applied.add(3)  # it committed after all
+    cursor.settle(now=100.0 + GAP_SECONDS - 1)
+    assert (cursor.settled, cursor.applied) == (5, set())
+    cursor.applied.update({7})
+    cursor.settle(now=200.0)
+    cursor.settle(now=200.0 + GAP_SECONDS)
+    assert (cursor.settled, cursor.applied, cursor.missing_since) == (7, set(), {})  # 6 given up

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.ranking import (
@@ -159,9 +159,11 @@ class ScoringCore:
         for index, item in enumerate(items):
             if not item.item_id:
                 raise InvalidArgument(f"items[{index}].item_id", "must not be empty")
-        if self.journal is not None:
+        if self.journal is None:
+            self.data.upsert_items(items)
+        else:  # written first, then applied like every journal row (see DataJournal)
             self.journal.record_items(items)
-        self.data.upsert_items(items)
+            self.journal.catch_up(self.data)
         if not embed or self.vectors is None:
             return 0
         try:
@@ -172,10 +174,18 @@ class ScoringCore:
     def add_interactions(self, interactions: Sequence[Interaction]) -> int:
         if not interactions:
             raise InvalidArgument("interactions", "must not be empty")
-        self.data.check_interactions(interactions)  # refused ones are not journaled either
-        if self.journal is not None:
-            self.journal.record_interactions(interactions)
-        return self.data.add_interactions(interactions)
+        try:
+            self.data.check_interactions(interactions)  # refused ones are not journaled either
+        except NotFound:
+            if self.journal is None:
+                raise
+            self.journal.catch_up(self.data)  # another replica may have added the item just now
+            self.data.check_interactions(interactions)
+        if self.journal is None:
+            return self.data.add_interactions(interactions)
+        self.journal.record_interactions(interactions)
+        self.journal.catch_up(self.data)
+        return len(interactions)
 
     # -- fitting -------------------------------------------------------------------------------
 
