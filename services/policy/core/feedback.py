@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.policy.core.model import Decision, PolicySettings
+from services.policy.core.model import ArmCounts, Decision, PolicySettings
 
 EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
 # Feedback that tells what a user likes, and so goes back to scoring as an interaction.
@@ -39,17 +39,10 @@ class FeedbackResult:
 
 
 @dataclass
-class ArmAmounts:
-    reward: float = 0.0
-    clicks: int = 0
-    conversions: int = 0
-
-
-@dataclass
 class FeedbackPlan:
     outcomes: list[FeedbackResult | Exception] = field(default_factory=list)
     new_event_ids: list[tuple[str, str]] = field(default_factory=list)  # (event id, decision id)
-    arm_amounts: dict[str, ArmAmounts] = field(default_factory=dict)
+    arm_counts: dict[str, ArmCounts] = field(default_factory=dict)
     outbox: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -85,16 +78,16 @@ def plan(
         seen.add(event.event_id)
         result.new_event_ids.append((event.event_id, event.decision_id))
         if not decision.degraded:
-            _count(result.arm_amounts.setdefault(decision.arm_id, ArmAmounts()), event.kind, settings)
+            _count(result.arm_counts.setdefault(decision.arm_id, ArmCounts()), event.kind, settings)
         result.outbox.extend(_outbox_rows(event, decision))
         result.outcomes.append(FeedbackResult(False, decision.arm_id))
     return result
 
 
-def _count(amounts: ArmAmounts, kind: str, settings: PolicySettings) -> None:
-    amounts.reward += {"click": settings.click_weight, "conversion": settings.conversion_weight}.get(kind, 0.0)
-    amounts.clicks += int(kind == "click")
-    amounts.conversions += int(kind == "conversion")
+def _count(counts: ArmCounts, kind: str, settings: PolicySettings) -> None:
+    counts.reward += {"click": settings.click_weight, "conversion": settings.conversion_weight}.get(kind, 0.0)
+    counts.clicks += int(kind == "click")
+    counts.conversions += int(kind == "conversion")
 
 
 def _outbox_rows(event: FeedbackEvent, decision: Decision) -> list[tuple[str, dict[str, Any]]]:

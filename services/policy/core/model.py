@@ -52,6 +52,16 @@ class Arm:
     step: int = 0  # the policy step at which impressions/reward were last discounted
 
 
+@dataclass
+class ArmCounts:
+    """What a group of decisions or of feedback adds to one arm."""
+
+    impressions: float = 0.0  # discounted to the step of the change when the algorithm discounts
+    reward: float = 0.0
+    clicks: int = 0
+    conversions: int = 0
+
+
 @dataclass(frozen=True)
 class GuardrailSettings:
     enabled: bool = True

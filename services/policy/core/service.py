@@ -31,6 +31,7 @@ from services.policy.core.guardrail import Guardrail
 from services.policy.core.model import (
     SERVING_STATES,
     Arm,
+    ArmCounts,
     ArmOrigin,
     ArmState,
     Configuration,
@@ -38,7 +39,7 @@ from services.policy.core.model import (
     PolicySettings,
     RecommendedItem,
 )
-from services.policy.core.store import PolicyStore, arms
+from services.policy.core.store import PolicyStore
 
 log = structlog.get_logger(__name__)
 
@@ -360,41 +361,8 @@ class PolicyCore:
                 if not decision.degraded:
                     served.setdefault(decision.arm_id, []).append(first_step + offset)
             for arm_id, steps in served.items():
-                self._update_arm(connection, arm_id, settings, steps[-1], impressions=_impressions(steps, settings))
-
-    def _update_arm(
-        self,
-        connection: Any,
-        arm_id: str,
-        settings: PolicySettings,
-        step: int,
-        impressions: float = 0.0,
-        reward: float = 0.0,
-        clicks: int = 0,
-        conversions: int = 0,
-    ) -> None:
-        """Add to an arm's counts as of ``step``; ``impressions`` are already discounted to that step."""
-        if settings.algorithm != "discounted_thompson":
-            self.store.add_to_arm(connection, arm_id, step, impressions, reward, clicks, conversions)
-            return
-        row = connection.execute(arms.select().where(arms.c.arm_id == arm_id).with_for_update()).first()
-        if row is None:
-            return
-        factor = settings.discount
-        keep = factor ** max(step - row.step, 0)
-        new_impressions = row.impressions * keep + impressions
-        new_reward = row.reward * keep + reward
-        connection.execute(
-            arms.update()
-            .where(arms.c.arm_id == arm_id)
-            .values(
-                impressions=new_impressions,
-                reward=new_reward,
-                clicks=row.clicks + clicks,
-                conversions=row.conversions + conversions,
-                step=step,
-            )
-        )
+                added = ArmCounts(impressions=_impressions(steps, settings))
+                self.store.add_to_arm(connection, arm_id, steps[-1], added, _discount(settings))
 
     # -- feedback --------------------------------------------------------------------------------
 
@@ -447,16 +415,8 @@ class PolicyCore:
             if changes.new_event_ids:
                 self.store.insert_feedback_ids(connection, changes.new_event_ids)
                 step = self.store.current_step(connection)
-                for arm_id, amounts in changes.arm_amounts.items():
-                    self._update_arm(
-                        connection,
-                        arm_id,
-                        settings,
-                        step,
-                        reward=amounts.reward,
-                        clicks=amounts.clicks,
-                        conversions=amounts.conversions,
-                    )
+                for arm_id, added in changes.arm_counts.items():
+                    self.store.add_to_arm(connection, arm_id, step, added, _discount(settings))
                 self.store.enqueue_many(connection, changes.outbox)
         return changes.outcomes
 
@@ -551,6 +511,11 @@ class PolicyCore:
 
 def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, RectuneError) else f"{type(exc).__name__}: {exc}"
+
+
+def _discount(settings: PolicySettings) -> float | None:
+    """The factor per decision that beliefs decay by, for discounted Thompson sampling only."""
+    return settings.discount if settings.algorithm == "discounted_thompson" else None
 
 
 def _impressions(steps: Sequence[int], settings: PolicySettings) -> float:

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.migrations import Schema, migrate
 from services.policy.core.model import (
     Arm,
+    ArmCounts,
     ArmOrigin,
     ArmState,
     Configuration,
@@ -314,26 +315,38 @@ class PolicyStore:
             )
 
     def add_to_arm(
-        self,
-        connection: Connection,
-        arm_id: str,
-        step: int,
-        impressions: float = 0.0,
-        reward: float = 0.0,
-        clicks: int = 0,
-        conversions: int = 0,
+        self, connection: Connection, arm_id: str, step: int, added: ArmCounts, discount: float | None
     ) -> None:
-        """Add to an arm's counts in one statement (safe across replicas: the arithmetic is in SQL)."""
+        """Add to an arm's counts as of ``step``. Without a discount that is one statement with
+        the arithmetic in SQL (safe across replicas); with one, the stored beliefs decay by
+        ``discount`` per step since the arm's last change, under a row lock."""
+        if discount is None:
+            connection.execute(
+                _ADD_TO_ARM,
+                {
+                    "target": arm_id,
+                    "new_step": step,
+                    "add_impressions": added.impressions,
+                    "add_reward": added.reward,
+                    "add_clicks": added.clicks,
+                    "add_conversions": added.conversions,
+                },
+            )
+            return
+        row = connection.execute(select(arms).where(arms.c.arm_id == arm_id).with_for_update()).first()
+        if row is None:
+            return
+        keep = discount ** max(step - row.step, 0)
         connection.execute(
-            _ADD_TO_ARM,
-            {
-                "target": arm_id,
-                "new_step": step,
-                "add_impressions": impressions,
-                "add_reward": reward,
-                "add_clicks": clicks,
-                "add_conversions": conversions,
-            },
+            update(arms)
+            .where(arms.c.arm_id == arm_id)
+            .values(
+                impressions=row.impressions * keep + added.impressions,
+                reward=row.reward * keep + added.reward,
+                clicks=row.clicks + added.clicks,
+                conversions=row.conversions + added.conversions,
+                step=step,
+            )
         )
 
     def decisions_by_id(self, connection: Connection, decision_ids: Collection[str]) -> dict[str, Decision]:
