@@ -172,7 +172,7 @@ def main() -> None:
             "--dataset",
             str(DATA),
             "--database-url",
-            "sqlite:///:memory:",
+            f"sqlite:///{folder}/scoring.db",
         )
         try:
             assert wait_serving([scoring_address], 120)[scoring_address] == "SERVING"

@@ -218,8 +218,9 @@ def main() -> None:
         "within_1e-6": abs(als["ndcg"] - peer["ndcg"]) <= 1e-6 and abs(als["recall"] - peer["recall"]) <= 1e-6,
     }
 
+    synthetic_db = tempfile.TemporaryDirectory()
     process, address = start_child_service(
-        "scoring", "--embedding-address", "127.0.0.1:9", "--database-url", "sqlite:///:memory:"
+        "scoring", "--embedding-address", "127.0.0.1:9", "--database-url", f"sqlite:///{synthetic_db.name}/scoring.db"
     )
     try:
         assert wait_serving([address], 120)[address] == "SERVING"
@@ -228,6 +229,7 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait()
+        synthetic_db.cleanup()
     result["acceptance"] = {"rank_p99_over_echo_p99_at_1682_max": 5, "als_agreement": 1e-6}
     print_json(result)
 

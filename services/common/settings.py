@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import make_url
+
 from services.common.config import SettingsError, option
 
 
@@ -103,6 +105,16 @@ def check_server_settings(settings: ServerSettings) -> None:
         raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
     if settings.client_deadline_seconds <= 0:
         raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
+
+
+def check_database_url(url: str) -> None:
+    """A SQLite file or a PostgreSQL URL; not an in-memory SQLite database, which each thread
+    of a service (requests, writers, pollers) would see as a different, empty one."""
+    where = "--database-url (env RECTUNE_DATABASE_URL)"
+    if not url.startswith(("sqlite", "postgresql")):
+        raise SettingsError(f"{where}: must be a sqlite or postgresql URL, got {url!r}")
+    if url.startswith("sqlite") and make_url(url).database in (None, "", ":memory:"):
+        raise SettingsError(f"{where}: an in-memory SQLite database is not shared by threads; give a file, got {url!r}")
 
 
 def check_address(flag: str, env: str, address: str) -> None:

@@ -15,7 +15,7 @@ from services.common.config import SettingsError, option
 from services.common.contracts import METRICS_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
-from services.common.settings import ServerSettings
+from services.common.settings import ServerSettings, check_database_url
 from services.common.storage import make_engine
 from services.metrics.core.database import migrate
 from services.metrics.core.service import MetricsConfig, MetricsCore
@@ -55,11 +55,7 @@ class MetricsSettings(ServerSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.database_url.startswith(("sqlite", "postgresql")):
-            raise SettingsError(
-                "--database-url (env RECTUNE_DATABASE_URL): must be a sqlite or postgresql URL, "
-                f"got {self.database_url!r}"
-            )
+        check_database_url(self.database_url)
         if self.posterior_samples < 1:
             raise SettingsError(f"--posterior-samples: must be >= 1, got {self.posterior_samples}")
         if self.retention_hours < 0 or self.compaction_interval_seconds <= 0 or self.max_future_seconds < 0:

@@ -17,7 +17,7 @@ from services.common.config import SettingsError, option
 from services.common.contracts import ADMIN_METHODS, POLICY_SERVICE
 from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
-from services.common.settings import ServerSettings, check_address
+from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
 from services.policy.clients import GrpcMetricsSink, GrpcRanker
 from services.policy.core.service import PolicyCore, Ranker
@@ -54,6 +54,7 @@ class PolicySettings(ServerSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
+        check_database_url(self.database_url)
         check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
         if min(self.outbox_interval_seconds, self.guardrail_interval_seconds) <= 0 or self.belief_cache_seconds < 0:
             raise SettingsError("--outbox-interval-seconds and --guardrail-interval-seconds: must be > 0")

@@ -21,7 +21,7 @@ from services.common.contracts import SCORING_SERVICE
 from services.common.entrypoint import run_service
 from services.common.migrations import migrate
 from services.common.server import RunningService, ServiceRegistration, start_service
-from services.common.settings import ServerSettings, check_address
+from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
 from services.scoring.core.data import ScoringData
 from services.scoring.core.journal import DataJournal
@@ -74,6 +74,7 @@ class ScoringSettings(ServerSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_address("--embedding-address", "RECTUNE_EMBEDDING_ADDRESS", self.embedding_address)
+        check_database_url(self.database_url)
         if self.dataset and (self.items_csv or self.interactions_csv):
             raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
         if bool(self.items_csv) != bool(self.interactions_csv):

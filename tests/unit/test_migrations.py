@@ -7,7 +7,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from services.common.config import SettingsError
 from services.common.migrations import Schema, migrate
+from services.common.settings import check_database_url
 from services.common.storage import make_engine
 from services.metrics.core.database import SCHEMA as METRICS
 from services.policy.core.store import SCHEMA as POLICY
@@ -41,3 +43,12 @@ def test_services_sharing_one_database_keep_their_own_histories(database_url: st
             assert context.get_current_revision() is not None
             assert compare_metadata(context, schema.metadata) == []
     engine.dispose()
+
+
+def test_an_in_memory_sqlite_database_is_refused_with_the_reason() -> None:
+    with pytest.raises(SettingsError, match="an in-memory SQLite database is not shared by threads; give a file"):
+        check_database_url("sqlite:///:memory:")
+    with pytest.raises(ValueError, match="an in-memory SQLite database is not shared by threads"):
+        make_engine("sqlite://")
+    check_database_url("sqlite:///relative.db")
+    check_database_url("postgresql+psycopg://user@host/db")
