@@ -3,12 +3,13 @@
 - Recommend QPS and p50/p99 (a) with the real ScoringService (MovieLens, three arms) and
   (b) with a scoring stand-in that answers at once, inside the policy's process
   (bench/policy_standin.py): it isolates the policy's own cost (arm selection, the decision
-  committed to SQLite before the answer); (b2), for reference, the same stand-in behind its
+  committed to SQLite before the answer), and the same on a throw-away PostgreSQL cluster
+  (the production store); (b2), for reference, the same stand-in behind its
   own gRPC server, which adds a network round trip per request to the policy's work;
 - next to each, the echo: the standard health Check on the same policy server, in rounds
   alternating with the Recommend rounds;
 - RecordFeedback events/s (one click per decision).
-The policy runs in its own process with a fresh SQLite file; MetricsService is not
+The policy runs in its own process with a fresh database; MetricsService is not
 started (events wait in the outbox, which is part of what is measured). Prints JSON.
 
     .venv/bin/python -m bench.policy [--requests 4000] [--clients 8]
@@ -30,6 +31,7 @@ from services.common.contracts import SCORING_SERVICE
 from services.common.server import ServiceRegistration, start_service
 from services.common.settings import ServerSettings
 from services.common.wait_healthy import wait_serving
+from tests.postgres import create_database, throwaway_cluster
 
 ROUNDS = 4
 UNUSED_ADDRESS = "127.0.0.1:9"  # nothing listens: MetricsService is not started, events wait in the outbox
@@ -71,7 +73,7 @@ def alternate(
 
 
 def measure(
-    scoring_address: str, requests: int, clients: int, folder: str, name: str, module: str = ""
+    scoring_address: str, requests: int, clients: int, database_url: str, name: str, module: str = ""
 ) -> dict[str, Any]:
     process, address = start_child_service(
         "policy",
@@ -80,7 +82,7 @@ def measure(
         "--metrics-address",
         UNUSED_ADDRESS,
         "--database-url",
-        f"sqlite:///{folder}/{name}.db",
+        database_url,
         "--max-workers",
         "16",
         module=module,
@@ -147,8 +149,22 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "policy", "clients": args.clients, "requests": args.requests}
     with tempfile.TemporaryDirectory() as folder:
         result["b_scoring_standin"] = measure(
-            UNUSED_ADDRESS, args.requests, args.clients, folder, "standin", module="bench.policy_standin"
+            UNUSED_ADDRESS,
+            args.requests,
+            args.clients,
+            f"sqlite:///{folder}/standin.db",
+            "standin",
+            module="bench.policy_standin",
         )
+        with throwaway_cluster() as admin_url:
+            result["b_scoring_standin_postgresql"] = measure(
+                UNUSED_ADDRESS,
+                args.requests,
+                args.clients,
+                create_database(admin_url, "policy_bench"),
+                "standin-pg",
+                module="bench.policy_standin",
+            )
         standin = start_service(
             "scoring-standin",
             [
@@ -161,7 +177,7 @@ def main() -> None:
         standin.health.set_serving()
         try:
             result["b2_scoring_standin_over_grpc"] = measure(
-                f"127.0.0.1:{standin.port}", args.requests, args.clients, folder, "standin-grpc"
+                f"127.0.0.1:{standin.port}", args.requests, args.clients, f"sqlite:///{folder}/grpc.db", "standin-grpc"
             )
         finally:
             standin.stop(0)
@@ -176,7 +192,9 @@ def main() -> None:
         )
         try:
             assert wait_serving([scoring_address], 120)[scoring_address] == "SERVING"
-            result["a_real_scoring"] = measure(scoring_address, args.requests, args.clients, folder, "real")
+            result["a_real_scoring"] = measure(
+                scoring_address, args.requests, args.clients, f"sqlite:///{folder}/real.db", "real"
+            )
         finally:
             scoring.terminate()
             scoring.wait()
