@@ -391,18 +391,16 @@ class PolicyCore:
 
     def _write_feedback(self, group: Sequence[FeedbackEvent]) -> list[FeedbackResult | Exception]:
         """Commit a group of concurrent feedback events (see GroupCommit). When the commit
-        finds an event id taken meanwhile (another replica recorded it), each is written alone,
-        so that only that one is answered as a duplicate."""
+        finds an event id taken meanwhile (another replica recorded it), each is written alone:
+        by then that id is recorded, so only its event is answered as a duplicate."""
         try:
             return self._commit_feedback(group)
         except IntegrityError:
-            if len(group) == 1:
-                return self._commit_feedback(group)  # now the id is recorded: a duplicate
-        return [self._feedback_alone(event) for event in group]
+            return [self._feedback_alone(event) for event in group]
 
     def _feedback_alone(self, event: FeedbackEvent) -> FeedbackResult | Exception:
         try:
-            return self._write_feedback([event])[0]
+            return self._commit_feedback([event])[0]
         except Exception as exc:  # this event's own failure, answered to it alone
             return exc
 
