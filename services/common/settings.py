@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import make_url
-
 from services.common.config import SettingsError, option
+from services.common.storage import IN_MEMORY_REFUSED, in_memory_sqlite
 
 
 @dataclass(frozen=True)
@@ -108,13 +107,12 @@ def check_server_settings(settings: ServerSettings) -> None:
 
 
 def check_database_url(url: str) -> None:
-    """A SQLite file or a PostgreSQL URL; not an in-memory SQLite database, which each thread
-    of a service (requests, writers, pollers) would see as a different, empty one."""
+    """A SQLite file or a PostgreSQL URL; not an in-memory SQLite database (see in_memory_sqlite)."""
     where = "--database-url (env RECTUNE_DATABASE_URL)"
     if not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"{where}: must be a sqlite or postgresql URL, got {url!r}")
-    if url.startswith("sqlite") and make_url(url).database in (None, "", ":memory:"):
-        raise SettingsError(f"{where}: an in-memory SQLite database is not shared by threads; give a file, got {url!r}")
+    if in_memory_sqlite(url):
+        raise SettingsError(f"{where}: {IN_MEMORY_REFUSED}, got {url!r}")
 
 
 def check_address(flag: str, env: str, address: str) -> None:

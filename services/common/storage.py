@@ -16,11 +16,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+IN_MEMORY_REFUSED = "an in-memory SQLite database is not shared by threads; give a file"
+
+
+def in_memory_sqlite(url: str) -> bool:
+    """Each connection to such a database is a database of its own, so a service's threads
+    (requests, writers, pollers) would each see a different, empty one."""
+    return url.startswith("sqlite") and make_url(url).database in (None, "", ":memory:")
+
+
 def make_engine(url: str) -> Engine:
+    if in_memory_sqlite(url):
+        raise ValueError(f"{IN_MEMORY_REFUSED}, got {url!r}")
     if url.startswith("sqlite"):
-        if make_url(url).database in (None, "", ":memory:"):
-            # Each connection to :memory: is a database of its own (see check_database_url).
-            raise ValueError(f"an in-memory SQLite database is not shared by threads; give a file, got {url!r}")
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
