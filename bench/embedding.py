@@ -15,10 +15,10 @@ Prints JSON with the ratios to the raw throughput.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import grpc
-import torch
 
 from bench.common import percentiles_ms, print_json, run_clients, start_child_service
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
@@ -37,6 +37,10 @@ def raw_throughput(texts: list[str], batch: int) -> float:
 
 
 def main() -> None:
+    # Imported here, after services.embedding (through the encoder import above) has set
+    # the OpenMP spin count, so that the raw encoder runs with the service's settings.
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=1682, help="texts per measurement")
     parser.add_argument("--clients", type=int, default=8)
@@ -77,6 +81,7 @@ def main() -> None:
             "device": info.device,
             "dtype": info.dtype,
             "torch_threads": torch.get_num_threads(),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
             "texts": len(texts),
             "clients": args.clients,
             "raw_batch32_texts_per_s": round(raw, 1),

@@ -7,6 +7,9 @@ vector is [number, 1]) so that batch boundaries can be controlled and observed.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -203,3 +206,30 @@ def test_the_batcher_stops_waiting_once_as_many_texts_as_last_time_are_queued() 
     assert batcher.encode(["2", "3"], timeout=5)[:, 0].tolist() == [2.0, 3.0]
     assert batcher.encode(["4", "5"], timeout=5)[:, 0].tolist() == [4.0, 5.0]
     batcher.close()
+
+
+def test_texts_queued_during_a_forward_pass_do_not_keep_the_next_batch_short() -> None:
+    # "1" is encoded alone while "2" arrives; the client answered with "1" comes back with
+    # "3". Both should share the next batch: waiting only for as many texts as the last
+    # batch held (1) would send "2" alone and leave "3" for the batch after.
+    encode = StandInEncode(block_first=True)
+    batcher = MicroBatcher(encode, max_batch=32, max_wait_seconds=60.0)
+    first = batcher.submit(["1"])
+    assert encode.started.wait(5)
+    straggler = batcher.submit(["2"])
+    encode.release.set()
+    assert first.result(5)[0, 0] == 1.0
+    returning = batcher.submit(["3"])
+    assert straggler.result(5)[0, 0] == 2.0 and returning.result(5)[0, 0] == 3.0
+    assert encode.batches == [["1"], ["2", "3"]]
+    batcher.close()
+
+
+@pytest.mark.parametrize(("operator_value", "expected"), [(None, "20000"), ("7", "7")])
+def test_the_package_sets_the_openmp_spin_count_before_torch_loads(operator_value, expected) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    if operator_value is not None:
+        env["GOMP_SPINCOUNT"] = operator_value
+    probe = "import os, sys, services.embedding; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [expected, "False"]

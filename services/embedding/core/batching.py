@@ -102,6 +102,12 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Slice] | None:
         with self._condition:
+            # Closed-loop clients come back in about the number the last batch answered,
+            # on top of those already queued (answered earlier, back during the forward
+            # pass): stop waiting once that many are queued instead of always waiting
+            # max_wait. Counting only the last batch would let a batch that left short once
+            # stay short: its stragglers would fill the next one's count.
+            expected = self._queued_texts + self._last_batch_texts
             while not self._queue and not self._closed:
                 self._condition.wait()
             if not self._queue:
@@ -110,9 +116,7 @@ class MicroBatcher:
             # texts that queued up during the previous forward pass would otherwise leave
             # at once in a small batch, and closed-loop clients would settle into several
             # half-full batches that alternate instead of sharing one.
-            # Closed-loop clients come back in about the number the last batch answered,
-            # so stop waiting once that many are queued instead of always waiting max_wait.
-            enough = min(self.max_batch, max(self._last_batch_texts, 1))
+            enough = min(self.max_batch, max(expected, 1))
             deadline = time.monotonic() + self.max_wait_seconds
             while self._queued_texts < enough and not self._closed:
                 remaining = deadline - time.monotonic()
