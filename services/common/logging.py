@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """JSON lines to stdout in services; a readable console format on a terminal."""
-    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+def configure_logging(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines to stdout in services (stderr for command-line tools, whose stdout is their
+    answer); a readable console format on a terminal."""
+    stream = stream or sys.stdout
+    use_console = log_format == "console" or (log_format == "auto" and stream.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
@@ -24,7 +27,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     # gRPC and other libraries log through the standard library: keep their warnings.

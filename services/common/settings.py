@@ -9,8 +9,35 @@ from services.common.storage import IN_MEMORY_REFUSED, in_memory_sqlite
 
 
 @dataclass(frozen=True)
-class ServerSettings:
-    """How a rectune service listens and logs."""
+class ClientSettings:
+    """How a rectune process logs and calls the services (every service, and the tuner)."""
+
+    log_format: str = option(
+        env="RECTUNE_LOG_FORMAT", default="auto", help="json, console, or auto (console on a terminal)"
+    )
+    log_level: str = option(env="RECTUNE_LOG_LEVEL", default="info", help="debug, info, warning, error")
+    # Outgoing calls to other rectune services.
+    client_deadline_seconds: float = option(
+        env="RECTUNE_CLIENT_DEADLINE_SECONDS",
+        default=5.0,
+        help="deadline of outgoing calls that set none themselves",
+    )
+    client_token: str = option(env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls")
+    client_ca: str = option(
+        env="RECTUNE_CLIENT_CA",
+        default="",
+        help="PEM CA bundle to verify servers; enables TLS on outgoing calls",
+    )
+    client_cert: str = option(env="RECTUNE_CLIENT_CERT", default="", help="PEM client certificate (mTLS)")
+    client_key: str = option(env="RECTUNE_CLIENT_KEY", default="", help="PEM key of --client-cert")
+
+    def __post_init__(self) -> None:
+        check_client_settings(self)
+
+
+@dataclass(frozen=True)
+class ServerSettings(ClientSettings):
+    """How a rectune service listens, authenticates and logs."""
 
     port: int = option(env="PORT", default=0, help="port to listen on; 0 picks a free one and logs it")
     host: str = option(
@@ -49,24 +76,6 @@ class ServerSettings:
     prometheus_port: int = option(
         env="RECTUNE_PROMETHEUS_PORT", default=0, help="serve Prometheus metrics at /metrics on this port; 0 = off"
     )
-    log_format: str = option(
-        env="RECTUNE_LOG_FORMAT", default="auto", help="json, console, or auto (console on a terminal)"
-    )
-    log_level: str = option(env="RECTUNE_LOG_LEVEL", default="info", help="debug, info, warning, error")
-    # Outgoing calls to other rectune services.
-    client_deadline_seconds: float = option(
-        env="RECTUNE_CLIENT_DEADLINE_SECONDS",
-        default=5.0,
-        help="deadline of outgoing calls that set none themselves",
-    )
-    client_token: str = option(env="RECTUNE_CLIENT_TOKEN", default="", help="bearer token sent on outgoing calls")
-    client_ca: str = option(
-        env="RECTUNE_CLIENT_CA",
-        default="",
-        help="PEM CA bundle to verify servers; enables TLS on outgoing calls",
-    )
-    client_cert: str = option(env="RECTUNE_CLIENT_CERT", default="", help="PEM client certificate (mTLS)")
-    client_key: str = option(env="RECTUNE_CLIENT_KEY", default="", help="PEM key of --client-cert")
 
     def __post_init__(self) -> None:
         check_server_settings(self)
@@ -76,8 +85,21 @@ _LOG_FORMATS = ("auto", "json", "console")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def check_client_settings(settings: ClientSettings) -> None:
+    """Refuse logging and outgoing-call settings that cannot work, naming the flag and the rule."""
+    if bool(settings.client_cert) != bool(settings.client_key):
+        raise SettingsError("--client-cert and --client-key: set both or neither")
+    if settings.log_format not in _LOG_FORMATS:
+        raise SettingsError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}")
+    if settings.log_level not in _LOG_LEVELS:
+        raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
+    if settings.client_deadline_seconds <= 0:
+        raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
+
+
 def check_server_settings(settings: ServerSettings) -> None:
     """Refuse combinations that cannot work, naming the flag and the rule."""
+    check_client_settings(settings)
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"--port (env PORT): must be between 0 and 65535, got {settings.port}")
     for flag, extra_port in (("--health-port", settings.health_port), ("--prometheus-port", settings.prometheus_port)):
@@ -94,16 +116,8 @@ def check_server_settings(settings: ServerSettings) -> None:
         raise SettingsError("--tls-cert and --tls-key: set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
         raise SettingsError("--tls-client-ca: needs --tls-cert and --tls-key (mTLS runs over TLS)")
-    if bool(settings.client_cert) != bool(settings.client_key):
-        raise SettingsError("--client-cert and --client-key: set both or neither")
     if settings.admin_token and not settings.auth_token:
         raise SettingsError("--admin-token: needs --auth-token (the token for non-admin RPCs)")
-    if settings.log_format not in _LOG_FORMATS:
-        raise SettingsError(f"--log-format: must be one of {', '.join(_LOG_FORMATS)}, got {settings.log_format!r}")
-    if settings.log_level not in _LOG_LEVELS:
-        raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
-    if settings.client_deadline_seconds <= 0:
-        raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
 
 
 def check_database_url(url: str) -> None:

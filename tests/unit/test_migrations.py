@@ -14,9 +14,10 @@ from services.common.storage import make_engine
 from services.metrics.core.database import SCHEMA as METRICS
 from services.policy.core.store import SCHEMA as POLICY
 from services.scoring.core.tables import SCHEMA as SCORING
+from tuner.audit import SCHEMA as TUNER
 
 
-@pytest.mark.parametrize("schema", [METRICS, POLICY, SCORING], ids=["metrics", "policy", "scoring"])
+@pytest.mark.parametrize("schema", [METRICS, POLICY, SCORING, TUNER], ids=["metrics", "policy", "scoring", "tuner"])
 def test_migrations_produce_the_declared_schema(schema: Schema, database_url: str) -> None:
     engine = make_engine(database_url)
     migrate(engine, schema)
@@ -29,9 +30,9 @@ def test_migrations_produce_the_declared_schema(schema: Schema, database_url: st
 
 def test_services_sharing_one_database_keep_their_own_histories(database_url: str) -> None:
     engine = make_engine(database_url)
-    for schema in (METRICS, POLICY, SCORING):
+    for schema in (METRICS, POLICY, SCORING, TUNER):
         migrate(engine, schema)
-    for schema in (METRICS, POLICY, SCORING):
+    for schema in (METRICS, POLICY, SCORING, TUNER):
         migrate(engine, schema)  # each finds its own history, whatever the others made
         own = set(schema.metadata.tables)
         options = {

@@ -1,0 +1,129 @@
+"""The tuner's command line against real ScoringService, MetricsService and PolicyService
+servers on loopback (MovieLens 100K), with its audit table in a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
+from tests.conftest import MOVIELENS
+from tests.integration.test_policy_service import arms_by_id, put
+from tuner.__main__ import main
+
+pytestmark = pytest.mark.integration
+
+# Strategies that need no EmbeddingService (none runs here), with a narrowed ALS range.
+SEARCH_SPACE = {
+    "strategies": {
+        "item_knn": {"neighbours": {"low": 20, "high": 60}},
+        "als": {"factors": {"low": 8, "high": 16}, "iterations": {"low": 2, "high": 4}},
+    }
+}
+
+
+@pytest.fixture
+def tuner(start_service, tmp_path, capsys):
+    """Runs ``tuner <command>`` in-process against the services; returns (exit code, stdout, stderr)."""
+    scoring = start_service("scoring", dataset=str(MOVIELENS))
+    metrics = start_service("metrics")
+    policy = start_service("policy", scoring_address=scoring.address, metrics_address=metrics.address)
+    put(policy.stub, "champion", "popularity", state=policy_pb2.ARM_STATE_CHAMPION)
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(SEARCH_SPACE))
+    common = [
+        f"--policy-address={policy.address}",
+        f"--scoring-address={scoring.address}",
+        f"--metrics-address={metrics.address}",
+        f"--database-url=sqlite:///{tmp_path / 'tuner.db'}",
+        f"--search-space-file={space_file}",
+        "--seed=5",
+    ]
+
+    def run(command: str, *flags: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([command, *common, *flags], configure_logs=False)  # later flags win
+        captured = capsys.readouterr()
+        # The test session's own log lines share stdout (the command logs to stderr).
+        out = captured.out[captured.out.find("{\n") :] if "{\n" in captured.out else captured.out
+        return code, out, captured.err
+
+    return run, policy, metrics
+
+
+def record_impressions(metrics, arm_id: str, impressions: int, clicks: int) -> None:
+    kinds = [common_pb2.EVENT_KIND_IMPRESSION] * impressions + [common_pb2.EVENT_KIND_CLICK] * clicks
+    events = [
+        common_pb2.Event(event_id=f"{arm_id}-{n}", decision_id=f"d-{arm_id}-{n}", arm_id=arm_id, kind=kind)
+        for n, kind in enumerate(kinds)
+    ]
+    metrics.stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=events), timeout=30)
+
+
+def test_dry_run_plans_screened_arms_and_changes_nothing(tuner) -> None:
+    run, policy, _ = tuner
+    code, out, _ = run("propose", "--dry-run", "--screen-min-ndcg-ratio=0")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["dry_run"] is True
+    registers = [a for a in plan["actions"] if a["kind"] == "register"]
+    assert len(registers) == 2  # max_new_arms_per_cycle
+    for action in registers:
+        configuration = action["configuration"]
+        assert configuration["strategy"] in SEARCH_SPACE["strategies"]
+        if configuration["strategy"] == "als":
+            assert 8 <= configuration["params"]["factors"] <= 16
+        else:
+            assert 20 <= configuration["params"]["neighbours"] <= 60
+        assert action["origin"] == "tuner-random" and action["exposure_cap"] == 0.2
+        assert "offline NDCG@10" in action["reason"]
+    assert plan["champion_screen"]["ndcg"] > 0
+    assert list(arms_by_id(policy.stub)) == ["champion"]
+
+    code, out, _ = run("status")
+    assert code == 0
+    assert "champion" in out and "planned" in out  # the audit table kept the dry run
+
+
+def test_propose_registers_arms_and_a_losing_arm_is_retired_later(tuner) -> None:
+    run, policy, metrics = tuner
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1")
+    assert code == 0
+    outcome = json.loads(out)["outcomes"]
+    assert [o["outcome"] for o in outcome] == ["applied"]
+    arm_id = outcome[0]["arm_id"]
+    arm = arms_by_id(policy.stub)[arm_id]
+    assert arm.origin == policy_pb2.ARM_ORIGIN_TUNER_RANDOM
+    assert arm.state == policy_pb2.ARM_STATE_ACTIVE and arm.exposure_cap == pytest.approx(0.2)
+    assert "offline NDCG@10" in arm.state_reason
+
+    record_impressions(metrics, "champion", 300, 60)
+    record_impressions(metrics, arm_id, 300, 0)
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1", "--min-impressions=200")
+    assert code == 0
+    actions = {o["kind"]: o for o in json.loads(out)["outcomes"]}
+    assert actions["retire"]["arm_id"] == arm_id and actions["retire"]["outcome"] == "applied"
+    assert "register" in actions  # the freed slot is filled in the same cycle
+    arms = arms_by_id(policy.stub)
+    assert arms[arm_id].state == policy_pb2.ARM_STATE_RETIRED
+    assert arms[arm_id].state_reason.startswith("P(best) 0.000 < 0.02 after 300 impressions")
+
+
+def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) -> None:
+    run, policy, _ = tuner
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=50")
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["actions"] == [] and len(plan["rejected"]) == 2
+    assert all(" < 50.0 x champion's " in r["reason"] for r in plan["rejected"])
+    assert list(arms_by_id(policy.stub)) == ["champion"]
+
+
+def test_a_bad_search_space_file_is_refused_naming_the_field(tuner, tmp_path) -> None:
+    run, _, _ = tuner
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"strategies": {"als": {"factors": {"low": 1, "high": 16}}}}))
+    code, _, err = run("propose", "--dry-run", f"--search-space-file={bad}")
+    assert code == 2
+    assert "strategies.als.factors: must satisfy 8 <= low <= high <= 512" in err

@@ -1,0 +1,151 @@
+"""The tuner's domain: search space, random proposer, judging arms, the offline screen, settings."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from services.common.config import SettingsError, load_settings
+from tuner.controller import ArmView, Screen, TunerLimits, free_slots, judge, screen_proposals
+from tuner.proposers import Proposal, RandomProposer
+from tuner.settings import TunerSettings
+from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, SpaceError, StrategySpace
+
+SPACE = SearchSpace(
+    (
+        StrategySpace(
+            "als",
+            (
+                Param("factors", INT, 64, 8, 512, log_scale=True),
+                Param("regularization", FLOAT, 0.05, 1e-4, 10.0, log_scale=True),
+            ),
+        ),
+        StrategySpace(
+            "hybrid",
+            (Param("mode", CATEGORICAL, "a", choices=("a", "b", "c")), Param("explore", BOOL, False)),
+        ),
+    )
+)
+
+
+def test_samples_stay_in_their_declared_ranges_and_types() -> None:
+    rng = random.Random(1)
+    for _ in range(300):
+        configuration = SPACE.sample(rng)
+        params = configuration.params
+        if configuration.strategy == "als":
+            assert isinstance(params["factors"], int) and 8 <= params["factors"] <= 512
+            assert 1e-4 <= params["regularization"] <= 10.0
+        else:
+            assert params["mode"] in ("a", "b", "c") and isinstance(params["explore"], bool)
+
+
+def test_log_scale_parameters_are_sampled_log_uniformly() -> None:
+    rng = random.Random(2)
+    draws = [SPACE.strategies[0].params[1].sample(rng) for _ in range(2000)]
+    below_geometric_middle = sum(1 for d in draws if d < math.sqrt(1e-4 * 10.0)) / len(draws)
+    assert 0.45 < below_geometric_middle < 0.55
+
+
+def test_narrowing_keeps_named_strategies_and_tighter_bounds() -> None:
+    narrowed = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 16, "high": 32}}}})
+    assert narrowed.names() == ["als"]
+    factors = narrowed.strategies[0].params[0]
+    assert (factors.low, factors.high) == (16.0, 32.0)
+    hybrid = SPACE.narrowed({"strategies": {"hybrid": {"mode": {"choices": ["b"]}}}})
+    assert hybrid.strategies[0].params[0].choices == ("b",)
+
+
+@pytest.mark.parametrize(
+    ("restriction", "message"),
+    [
+        ({}, "'strategies' must be a non-empty object"),
+        ({"strategies": {"svd": {}}}, "strategies.svd: not a strategy of ScoringService (known: als, hybrid)"),
+        ({"strategies": {"als": {"depth": {}}}}, "strategies.als.depth: not a hyperparameter of als"),
+        (
+            {"strategies": {"als": {"factors": {"low": 4}}}},
+            "strategies.als.factors: must satisfy 8 <= low <= high <= 512 (the declared range), got low=4 high=512",
+        ),
+        ({"strategies": {"als": {"factors": {"low": "8"}}}}, "strategies.als.factors.low: must be a number"),
+        ({"strategies": {"als": {"factors": {"step": 2}}}}, "only low and high narrow a int, got step"),
+        ({"strategies": {"als": {"factors": {"low": 9.2, "high": 9.8}}}}, "no integer lies between"),
+        ({"strategies": {"hybrid": {"mode": {"choices": ["z"]}}}}, "strategies.hybrid.mode.choices: ['z'] not among"),
+        ({"strategies": {"hybrid": {"explore": {}}}}, "strategies.hybrid.explore: a bool cannot be narrowed"),
+    ],
+)
+def test_a_bad_restriction_names_the_field_and_the_rule(restriction, message: str) -> None:
+    with pytest.raises(SpaceError) as error:
+        SPACE.narrowed(restriction)
+    assert message in str(error.value)
+
+
+def test_the_random_proposer_skips_taken_configurations() -> None:
+    tiny = SearchSpace((StrategySpace("hybrid", (Param("mode", CATEGORICAL, "a", choices=("a", "b")),)),))
+    taken = {Configuration("hybrid", {"mode": "a"}).key()}
+    proposals = RandomProposer(seed=3).propose(tiny, 5, taken)
+    assert [p.configuration.params for p in proposals] == [{"mode": "b"}]  # the space holds one more
+    assert proposals[0].origin == "tuner-random"
+
+
+def arm(arm_id: str, origin: str = "tuner-random", state: str = "active", impressions: int = 0, p_best: float = 0.0):
+    return ArmView(arm_id, Configuration("als", {}), f"hash-{arm_id}", origin, state, impressions, 0.1, p_best)
+
+
+def test_judging_retires_ripe_losers_of_the_tuner_only_and_promotes_when_allowed() -> None:
+    arms = [
+        arm("champion", origin="control", state="champion", impressions=5000, p_best=0.0),
+        arm("manual-loser", origin="manual", impressions=5000, p_best=0.0),
+        arm("young-loser", impressions=10, p_best=0.0),
+        arm("loser", impressions=5000, p_best=0.01),
+        arm("winner", impressions=5000, p_best=0.97),
+    ]
+    assert [(a.kind, a.arm_id) for a in judge(arms, TunerLimits())] == [("retire", "loser")]
+    promoting = TunerLimits(promote_probability_best=0.95)
+    assert [(a.kind, a.arm_id) for a in judge(arms, promoting)] == [("retire", "loser"), ("promote", "winner")]
+
+
+def test_free_slots_count_live_tuner_arms_minus_those_leaving() -> None:
+    limits = TunerLimits(max_live_arms=3, max_new_arms_per_cycle=5)
+    arms = [arm("a"), arm("b", state="candidate"), arm("c", state="paused"), arm("m", origin="manual")]
+    assert free_slots(arms, [], limits) == 1
+    assert free_slots(arms, judge([arm("a", impressions=5000)], TunerLimits()), limits) == 2
+    assert free_slots(arms, [], TunerLimits(max_live_arms=9, max_new_arms_per_cycle=2)) == 2
+
+
+def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> None:
+    proposals = [Proposal(Configuration("als", {"factors": n}), "tuner-random", f"draw {n}") for n in (8, 9, 10, 11)]
+    screens = [
+        Screen("h-existing", 0.30, 0.1),
+        Screen("h1", 0.10, 0.1),
+        Screen("h2", 0.25, 0.2),
+        Screen("h2", 0.25, 0.2),
+    ]
+    registered, rejected = screen_proposals(
+        proposals, screens, Screen("h-champion", 0.30, 0.2), {"h-existing"}, TunerLimits(), "cycle123456"
+    )
+    assert [(a.arm_id, a.exposure_cap) for a in registered] == [("als-cycle1-2", 0.2)]
+    assert "offline NDCG@10 0.2500 (champion 0.3000)" in registered[0].reason
+    assert [r.reason for r in rejected] == [
+        "same configuration as an existing arm",
+        "offline NDCG@10 0.1000 < 0.8 x champion's 0.3000",
+        "same configuration as an existing arm",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], "--policy-address (env RECTUNE_POLICY_ADDRESS) is required"),
+        (["--proposer=lm"], "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, got 'lm'"),
+        (["--exposure-cap=1.5"], "--exposure-cap: must be in (0, 1], got 1.5"),
+        (["--database-url=sqlite://"], "an in-memory SQLite database is not shared by threads"),
+        (["--interval-seconds=0"], "--interval-seconds: must be > 0, got 0.0"),
+    ],
+)
+def test_bad_settings_fail_fast_naming_the_flag(flags: list[str], message: str) -> None:
+    addresses = [] if not flags else ["--policy-address=p:1", "--scoring-address=s:2", "--metrics-address=m:3"]
+    with pytest.raises(SettingsError) as error:
+        load_settings(TunerSettings, [*addresses, *flags], environ={})
+    assert message in str(error.value)

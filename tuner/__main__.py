@@ -1,0 +1,159 @@
+"""``python -m tuner <command>``: the tuner's command line.
+
+    tuner propose --dry-run   plan one cycle and print it as JSON; change nothing (the plan
+                              is still written to the audit table, marked dry run)
+    tuner propose             plan one cycle and carry it out
+    tuner run [--once]        a cycle every --interval-seconds until SIGTERM or Ctrl-C
+    tuner status              the arms with their live statistics, and the latest audit entries
+
+Settings (addresses, limits, proposer) come from flags or RECTUNE_* variables: see
+``tuner <command> --help``. Exit status: 0 done, 1 a service failed, 2 bad settings or
+search-space file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from services.common.clients import client_options_from
+from services.common.config import SettingsError, load_settings
+from services.common.logging import configure_logging
+from tuner.audit import AuditLog
+from tuner.clients import GrpcBackend
+from tuner.controller import BackendError, Controller, Plan
+from tuner.proposers import PROPOSERS
+from tuner.settings import TunerSettings
+from tuner.space import SpaceError, load_restriction
+
+log = structlog.get_logger("tuner")
+
+
+def build_controller(settings: TunerSettings, backend: GrpcBackend) -> Controller:
+    restriction = load_restriction(settings.search_space_file) if settings.search_space_file else None
+    proposer = PROPOSERS[settings.proposer](settings.seed or None)
+    return Controller(backend, proposer, settings.limits(), restriction)
+
+
+def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:
+    """Plan, record and (unless a dry run) apply one cycle; the plan and outcomes as a dict."""
+    plan: Plan = controller.plan()
+    outcomes = [] if dry_run else controller.apply(plan)
+    audit.record(plan, dry_run, outcomes)
+    result = plan.to_dict()
+    result["dry_run"] = dry_run
+    if not dry_run:
+        result["outcomes"] = [{"kind": a.kind, "arm_id": a.arm_id, "outcome": o} for a, o in outcomes]
+    log.info(
+        "cycle",
+        cycle_id=plan.cycle_id,
+        dry_run=dry_run,
+        actions=len(plan.actions),
+        rejected=len(plan.rejected),
+        failed=sum(1 for _, o in outcomes if o != "applied"),
+    )
+    return result
+
+
+def run_forever(controller: Controller, audit: AuditLog, interval_seconds: float) -> None:
+    """A cycle every interval until SIGTERM or SIGINT; a failed cycle is logged and retried next time."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.is_set():
+        try:
+            cycle(controller, audit, dry_run=False)
+        except (BackendError, SpaceError) as exc:
+            log.warning("cycle_failed", error=str(exc))
+        stop.wait(interval_seconds)
+
+
+def print_status(backend: GrpcBackend, audit: AuditLog) -> None:
+    console = Console()
+    arms = Table(title="arms")
+    for column in ("arm", "origin", "state", "impressions", "CTR", "P(best)", "configuration"):
+        arms.add_column(column)
+    for arm in backend.arms():
+        arms.add_row(
+            arm.arm_id,
+            arm.origin,
+            arm.state,
+            str(arm.impressions),
+            f"{arm.ctr:.4f}",
+            f"{arm.probability_best:.3f}",
+            json.dumps(arm.configuration.as_dict()["params"])
+            if arm.configuration.params
+            else arm.configuration.strategy,
+        )
+    console.print(arms)
+    entries = Table(title="latest audit entries")
+    for column in ("cycle", "dry run", "kind", "arm", "outcome", "rationale"):
+        entries.add_column(column)
+    for entry in audit.recent():
+        entries.add_row(
+            entry.cycle_id, "yes" if entry.dry_run else "", entry.kind, entry.arm_id, entry.outcome, entry.rationale
+        )
+    console.print(entries)
+
+
+def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
+    """The command line; ``configure_logs=False`` keeps the caller's logging (tests)."""
+    parser = argparse.ArgumentParser(
+        prog="tuner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False
+    )
+    parser.add_argument("command", choices=("propose", "run", "status"))
+    parser.add_argument("--dry-run", action="store_true", help="propose: plan and print, change nothing")
+    parser.add_argument("--once", action="store_true", help="run: one cycle, then exit")
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args, rest = parser.parse_known_args(argv)
+    try:
+        settings = load_settings(TunerSettings, rest, prog=f"tuner {args.command}")
+    except SettingsError as exc:
+        print(f"tuner: {exc}", file=sys.stderr)
+        return 2
+    if configure_logs:
+        configure_logging(settings.log_format, settings.log_level, sys.stderr)
+    backend = GrpcBackend(
+        settings.policy_address, settings.scoring_address, settings.metrics_address, client_options_from(settings)
+    )
+    try:
+        audit = AuditLog.open(settings.database_url)
+        if args.command == "status":
+            print_status(backend, audit)
+            return 0
+        controller = build_controller(settings, backend)
+        if args.command == "run" and not args.once:
+            run_forever(controller, audit, settings.interval_seconds)
+            return 0
+        print(json.dumps(cycle(controller, audit, dry_run=args.dry_run), indent=2))
+        return 0
+    except SpaceError as exc:
+        print(f"tuner: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"tuner: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

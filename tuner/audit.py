@@ -1,0 +1,117 @@
+"""The audit table: every proposal the tuner screened and every arm change it planned or
+made, with the reason (the proposer's rationale and the numbers behind the decision).
+SQLite file or PostgreSQL, schema by Alembic like the services' tables."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from services.common.migrations import Schema, migrate
+from services.common.storage import make_engine
+from tuner.controller import Action, Plan
+
+metadata = sa.MetaData()
+audit_table = sa.Table(
+    "tuner_audit",
+    metadata,
+    sa.Column("entry_id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("cycle_id", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.Float(), nullable=False, index=True),
+    sa.Column("dry_run", sa.Boolean(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("arm_id", sa.String(128), nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("configuration", sa.Text(), nullable=False),
+    sa.Column("configuration_hash", sa.String(64), nullable=False),
+    sa.Column("ndcg", sa.Float(), nullable=True),
+    sa.Column("outcome", sa.Text(), nullable=False),
+    sa.Column("rationale", sa.Text(), nullable=False),
+)
+SCHEMA = Schema(Path(__file__).resolve().parent / "migrations", metadata, "tuner_alembic_version")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    cycle_id: str
+    recorded_at: float
+    dry_run: bool
+    kind: str  # register, retire, promote, rejected
+    arm_id: str
+    origin: str
+    configuration: str  # JSON, empty for retire/promote
+    configuration_hash: str
+    ndcg: float | None
+    outcome: str  # planned (dry run), applied, failed: ..., rejected
+    rationale: str
+
+
+class AuditLog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        migrate(engine, SCHEMA)
+
+    @classmethod
+    def open(cls, url: str) -> AuditLog:
+        return cls(make_engine(url))
+
+    def record(self, plan: Plan, dry_run: bool, outcomes: Sequence[tuple[Action, str]] = ()) -> list[AuditEntry]:
+        """One row per action and per rejected proposal of the plan."""
+        outcome_of = {id(action): outcome for action, outcome in outcomes}
+        now = time.time()
+        entries = [self._action_entry(plan, a, dry_run, now, outcome_of.get(id(a), "planned")) for a in plan.actions]
+        for rejected in plan.rejected:
+            screen = plan.screens.get(rejected.proposal.configuration.key())
+            entries.append(
+                AuditEntry(
+                    plan.cycle_id,
+                    now,
+                    dry_run,
+                    "rejected",
+                    "",
+                    rejected.proposal.origin,
+                    json.dumps(rejected.proposal.configuration.as_dict()),
+                    rejected.configuration_hash,
+                    screen.ndcg if screen else None,
+                    "rejected",
+                    f"{rejected.proposal.rationale}; {rejected.reason}",
+                )
+            )
+        if entries:
+            with self.engine.begin() as connection:
+                connection.execute(sa.insert(audit_table), [entry.__dict__ for entry in entries])
+        return entries
+
+    @staticmethod
+    def _action_entry(plan: Plan, action: Action, dry_run: bool, now: float, outcome: str) -> AuditEntry:
+        configuration, configuration_hash, ndcg = "", "", None
+        if action.configuration is not None:
+            configuration = json.dumps(action.configuration.as_dict())
+            screen = plan.screens.get(action.configuration.key())
+            if screen is not None:
+                configuration_hash, ndcg = screen.configuration_hash, screen.ndcg
+        return AuditEntry(
+            plan.cycle_id,
+            now,
+            dry_run,
+            action.kind,
+            action.arm_id,
+            action.origin,
+            configuration,
+            configuration_hash,
+            ndcg,
+            outcome,
+            action.reason,
+        )
+
+    def recent(self, limit: int = 20) -> list[AuditEntry]:
+        query = sa.select(audit_table).order_by(audit_table.c.entry_id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [AuditEntry(**{k: v for k, v in row.items() if k != "entry_id"}) for row in rows]

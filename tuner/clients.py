@@ -1,0 +1,137 @@
+"""The controller's Backend over gRPC: PolicyService (arms), MetricsService (live stats),
+ScoringService (search space, offline screen). Thin: convert, call, convert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from rectune.v1 import (
+    common_pb2,
+    metrics_pb2,
+    metrics_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+)
+from services.common.clients import ClientOptions, make_channel
+from services.policy import convert as policy_convert
+from services.policy.core.model import ArmOrigin, ArmState
+from services.scoring import convert as scoring_convert
+from tuner.controller import Action, ArmView, BackendError, Screen
+from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, StrategySpace
+
+T = TypeVar("T")
+
+_KINDS = {
+    scoring_pb2.PARAM_TYPE_FLOAT: FLOAT,
+    scoring_pb2.PARAM_TYPE_INT: INT,
+    scoring_pb2.PARAM_TYPE_CATEGORICAL: CATEGORICAL,
+    scoring_pb2.PARAM_TYPE_BOOL: BOOL,
+}
+# Evaluations fit a model on the holdout split: seconds to minutes on a large catalogue.
+EVALUATE_DEADLINE_SECONDS = 600.0
+# PutArm asks ScoringService for the configuration's hash, which may fit the model first.
+PUT_ARM_DEADLINE_SECONDS = 600.0
+
+
+def _call(method: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        raise BackendError(f"{method}: {exc.code().name}: {exc.details()}") from None
+
+
+def configuration_of(message: common_pb2.Configuration) -> Configuration:
+    strategy, params = scoring_convert.configuration(message, True)
+    return Configuration(strategy, params)
+
+
+def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
+    return common_pb2.Configuration(
+        strategy=configuration.strategy,
+        params={name: scoring_convert.param_message(value) for name, value in configuration.params.items()},
+    )
+
+
+def param_of(message: scoring_pb2.Hyperparameter) -> Param:
+    default = scoring_convert.param_value(message.default_value, f"{message.name}.default_value")
+    return Param(
+        message.name,
+        _KINDS[message.type],
+        default,
+        message.min,
+        message.max,
+        message.log_scale,
+        tuple(message.choices),
+    )
+
+
+class GrpcBackend:
+    def __init__(self, policy_address: str, scoring_address: str, metrics_address: str, options: ClientOptions):
+        self._channels = [make_channel(a, options) for a in (policy_address, scoring_address, metrics_address)]
+        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[0])
+        self.scoring = scoring_pb2_grpc.ScoringServiceStub(self._channels[1])
+        self.metrics = metrics_pb2_grpc.MetricsServiceStub(self._channels[2])
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def arms(self) -> list[ArmView]:
+        arms = _call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms)
+        stats_request = metrics_pb2.GetArmStatsRequest(arm_ids=[a.arm_id for a in arms])
+        stats = _call("MetricsService.GetArmStats", lambda: self.metrics.GetArmStats(stats_request).stats)
+        by_arm = {s.arm_id: s for s in stats}
+        views = []
+        for arm in arms:
+            stat = by_arm.get(arm.arm_id)
+            views.append(
+                ArmView(
+                    arm.arm_id,
+                    configuration_of(arm.configuration),
+                    arm.configuration_hash,
+                    policy_convert.ORIGINS[arm.origin].value,
+                    policy_convert.STATES[arm.state].value,
+                    stat.impressions if stat else 0,
+                    stat.ctr if stat else 0.0,
+                    stat.probability_best if stat else 0.0,
+                )
+            )
+        return views
+
+    def search_space(self) -> SearchSpace:
+        request = scoring_pb2.DescribeSearchSpaceRequest()
+        answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
+        return SearchSpace(
+            tuple(StrategySpace(s.strategy, tuple(param_of(h) for h in s.hyperparameters)) for s in answer.strategies)
+        )
+
+    def evaluate(self, configuration: Configuration, k: int) -> Screen:
+        request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration_message(configuration), k=k)
+        answer = _call(
+            "ScoringService.EvaluateConfiguration",
+            lambda: self.scoring.EvaluateConfiguration(request, timeout=EVALUATE_DEADLINE_SECONDS),
+        )
+        return Screen(answer.configuration_hash, answer.metrics.ndcg, answer.metrics.recall)
+
+    def register(self, action: Action) -> None:
+        assert action.configuration is not None, "register actions carry their configuration"
+        request = policy_pb2.PutArmRequest(
+            arm_id=action.arm_id,
+            configuration=configuration_message(action.configuration),
+            origin=policy_convert.ORIGIN_VALUES[ArmOrigin(action.origin)],
+            exposure_cap=action.exposure_cap,
+            initial_state=policy_pb2.ARM_STATE_ACTIVE,
+            reason=action.reason,
+        )
+        _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=PUT_ARM_DEADLINE_SECONDS))
+
+    def set_state(self, arm_id: str, state: str, reason: str) -> None:
+        request = policy_pb2.SetArmStateRequest(
+            arm_id=arm_id, state=policy_convert.STATE_VALUES[ArmState(state)], reason=reason
+        )
+        _call("PolicyService.SetArmState", lambda: self.policy.SetArmState(request))

@@ -1,0 +1,280 @@
+"""The tuner's decisions, free of protobuf and of gRPC (see tuner/clients.py for those).
+
+One cycle: look at the arms and their live statistics; retire the tuner's own arms that
+are clearly losing (and, when allowed, promote one that is clearly winning); fill the free
+slots with new proposals that pass the offline screen against the champion; record all
+of it in the audit table; apply it unless it is a dry run.
+
+The tuner only judges arms it created (origins ``tuner-*``): the control and arms written
+by hand are a person's to change.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from tuner.proposers import Proposal, Proposer
+from tuner.space import Configuration, SearchSpace
+
+LIVE_STATES = ("candidate", "active")
+TUNER_ORIGINS = ("tuner-lm", "tuner-tpe", "tuner-random")
+TARGET_STATES = {"retire": "retired", "promote": "champion"}
+
+
+@dataclass(frozen=True)
+class TunerLimits:
+    # Tuner arms competing at once (CANDIDATE or ACTIVE); new ones only fill free slots.
+    max_live_arms: int = 3
+    max_new_arms_per_cycle: int = 2
+    # Traffic share cap of each new arm (the policy's guardrails apply on top).
+    exposure_cap: float = 0.2
+    # Impressions an arm needs before the tuner judges it.
+    min_impressions: int = 1000
+    # Retire a tuner arm whose posterior probability of being best falls below this.
+    retire_probability_best: float = 0.02
+    # Promote a tuner arm to champion at this probability of being best; 0 never promotes
+    # (the default: replacing the control is left to a person unless configured).
+    promote_probability_best: float = 0.0
+    # A proposal goes live only if its offline NDCG@k is at least this share of the champion's.
+    screen_min_ndcg_ratio: float = 0.8
+    evaluation_k: int = 10
+
+    def problems(self) -> list[str]:
+        """Each broken rule as 'field: rule, got value'."""
+        rules = [
+            ("max_live_arms", self.max_live_arms >= 0, ">= 0"),
+            ("max_new_arms_per_cycle", self.max_new_arms_per_cycle >= 0, ">= 0"),
+            ("exposure_cap", 0.0 < self.exposure_cap <= 1.0, "in (0, 1]"),
+            ("min_impressions", self.min_impressions >= 0, ">= 0"),
+            ("retire_probability_best", 0.0 <= self.retire_probability_best < 1.0, "in [0, 1)"),
+            ("promote_probability_best", 0.0 <= self.promote_probability_best <= 1.0, "in [0, 1]"),
+            ("screen_min_ndcg_ratio", self.screen_min_ndcg_ratio >= 0.0, ">= 0"),
+            ("evaluation_k", self.evaluation_k >= 1, ">= 1"),
+        ]
+        return [f"{name}: must be {rule}, got {getattr(self, name)}" for name, ok, rule in rules if not ok]
+
+
+@dataclass(frozen=True)
+class ArmView:
+    """An arm as the tuner sees it: PolicyService's record joined with MetricsService's stats."""
+
+    arm_id: str
+    configuration: Configuration
+    configuration_hash: str
+    origin: str
+    state: str  # candidate, active, paused, retired, champion
+    impressions: int = 0
+    ctr: float = 0.0
+    probability_best: float = 0.0
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Offline evaluation of a configuration on ScoringService's time-based holdout."""
+
+    configuration_hash: str
+    ndcg: float
+    recall: float
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # register, retire, promote
+    arm_id: str  # for register: the id the tuner asks for
+    reason: str
+    origin: str = ""
+    configuration: Configuration | None = None
+    exposure_cap: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rejected:
+    proposal: Proposal
+    configuration_hash: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    cycle_id: str
+    created_at: float
+    actions: list[Action] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    screens: dict[str, Screen] = field(default_factory=dict)  # proposal key -> its screen
+    proposals: list[Proposal] = field(default_factory=list)
+    champion_screen: Screen | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def action(a: Action) -> dict[str, Any]:
+            out: dict[str, Any] = {"kind": a.kind, "arm_id": a.arm_id, "reason": a.reason}
+            if a.configuration is not None:
+                out.update(origin=a.origin, configuration=a.configuration.as_dict(), exposure_cap=a.exposure_cap)
+            return out
+
+        return {
+            "cycle_id": self.cycle_id,
+            "champion_screen": asdict(self.champion_screen) if self.champion_screen else None,
+            "actions": [action(a) for a in self.actions],
+            "rejected": [
+                {
+                    "configuration": r.proposal.configuration.as_dict(),
+                    "origin": r.proposal.origin,
+                    "configuration_hash": r.configuration_hash,
+                    "reason": r.reason,
+                }
+                for r in self.rejected
+            ],
+        }
+
+
+class Backend(Protocol):
+    """What the controller needs from the services (gRPC in tuner/clients.py)."""
+
+    def arms(self) -> list[ArmView]: ...
+
+    def search_space(self) -> SearchSpace: ...
+
+    def evaluate(self, configuration: Configuration, k: int) -> Screen: ...
+
+    def register(self, action: Action) -> None: ...
+
+    def set_state(self, arm_id: str, state: str, reason: str) -> None: ...
+
+
+def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
+    """Retire the tuner's clearly losing arms; promote at most one clearly winning arm."""
+    ripe = [
+        a for a in arms if a.origin in TUNER_ORIGINS and a.state == "active" and a.impressions >= limits.min_impressions
+    ]
+    actions = [
+        Action(
+            "retire",
+            a.arm_id,
+            f"P(best) {a.probability_best:.3f} < {limits.retire_probability_best} "
+            f"after {a.impressions} impressions (CTR {a.ctr:.4f})",
+        )
+        for a in ripe
+        if a.probability_best < limits.retire_probability_best
+    ]
+    if limits.promote_probability_best > 0:
+        winners = [a for a in ripe if a.probability_best >= limits.promote_probability_best]
+        if winners:
+            best = max(winners, key=lambda a: a.probability_best)
+            reason = (
+                f"P(best) {best.probability_best:.3f} >= {limits.promote_probability_best} "
+                f"after {best.impressions} impressions (CTR {best.ctr:.4f})"
+            )
+            actions.append(Action("promote", best.arm_id, reason))
+    return actions
+
+
+def free_slots(arms: Sequence[ArmView], judged: Sequence[Action], limits: TunerLimits) -> int:
+    leaving = {a.arm_id for a in judged}
+    live = [a for a in arms if a.origin in TUNER_ORIGINS and a.state in LIVE_STATES and a.arm_id not in leaving]
+    return max(0, min(limits.max_live_arms - len(live), limits.max_new_arms_per_cycle))
+
+
+def screen_proposals(
+    proposals: Sequence[Proposal],
+    screens: Sequence[Screen],
+    champion: Screen,
+    existing_hashes: set[str],
+    limits: TunerLimits,
+    cycle_id: str,
+) -> tuple[list[Action], list[Rejected]]:
+    """Register proposals that are new and good enough offline; say why the others are not."""
+    bar = limits.screen_min_ndcg_ratio * champion.ndcg
+    registered: list[Action] = []
+    rejected: list[Rejected] = []
+    seen = set(existing_hashes)
+    for index, (proposal, screen) in enumerate(zip(proposals, screens, strict=True)):
+        if screen.configuration_hash in seen:
+            rejected.append(Rejected(proposal, screen.configuration_hash, "same configuration as an existing arm"))
+            continue
+        seen.add(screen.configuration_hash)
+        if screen.ndcg < bar:
+            reason = (
+                f"offline NDCG@{limits.evaluation_k} {screen.ndcg:.4f} < {limits.screen_min_ndcg_ratio} x "
+                f"champion's {champion.ndcg:.4f}"
+            )
+            rejected.append(Rejected(proposal, screen.configuration_hash, reason))
+            continue
+        reason = (
+            f"{proposal.rationale}; offline NDCG@{limits.evaluation_k} {screen.ndcg:.4f} "
+            f"(champion {champion.ndcg:.4f}), recall {screen.recall:.4f}"
+        )
+        arm_id = f"{proposal.configuration.strategy.replace('_', '-')}-{cycle_id[:6]}-{index}"
+        registered.append(
+            Action("register", arm_id, reason, proposal.origin, proposal.configuration, limits.exposure_cap)
+        )
+    return registered, rejected
+
+
+class Controller:
+    def __init__(
+        self,
+        backend: Backend,
+        proposer: Proposer,
+        limits: TunerLimits,
+        restriction: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.proposer = proposer
+        self.limits = limits
+        self.restriction = restriction
+
+    def space(self) -> SearchSpace:
+        space = self.backend.search_space()
+        return space.narrowed(self.restriction) if self.restriction else space
+
+    def plan(self) -> Plan:
+        plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())
+        arms = self.backend.arms()
+        plan.actions = judge(arms, self.limits)
+        slots = free_slots(arms, plan.actions, self.limits)
+        if slots == 0:
+            return plan
+        champions = [a for a in arms if a.state == "champion"]
+        if not champions:
+            return plan  # nothing to compare with: PolicyService has no arms yet
+        taken = {a.configuration.key() for a in arms}
+        plan.proposals = self.proposer.propose(self.space(), slots, taken)
+        if not plan.proposals:
+            return plan
+        plan.champion_screen = self.backend.evaluate(champions[0].configuration, self.limits.evaluation_k)
+        screens = [self.backend.evaluate(p.configuration, self.limits.evaluation_k) for p in plan.proposals]
+        plan.screens = {p.configuration.key(): s for p, s in zip(plan.proposals, screens, strict=True)}
+        registered, plan.rejected = screen_proposals(
+            plan.proposals,
+            screens,
+            plan.champion_screen,
+            {a.configuration_hash for a in arms},
+            self.limits,
+            plan.cycle_id,
+        )
+        plan.actions.extend(registered)
+        return plan
+
+    def apply(self, plan: Plan) -> list[tuple[Action, str]]:
+        """Carry out each action; one that fails is reported and does not stop the others."""
+        outcomes: list[tuple[Action, str]] = []
+        for action in plan.actions:
+            try:
+                if action.kind == "register":
+                    self.backend.register(action)
+                else:
+                    self.backend.set_state(
+                        action.arm_id, "retired" if action.kind == "retire" else "champion", action.reason
+                    )
+                outcomes.append((action, "applied"))
+            except BackendError as exc:
+                outcomes.append((action, f"failed: {exc}"))
+        return outcomes
+
+
+class BackendError(RuntimeError):
+    """A service refused or could not be reached; the message says which call and why."""

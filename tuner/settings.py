@@ -1,0 +1,103 @@
+"""The tuner's settings: where the services are, where the audit table lives, how it proposes,
+and its limits. Flags, then environment variables, then defaults, read once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import SettingsError, option
+from services.common.settings import ClientSettings, check_address, check_database_url
+from tuner.controller import TunerLimits
+from tuner.proposers import PROPOSERS
+
+
+@dataclass(frozen=True)
+class TunerSettings(ClientSettings):
+    """The tuner: proposes configurations and manages the arms it created."""
+
+    policy_address: str = option(
+        env="RECTUNE_POLICY_ADDRESS", required=True, help="host:port of PolicyService (arms; needs the admin token)"
+    )
+    scoring_address: str = option(
+        env="RECTUNE_SCORING_ADDRESS", required=True, help="host:port of ScoringService (search space, offline screen)"
+    )
+    metrics_address: str = option(
+        env="RECTUNE_METRICS_ADDRESS", required=True, help="host:port of MetricsService (live per-arm statistics)"
+    )
+    database_url: str = option(
+        env="RECTUNE_DATABASE_URL",
+        default="sqlite:///rectune-tuner.db",
+        help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
+    )
+    proposer: str = option(env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random")
+    seed: int = option(env="RECTUNE_TUNER_SEED", default=0, help="seed of the proposer; 0 draws a fresh one")
+    search_space_file: str = option(
+        env="RECTUNE_TUNER_SEARCH_SPACE",
+        default="",
+        help="JSON file naming the strategies to explore and narrower ranges; empty = all ScoringService declares",
+    )
+    interval_seconds: float = option(
+        env="RECTUNE_TUNER_INTERVAL_SECONDS", default=300.0, help="time between two cycles of `tuner run`"
+    )
+    max_live_arms: int = option(
+        env="RECTUNE_TUNER_MAX_LIVE_ARMS", default=3, help="tuner arms competing at once (CANDIDATE or ACTIVE)"
+    )
+    max_new_arms_per_cycle: int = option(
+        env="RECTUNE_TUNER_MAX_NEW_ARMS_PER_CYCLE", default=2, help="new arms registered per cycle at most"
+    )
+    exposure_cap: float = option(
+        env="RECTUNE_TUNER_EXPOSURE_CAP", default=0.2, help="traffic share cap of each new arm, in (0, 1]"
+    )
+    min_impressions: int = option(
+        env="RECTUNE_TUNER_MIN_IMPRESSIONS", default=1000, help="impressions an arm needs before it is judged"
+    )
+    retire_probability_best: float = option(
+        env="RECTUNE_TUNER_RETIRE_PROBABILITY_BEST",
+        default=0.02,
+        help="retire a tuner arm whose probability of being best falls below this",
+    )
+    promote_probability_best: float = option(
+        env="RECTUNE_TUNER_PROMOTE_PROBABILITY_BEST",
+        default=0.0,
+        help="promote a tuner arm to champion at this probability of being best; 0 never promotes",
+    )
+    screen_min_ndcg_ratio: float = option(
+        env="RECTUNE_TUNER_SCREEN_MIN_NDCG_RATIO",
+        default=0.8,
+        help="a proposal goes live only with offline NDCG@k >= this x the champion's",
+    )
+    evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_address("--policy-address", "RECTUNE_POLICY_ADDRESS", self.policy_address)
+        check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
+        check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
+        check_database_url(self.database_url)
+        if self.proposer not in PROPOSERS:
+            raise SettingsError(
+                f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSERS)}, got {self.proposer!r}"
+            )
+        if self.interval_seconds <= 0:
+            raise SettingsError(f"--interval-seconds: must be > 0, got {self.interval_seconds}")
+        problems = self.limits().problems()
+        if problems:
+            raise SettingsError("; ".join(_as_flag(problem) for problem in problems))
+
+    def limits(self) -> TunerLimits:
+        return TunerLimits(
+            max_live_arms=self.max_live_arms,
+            max_new_arms_per_cycle=self.max_new_arms_per_cycle,
+            exposure_cap=self.exposure_cap,
+            min_impressions=self.min_impressions,
+            retire_probability_best=self.retire_probability_best,
+            promote_probability_best=self.promote_probability_best,
+            screen_min_ndcg_ratio=self.screen_min_ndcg_ratio,
+            evaluation_k=self.evaluation_k,
+        )
+
+
+def _as_flag(problem: str) -> str:
+    """'max_live_arms: must be ...' -> '--max-live-arms: must be ...'."""
+    name, rule = problem.split(":", 1)
+    return f"--{name.replace('_', '-')}:{rule}"
