@@ -28,6 +28,7 @@ from rich.table import Table
 from services.common.clients import client_options_from
 from services.common.config import SettingsError, load_settings
 from services.common.logging import configure_logging
+from services.common.server import HealthState, serve_health_only
 from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
 from tuner.controller import BackendError, Controller, Plan
@@ -36,6 +37,9 @@ from tuner.settings import TunerSettings
 from tuner.space import SpaceError, load_restriction
 
 log = structlog.get_logger("tuner")
+
+# The name under which the health port reports the loop (besides the overall "").
+TUNER_HEALTH_NAME = "rectune.tuner"
 
 
 def build_controller(settings: TunerSettings, backend: GrpcBackend) -> Controller:
@@ -64,9 +68,12 @@ def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, o
     return result
 
 
-def run_forever(controller: Controller, audit: AuditLog, interval_seconds: float) -> None:
-    """A cycle every interval until SIGTERM or SIGINT; a failed cycle is logged and retried next time."""
+def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings) -> None:
+    """A cycle every interval until SIGTERM or SIGINT; a failed cycle is logged and retried next
+    time. With a health port, grpc.health.v1 answers SERVING while the loop runs."""
     stop = threading.Event()
+    health = HealthState([TUNER_HEALTH_NAME])
+    stop_health = serve_health_only(health, settings.host, settings.health_port) if settings.health_port else None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -74,12 +81,18 @@ def run_forever(controller: Controller, audit: AuditLog, interval_seconds: float
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    while not stop.is_set():
-        try:
-            cycle(controller, audit, dry_run=False)
-        except (BackendError, SpaceError) as exc:
-            log.warning("cycle_failed", error=str(exc))
-        stop.wait(interval_seconds)
+    health.set_serving()
+    try:
+        while not stop.is_set():
+            try:
+                cycle(controller, audit, dry_run=False)
+            except (BackendError, SpaceError) as exc:
+                log.warning("cycle_failed", error=str(exc))
+            stop.wait(settings.interval_seconds)
+    finally:
+        health.shutdown()
+        if stop_health is not None:
+            stop_health()
 
 
 def print_status(backend: GrpcBackend, audit: AuditLog) -> None:
@@ -141,7 +154,7 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
             return 0
         controller = build_controller(settings, backend)
         if args.command == "run" and not args.once:
-            run_forever(controller, audit, settings.interval_seconds)
+            run_forever(controller, audit, settings)
             return 0
         print(json.dumps(cycle(controller, audit, dry_run=args.dry_run), indent=2))
         return 0

@@ -67,6 +67,12 @@ class TunerSettings(ClientSettings):
         help="a proposal goes live only with offline NDCG@k >= this x the champion's",
     )
     evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
+    health_port: int = option(
+        env="RECTUNE_HEALTH_PORT",
+        default=0,
+        help="`tuner run` serves grpc.health.v1 on this plaintext port while its loop runs (for probes); 0 = off",
+    )
+    host: str = option(env="RECTUNE_HOST", default="127.0.0.1", help="address the health port binds; 0.0.0.0 in pods")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +84,8 @@ class TunerSettings(ClientSettings):
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSERS)}, got {self.proposer!r}"
             )
+        if not 0 <= self.health_port <= 65535:
+            raise SettingsError(f"--health-port: must be between 0 and 65535, got {self.health_port}")
         if self.interval_seconds <= 0:
             raise SettingsError(f"--interval-seconds: must be > 0, got {self.interval_seconds}")
         problems = self.limits().problems()

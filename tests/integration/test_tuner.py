@@ -4,11 +4,19 @@ servers on loopback (MovieLens 100K), with its audit table in a real SQLite file
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
-from tests.conftest import MOVIELENS
+from services.common.wait_healthy import wait_serving
+from tests.conftest import MOVIELENS, ROOT
 from tests.integration.test_policy_service import arms_by_id, put
 from tuner.__main__ import main
 
@@ -49,7 +57,15 @@ def tuner(start_service, tmp_path, capsys):
         out = captured.out[captured.out.find("{\n") :] if "{\n" in captured.out else captured.out
         return code, out, captured.err
 
-    return run, policy, metrics
+    return Harness(run, policy, metrics, common)
+
+
+@dataclass
+class Harness:
+    run: Callable[..., tuple[int, str, str]]  # run("propose", "--dry-run") -> (code, stdout, stderr)
+    policy: Any
+    metrics: Any
+    flags: list[str]  # the addresses, audit database, search space and seed every command gets
 
 
 def record_impressions(metrics, arm_id: str, impressions: int, clicks: int) -> None:
@@ -62,7 +78,7 @@ def record_impressions(metrics, arm_id: str, impressions: int, clicks: int) -> N
 
 
 def test_dry_run_plans_screened_arms_and_changes_nothing(tuner) -> None:
-    run, policy, _ = tuner
+    run, policy = tuner.run, tuner.policy
     code, out, _ = run("propose", "--dry-run", "--screen-min-ndcg-ratio=0")
     assert code == 0
     plan = json.loads(out)
@@ -87,7 +103,7 @@ def test_dry_run_plans_screened_arms_and_changes_nothing(tuner) -> None:
 
 
 def test_propose_registers_arms_and_a_losing_arm_is_retired_later(tuner) -> None:
-    run, policy, metrics = tuner
+    run, policy, metrics = tuner.run, tuner.policy, tuner.metrics
     code, out, _ = run("propose", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1")
     assert code == 0
     outcome = json.loads(out)["outcomes"]
@@ -111,7 +127,7 @@ def test_propose_registers_arms_and_a_losing_arm_is_retired_later(tuner) -> None
 
 
 def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) -> None:
-    run, policy, _ = tuner
+    run, policy = tuner.run, tuner.policy
     code, out, _ = run("propose", "--screen-min-ndcg-ratio=50")
     assert code == 0
     plan = json.loads(out)
@@ -121,9 +137,42 @@ def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) ->
 
 
 def test_a_bad_search_space_file_is_refused_naming_the_field(tuner, tmp_path) -> None:
-    run, _, _ = tuner
+    run = tuner.run
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"strategies": {"als": {"factors": {"low": 1, "high": 16}}}}))
     code, _, err = run("propose", "--dry-run", f"--search-space-file={bad}")
     assert code == 2
     assert "strategies.als.factors: must satisfy 8 <= low <= high <= 512" in err
+
+
+def test_run_loops_with_a_health_port_and_stops_on_sigterm(tuner, tmp_path, free_tcp_port) -> None:
+    policy = tuner.policy
+    command = [
+        sys.executable,
+        "-m",
+        "tuner",
+        "run",
+        *tuner.flags,
+        f"--database-url=sqlite:///{tmp_path / 'run.db'}",
+        "--screen-min-ndcg-ratio=0",
+        "--max-new-arms-per-cycle=1",
+        "--interval-seconds=0.5",
+        f"--health-port={free_tcp_port}",
+        "--log-format=json",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        health_address = f"127.0.0.1:{free_tcp_port}"
+        assert wait_serving([health_address], 60)[health_address] == "SERVING"
+        deadline = time.monotonic() + 120
+        while len(arms_by_id(policy.stub)) < 4 and time.monotonic() < deadline:  # 3 live tuner arms at most
+            time.sleep(0.2)
+        origins = sorted(a.origin for a in arms_by_id(policy.stub).values())
+        assert origins == [policy_pb2.ARM_ORIGIN_CONTROL] + [policy_pb2.ARM_ORIGIN_TUNER_RANDOM] * 3
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    events = [json.loads(line)["event"] for line in stderr.splitlines()]
+    assert events.count("cycle") >= 3 and events[-1] == "stopping"
