@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.scoring import convert as scoring_convert
+from services.scoring.core.strategies.registry import default_registry
+from tuner.clients import param_of
+from tuner.space import SearchSpace, StrategySpace
+
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
 KUBERNETES_VERSION = "1.32.0"
@@ -28,7 +34,10 @@ SETTINGS = {
     "scoring": ("services.scoring.__main__", "ScoringSettings"),
     "policy": ("services.policy.__main__", "PolicySettings"),
     "metrics": ("services.metrics.__main__", "MetricsSettings"),
+    "tuner": ("tuner.settings", "TunerSettings"),
 }
+# The Deployments that serve RPCs (each with a Service); the tuner only calls out.
+SERVICES = ("embedding", "scoring", "policy", "metrics")
 
 
 @cache
@@ -76,8 +85,10 @@ def test_every_object_validates_against_the_kubernetes_schemas(overlay: str) -> 
 def test_each_service_has_its_objects(overlay: str) -> None:
     objects = render(overlay)
     assert {o["metadata"]["name"] for o in of_kind(objects, "Deployment")} == set(SETTINGS)
-    for kind in ("Service", "ServiceAccount", "PodDisruptionBudget"):
+    for kind in ("ServiceAccount", "PodDisruptionBudget"):
         assert set(SETTINGS) <= {o["metadata"]["name"] for o in of_kind(objects, kind)}, kind
+    services = {o["metadata"]["name"] for o in of_kind(objects, "Service")}
+    assert set(SERVICES) <= services and "tuner" not in services
     assert {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")} == {
         "policy",
         "scoring",
@@ -103,6 +114,8 @@ def test_ports_and_probes_match_the_service_settings(overlay: str) -> None:
     objects = render(overlay)
     services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     for deployment in of_kind(objects, "Deployment"):
+        if deployment["metadata"]["name"] not in SERVICES:
+            continue
         template = deployment["spec"]["template"]
         (container,) = template["spec"]["containers"]
         env = container_env(objects, container)
@@ -168,9 +181,12 @@ def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -
     objects = render(overlay)
     assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in of_kind(objects, "NetworkPolicy"))
     assert allowed_sources(objects, "policy", "grpc") == [{"namespaceSelector": {}}]
-    from_policy = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "policy"}}}]
-    assert allowed_sources(objects, "scoring", "grpc") == from_policy
-    assert allowed_sources(objects, "metrics", "grpc") == from_policy
+    from_policy_and_tuner = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "policy"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tuner"}}},
+    ]
+    assert allowed_sources(objects, "scoring", "grpc") == from_policy_and_tuner
+    assert allowed_sources(objects, "metrics", "grpc") == from_policy_and_tuner
     from_scoring = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scoring"}}}]
     assert allowed_sources(objects, "embedding", "grpc") == from_scoring
 
@@ -191,7 +207,7 @@ def test_dev_runs_postgres_for_the_stateful_services_and_prod_expects_a_database
     (postgres,) = of_kind(dev, "StatefulSet")
     secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
     assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
-    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring"}
+    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner"}
     # Each of them may reach PostgreSQL through the NetworkPolicies, and nothing else may.
     admitted = {
         source["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
@@ -204,7 +220,9 @@ def test_prod_runs_mtls_and_gpu_overlay_asks_for_a_gpu() -> None:
     prod = render("prod")
     for deployment in of_kind(prod, "Deployment"):
         env = container_env(prod, deployment["spec"]["template"]["spec"]["containers"][0])
-        assert env["RECTUNE_TLS_CLIENT_CA"] == env["RECTUNE_CLIENT_CA"] == "/etc/rectune/tls/ca.crt"
+        assert env["RECTUNE_CLIENT_CA"] == "/etc/rectune/tls/ca.crt"
+        if deployment["metadata"]["name"] in SERVICES:
+            assert env["RECTUNE_TLS_CLIENT_CA"] == "/etc/rectune/tls/ca.crt"
     (embedding,) = [d for d in of_kind(render("gpu"), "Deployment") if d["metadata"]["name"] == "embedding"]
     container = embedding["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -251,3 +269,33 @@ def test_the_package_the_image_installs_carries_every_module_of_the_checkout(tmp
         for path in (ROOT / package).rglob("*.py")
     }
     assert sources - packaged == set()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_tuner_runs_alone_with_its_limits_search_space_and_the_admin_token(overlay: str) -> None:
+    objects = render(overlay)
+    (tuner,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "tuner"]
+    assert tuner["spec"]["replicas"] == 1 and tuner["spec"]["strategy"] == {"type": "Recreate"}
+    pod = tuner["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["tuner", "run"]
+    env = container_env(objects, container)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["livenessProbe"]["grpc"]["port"] == ports["grpc-health"] == int(env["RECTUNE_HEALTH_PORT"] or 0)
+    token = next(v for v in container["env"] if v["name"] == "RECTUNE_CLIENT_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "rectune-auth", "key": "admin-token"}
+    # The search-space file the limits point at is mounted from its ConfigMap, and it is a
+    # restriction the real ScoringService search space accepts.
+    path = Path(env["RECTUNE_TUNER_SEARCH_SPACE"] or "")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    config_maps = {c["metadata"]["name"]: c["data"] for c in of_kind(objects, "ConfigMap")}
+    restriction = json.loads(config_maps[volume["configMap"]["name"]][path.name])
+    assert scoring_search_space().narrowed(restriction).names() == list(restriction["strategies"])
+
+
+def scoring_search_space() -> SearchSpace:
+    """The search space ScoringService declares, as the tuner reads it over gRPC."""
+    registry = default_registry()
+    spaces = [scoring_convert.space_message(registry[name].space) for name in sorted(registry)]
+    return SearchSpace(tuple(StrategySpace(s.strategy, tuple(param_of(h) for h in s.hyperparameters)) for s in spaces))
