@@ -1,4 +1,4 @@
-"""The README's configuration reference names every setting the services read."""
+"""The README's configuration reference names every setting the services and the tuner read."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
         ("services.scoring.__main__", "ScoringSettings"),
         ("services.policy.__main__", "PolicySettings"),
         ("services.metrics.__main__", "MetricsSettings"),
+        ("tuner.settings", "TunerSettings"),
     ],
 )
 def test_every_setting_is_documented(module: str, settings_class: str) -> None:
