@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+import optuna
 import structlog
 from rich.console import Console
 from rich.table import Table
@@ -42,10 +43,10 @@ log = structlog.get_logger("tuner")
 TUNER_HEALTH_NAME = "rectune.tuner"
 
 
-def build_controller(settings: TunerSettings, backend: GrpcBackend) -> Controller:
+def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:
     restriction = load_restriction(settings.search_space_file) if settings.search_space_file else None
     proposer = PROPOSERS[settings.proposer](settings.seed or None)
-    return Controller(backend, proposer, settings.limits(), restriction)
+    return Controller(backend, proposer, settings.limits(), restriction, audit.observations)
 
 
 def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
         return 2
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level, sys.stderr)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per study otherwise
     backend = GrpcBackend(
         settings.policy_address, settings.scoring_address, settings.metrics_address, client_options_from(settings)
     )
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
         if args.command == "status":
             print_status(backend, audit)
             return 0
-        controller = build_controller(settings, backend)
+        controller = build_controller(settings, backend, audit)
         if args.command == "run" and not args.once:
             run_forever(controller, audit, settings)
             return 0

@@ -16,6 +16,8 @@ from sqlalchemy import Engine
 from services.common.migrations import Schema, migrate
 from services.common.storage import make_engine
 from tuner.controller import Action, Plan
+from tuner.proposers import Observation
+from tuner.space import Configuration
 
 metadata = sa.MetaData()
 audit_table = sa.Table(
@@ -115,3 +117,19 @@ class AuditLog:
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         return [AuditEntry(**{k: v for k, v in row.items() if k != "entry_id"}) for row in rows]
+
+    def observations(self) -> list[Observation]:
+        """Every configuration screened so far with its offline NDCG (dry runs included: the
+        screen was real), oldest first."""
+        query = (
+            sa.select(audit_table.c.configuration, audit_table.c.ndcg)
+            .where(audit_table.c.ndcg.is_not(None), audit_table.c.configuration != "")
+            .order_by(audit_table.c.entry_id)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        observations = []
+        for configuration_json, ndcg in rows:
+            configuration = json.loads(configuration_json)
+            observations.append(Observation(Configuration(configuration["strategy"], configuration["params"]), ndcg))
+        return observations

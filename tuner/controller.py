@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from tuner.proposers import Proposal, Proposer
+from tuner.proposers import Observation, Proposal, Proposer
 from tuner.space import Configuration, SearchSpace
 
 LIVE_STATES = ("candidate", "active")
@@ -221,11 +221,13 @@ class Controller:
         proposer: Proposer,
         limits: TunerLimits,
         restriction: dict[str, Any] | None = None,
+        history: Callable[[], Sequence[Observation]] = tuple,
     ) -> None:
         self.backend = backend
         self.proposer = proposer
         self.limits = limits
         self.restriction = restriction
+        self.history = history  # configurations screened before, for proposers that learn
 
     def space(self) -> SearchSpace:
         space = self.backend.search_space()
@@ -242,7 +244,7 @@ class Controller:
         if not champions:
             return plan  # nothing to compare with: PolicyService has no arms yet
         taken = {a.configuration.key() for a in arms}
-        plan.proposals = self.proposer.propose(self.space(), slots, taken)
+        plan.proposals = self.proposer.propose(self.space(), slots, taken, self.history())
         if not plan.proposals:
             return plan
         plan.champion_screen = self.backend.evaluate(champions[0].configuration, self.limits.evaluation_k)

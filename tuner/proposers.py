@@ -1,18 +1,24 @@
 """Proposers: where new configurations come from. Found by name in ``PROPOSERS``.
 
-Built so far: ``random`` (uniform over the search space, log-uniform where a parameter is
-marked log scale). The language-model and Optuna TPE proposers of the design are not built
-yet; the controller takes any object with this interface.
+- ``random``: uniform over the search space, log-uniform where a parameter is marked log scale.
+- ``tpe``: Optuna's Tree-structured Parzen Estimator, fitted each cycle to every configuration
+  screened so far (their offline NDCG, from the audit table), so proposals move towards
+  what scored well.
+The language-model proposer of the design is not built yet; the controller takes any
+object with this interface.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tuner.space import Configuration, SearchSpace
+import optuna
+
+from tuner.space import BOOL, CATEGORICAL, FLOAT, Configuration, Param, ParamValue, SearchSpace
 
 # A proposer that keeps drawing configurations that exist already gives up after this
 # many draws per wanted proposal (a tiny space can be exhausted).
@@ -26,10 +32,20 @@ class Proposal:
     rationale: str  # why this configuration, kept in the audit table
 
 
+@dataclass(frozen=True)
+class Observation:
+    """A configuration screened before, and its offline score (NDCG@k)."""
+
+    configuration: Configuration
+    value: float
+
+
 class Proposer(Protocol):
     origin: str
 
-    def propose(self, space: SearchSpace, count: int, taken: Collection[str]) -> list[Proposal]:
+    def propose(
+        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+    ) -> list[Proposal]:
         """Up to ``count`` configurations whose ``key()`` is not in ``taken``."""
         ...
 
@@ -40,7 +56,9 @@ class RandomProposer:
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
 
-    def propose(self, space: SearchSpace, count: int, taken: Collection[str]) -> list[Proposal]:
+    def propose(
+        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+    ) -> list[Proposal]:
         proposals: list[Proposal] = []
         seen = set(taken)
         for _ in range(count * DRAWS_PER_PROPOSAL):
@@ -55,4 +73,97 @@ class RandomProposer:
         return proposals
 
 
-PROPOSERS: dict[str, Callable[[int | None], Proposer]] = {"random": RandomProposer}
+class TpeProposer:
+    """Optuna TPE over the whole space: the strategy is a categorical parameter and each
+    strategy's hyperparameters are conditional on it (named ``strategy.param``)."""
+
+    origin = "tuner-tpe"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+
+    def propose(
+        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+    ) -> list[Proposal]:
+        # constant_liar: trials asked in one cycle count as pending, so they spread out.
+        sampler = optuna.samplers.TPESampler(seed=self._rng.randrange(2**31), constant_liar=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        known = [trial for trial in (_as_trial(space, o) for o in history) if trial is not None]
+        study.add_trials(known)
+        best = max((o.value for o in history), default=None)
+        basis = f"{len(known)} screened configurations" + (f", best NDCG {best:.4f}" if best is not None else "")
+        proposals: list[Proposal] = []
+        seen = set(taken)
+        for _ in range(count * DRAWS_PER_PROPOSAL):
+            if len(proposals) == count:
+                break
+            configuration = _ask(study, space)
+            if configuration.key() in seen:
+                continue
+            seen.add(configuration.key())
+            proposals.append(Proposal(configuration, self.origin, f"TPE fitted to {basis}"))
+        return proposals
+
+
+def _distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    if param.kind == BOOL:
+        return optuna.distributions.CategoricalDistribution([False, True])
+    if param.kind == CATEGORICAL:
+        return optuna.distributions.CategoricalDistribution(list(param.choices))
+    log = param.log_scale and param.low > 0
+    if param.kind == FLOAT:
+        return optuna.distributions.FloatDistribution(param.low, param.high, log=log)
+    return optuna.distributions.IntDistribution(math.ceil(param.low), math.floor(param.high), log=log)
+
+
+def _ask(study: optuna.Study, space: SearchSpace) -> Configuration:
+    trial = study.ask()
+    strategy = trial.suggest_categorical("strategy", space.names())
+    chosen = next(s for s in space.strategies if s.strategy == strategy)
+    return Configuration(strategy, {p.name: _suggest(trial, f"{strategy}.{p.name}", p) for p in chosen.params})
+
+
+def _suggest(trial: optuna.Trial, name: str, param: Param) -> ParamValue:
+    if param.kind == BOOL:
+        return bool(trial.suggest_categorical(name, [False, True]))
+    if param.kind == CATEGORICAL:
+        return str(trial.suggest_categorical(name, list(param.choices)))
+    log = param.log_scale and param.low > 0
+    if param.kind == FLOAT:
+        return trial.suggest_float(name, param.low, param.high, log=log)
+    return trial.suggest_int(name, math.ceil(param.low), math.floor(param.high), log=log)
+
+
+def _within(param: Param, value: ParamValue | None) -> bool:
+    if value is None:
+        return False
+    if param.kind == BOOL:
+        return isinstance(value, bool)
+    if param.kind == CATEGORICAL:
+        return value in param.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return param.low <= value <= param.high and (param.kind == FLOAT or float(value).is_integer())
+
+
+def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.FrozenTrial | None:
+    """A finished trial for TPE, or None when the configuration lies outside today's space
+    (the operator may have narrowed it since)."""
+    strategy = observation.configuration.strategy
+    spaces = {s.strategy: s for s in space.strategies}
+    if strategy not in spaces:
+        return None
+    params: dict[str, ParamValue] = {"strategy": strategy}
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        "strategy": optuna.distributions.CategoricalDistribution(space.names())
+    }
+    for param in spaces[strategy].params:
+        value = observation.configuration.params.get(param.name)
+        if not _within(param, value):
+            return None
+        assert value is not None
+        params[f"{strategy}.{param.name}"], distributions[f"{strategy}.{param.name}"] = value, _distribution(param)
+    return optuna.trial.create_trial(params=params, distributions=distributions, value=observation.value)
+
+
+PROPOSERS: dict[str, Callable[[int | None], Proposer]] = {"random": RandomProposer, "tpe": TpeProposer}

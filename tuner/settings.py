@@ -29,7 +29,9 @@ class TunerSettings(ClientSettings):
         default="sqlite:///rectune-tuner.db",
         help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
     )
-    proposer: str = option(env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random")
+    proposer: str = option(
+        env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random or tpe"
+    )
     seed: int = option(env="RECTUNE_TUNER_SEED", default=0, help="seed of the proposer; 0 draws a fresh one")
     search_space_file: str = option(
         env="RECTUNE_TUNER_SEARCH_SPACE",

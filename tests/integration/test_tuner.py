@@ -176,3 +176,15 @@ def test_run_loops_with_a_health_port_and_stops_on_sigterm(tuner, tmp_path, free
     assert process.returncode == 0, stderr
     events = [json.loads(line)["event"] for line in stderr.splitlines()]
     assert events.count("cycle") >= 3 and events[-1] == "stopping"
+
+
+def test_the_tpe_proposer_learns_from_the_screens_in_the_audit_table(tuner) -> None:
+    code, out, _ = tuner.run("propose", "--dry-run", "--proposer=tpe", "--screen-min-ndcg-ratio=0")
+    assert code == 0
+    first = json.loads(out)["actions"]
+    assert [a["origin"] for a in first] == ["tuner-tpe"] * 2
+    assert all(a["reason"].startswith("TPE fitted to 0 screened configurations") for a in first)
+    code, out, _ = tuner.run("propose", "--dry-run", "--proposer=tpe", "--screen-min-ndcg-ratio=0")
+    assert code == 0
+    reasons = [a["reason"] for a in json.loads(out)["actions"]]
+    assert all(r.startswith("TPE fitted to 2 screened configurations, best NDCG 0.") for r in reasons)

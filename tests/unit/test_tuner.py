@@ -9,7 +9,7 @@ import pytest
 
 from services.common.config import SettingsError, load_settings
 from tuner.controller import ArmView, Screen, TunerLimits, free_slots, judge, screen_proposals
-from tuner.proposers import Proposal, RandomProposer
+from tuner.proposers import Observation, Proposal, RandomProposer, TpeProposer
 from tuner.settings import TunerSettings
 from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, SpaceError, StrategySpace
 
@@ -138,7 +138,7 @@ def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> Non
     ("flags", "message"),
     [
         ([], "--policy-address (env RECTUNE_POLICY_ADDRESS) is required"),
-        (["--proposer=lm"], "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, got 'lm'"),
+        (["--proposer=lm"], "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, got 'lm'"),
         (["--exposure-cap=1.5"], "--exposure-cap: must be in (0, 1], got 1.5"),
         (["--database-url=sqlite://"], "an in-memory SQLite database is not shared by threads"),
         (["--interval-seconds=0"], "--interval-seconds: must be > 0, got 0.0"),
@@ -149,3 +149,28 @@ def test_bad_settings_fail_fast_naming_the_flag(flags: list[str], message: str) 
     with pytest.raises(SettingsError) as error:
         load_settings(TunerSettings, [*addresses, *flags], environ={})
     assert message in str(error.value)
+
+
+def test_tpe_moves_towards_configurations_that_scored_well() -> None:
+    rng = random.Random(4)
+    history = []
+    for _ in range(40):
+        configuration = SPACE.sample(rng)
+        # Only als with few factors scores well: TPE should mostly propose that region.
+        good = configuration.strategy == "als" and configuration.params["factors"] <= 32
+        history.append(Observation(configuration, 0.3 if good else 0.05))
+    proposals = TpeProposer(seed=1).propose(SPACE, 10, set(), history)
+    assert len(proposals) == 10 and proposals[0].origin == "tuner-tpe"
+    assert proposals[0].rationale == "TPE fitted to 40 screened configurations, best NDCG 0.3000"
+    good = [p for p in proposals if p.configuration.strategy == "als" and p.configuration.params["factors"] <= 32]
+    assert len(good) >= 6  # uniform draws land there about 1 time in 8
+
+
+def test_tpe_ignores_history_outside_todays_space_and_stays_inside_it() -> None:
+    narrowed = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 100, "high": 200}}}})
+    history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.1}), 0.5)]
+    history.append(Observation(Configuration("hybrid", {"mode": "a", "explore": True}), 0.4))
+    proposals = TpeProposer(seed=2).propose(narrowed, 5, set(), history)
+    assert proposals[0].rationale.startswith("TPE fitted to 0 screened configurations")
+    assert all(100 <= p.configuration.params["factors"] <= 200 for p in proposals)
+    assert len({p.configuration.key() for p in proposals}) == 5
