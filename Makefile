@@ -53,7 +53,7 @@ demo: $(STAMP) ## run the whole loop locally and write a report (see README)
 	$(PY) -m services.loadgen.demo
 
 bench: $(STAMP) ## every benchmark in bench/, each printing JSON
-	@for name in embedding scoring metrics policy; do echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done
+	@for name in embedding scoring metrics policy tuner; do echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done
 
 up: $(STAMP) ## start all services in the background on fixed local ports (.run/ holds logs and pids)
 	@mkdir -p $(RUN_DIR)
