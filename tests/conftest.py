@@ -101,3 +101,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
     admin_url = request.getfixturevalue("postgres_admin_url")
     return create_database(admin_url, f"test_{next(_database_counter)}")
+
+
+@pytest.fixture(scope="session")
+def lm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the packaged language model's dequantised weights go, once per test session."""
+    return str(tmp_path_factory.mktemp("lm-cache"))
+
+
+@pytest.fixture(scope="session")
+def language_model(lm_cache_dir: str) -> Any:
+    """The real SmolLM2-135M-Instruct (about 20 s to dequantise on first use in a session)."""
+    from tuner.language_model import LanguageModel
+
+    return LanguageModel("", lm_cache_dir)

@@ -33,7 +33,8 @@ from services.common.server import HealthState, serve_health_only
 from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
 from tuner.controller import BackendError, Controller, Plan
-from tuner.proposers import PROPOSERS
+from tuner.errors import TunerError
+from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
 from tuner.space import SpaceError, load_restriction
 
@@ -43,10 +44,21 @@ log = structlog.get_logger("tuner")
 TUNER_HEALTH_NAME = "rectune.tuner"
 
 
+def make_proposer(settings: TunerSettings) -> Proposer:
+    seed = settings.seed or None
+    if settings.proposer != "lm":
+        return PROPOSERS[settings.proposer](seed)
+    # Imported here: torch and transformers load only for the language-model proposer.
+    from tuner.language_model import LanguageModel
+    from tuner.lm_proposer import LanguageModelProposer
+
+    model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
+    return LanguageModelProposer(model, seed, settings.lm_temperature)
+
+
 def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:
     restriction = load_restriction(settings.search_space_file) if settings.search_space_file else None
-    proposer = PROPOSERS[settings.proposer](settings.seed or None)
-    return Controller(backend, proposer, settings.limits(), restriction, audit.observations)
+    return Controller(backend, make_proposer(settings), settings.limits(), restriction, audit.observations)
 
 
 def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:
@@ -163,7 +175,7 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
     except SpaceError as exc:
         print(f"tuner: {exc}", file=sys.stderr)
         return 2
-    except BackendError as exc:
+    except TunerError as exc:  # a service failed, or the language model could not be loaded
         print(f"tuner: {exc}", file=sys.stderr)
         return 1
     finally:

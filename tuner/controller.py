@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from tuner.errors import TunerError
 from tuner.proposers import Observation, Proposal, Proposer
 from tuner.space import Configuration, SearchSpace
 
@@ -243,8 +244,11 @@ class Controller:
         champions = [a for a in arms if a.state == "champion"]
         if not champions:
             return plan  # nothing to compare with: PolicyService has no arms yet
-        taken = {a.configuration.key() for a in arms}
-        plan.proposals = self.proposer.propose(self.space(), slots, taken, self.history())
+        history = self.history()
+        # Arms and configurations screened before: a proposal equal to one of them would
+        # only repeat a screen whose answer is known.
+        taken = {a.configuration.key() for a in arms} | {o.configuration.key() for o in history}
+        plan.proposals = self.proposer.propose(self.space(), slots, taken, history)
         if not plan.proposals:
             return plan
         plan.champion_screen = self.backend.evaluate(champions[0].configuration, self.limits.evaluation_k)
@@ -278,5 +282,5 @@ class Controller:
         return outcomes
 
 
-class BackendError(RuntimeError):
+class BackendError(TunerError):
     """A service refused or could not be reached; the message says which call and why."""

@@ -3,12 +3,17 @@ and its limits. Flags, then environment variables, then defaults, read once."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.common.config import SettingsError, option
 from services.common.settings import ClientSettings, check_address, check_database_url
 from tuner.controller import TunerLimits
 from tuner.proposers import PROPOSERS
+
+# "lm" is built apart from the others: it loads torch and a model only when chosen.
+PROPOSER_NAMES = (*PROPOSERS, "lm")
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,22 @@ class TunerSettings(ClientSettings):
         help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
     )
     proposer: str = option(
-        env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random or tpe"
+        env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random, tpe or lm"
+    )
+    lm_model: str = option(
+        env="RECTUNE_TUNER_LM_MODEL",
+        default="",
+        help="lm proposer: a local Hugging Face model directory; empty = the packaged SmolLM2-135M-Instruct",
+    )
+    lm_cache_dir: str = option(
+        env="RECTUNE_TUNER_LM_CACHE_DIR",
+        default=str(Path(tempfile.gettempdir()) / "rectune-lm"),
+        help="lm proposer: where the packaged model's dequantised weights are kept (made on first use)",
+    )
+    lm_temperature: float = option(
+        env="RECTUNE_TUNER_LM_TEMPERATURE",
+        default=1.0,
+        help="lm proposer: sampling temperature over the allowed values; 0 always takes the likeliest",
     )
     seed: int = option(env="RECTUNE_TUNER_SEED", default=0, help="seed of the proposer; 0 draws a fresh one")
     search_space_file: str = option(
@@ -82,10 +102,13 @@ class TunerSettings(ClientSettings):
         check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
         check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
         check_database_url(self.database_url)
-        if self.proposer not in PROPOSERS:
+        if self.proposer not in PROPOSER_NAMES:
             raise SettingsError(
-                f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSERS)}, got {self.proposer!r}"
+                f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
+                f"got {self.proposer!r}"
             )
+        if self.lm_temperature < 0:
+            raise SettingsError(f"--lm-temperature: must be >= 0, got {self.lm_temperature}")
         if not 0 <= self.health_port <= 65535:
             raise SettingsError(f"--health-port: must be between 0 and 65535, got {self.health_port}")
         if self.interval_seconds <= 0:

@@ -1,0 +1,94 @@
+"""The language-model proposer with the real SmolLM2-135M-Instruct, and the code around it."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from tests.unit.test_tuner import SPACE
+from tuner import language_model as language_model_module
+from tuner.language_model import LanguageModel
+from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
+from tuner.proposers import Observation
+from tuner.space import FLOAT, INT, Configuration, Param
+
+
+def test_the_model_prefers_the_obvious_continuation(language_model) -> None:
+    context = language_model.start("You answer in one word.", "What is the capital of France?")
+    paris, banana = language_model.probabilities(context, ["Paris", "Banana"])
+    assert paris > 0.99 and paris + banana == pytest.approx(1.0)
+
+
+def test_scoring_options_leaves_the_context_as_it_was(language_model) -> None:
+    context = language_model.start("You answer in one word.", "Name a colour.")
+    first = language_model.probabilities(context, ["red", "blue", "a shade of green"])
+    second = language_model.probabilities(context, ["red", "blue", "a shade of green"])
+    assert first == pytest.approx(second, abs=1e-6)
+    assert context.cache.get_seq_length() == context.length
+    chosen = language_model.choose(context, ["red", "blue", "a shade of green"], 0.0, random.Random(0))
+    assert chosen == max(range(3), key=first.__getitem__)
+    assert context.text == ["red", "blue", "a shade of green"][chosen]
+    assert context.cache.get_seq_length() == context.length
+
+
+def test_the_dequantised_weights_are_reused(language_model, lm_cache_dir, monkeypatch) -> None:
+    def no_gguf():
+        raise AssertionError("the GGUF file was read again")
+
+    monkeypatch.setattr(language_model_module, "_packaged_gguf", no_gguf)
+    again = LanguageModel("", lm_cache_dir)
+    context = again.start("You answer in one word.", "What is the capital of France?")
+    assert again.probabilities(context, ["Paris", "Banana"])[0] > 0.99
+
+
+def test_proposals_are_valid_new_configurations_with_a_rationale(language_model) -> None:
+    space = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 16, "high": 64}}, "hybrid": {}}})
+    history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.05}), 0.2)]
+    # The model likes to copy the best screen: taken (as the controller passes it) holds it.
+    taken = {Configuration("hybrid", {"mode": "a", "explore": False}).key(), history[0].configuration.key()}
+    proposals = LanguageModelProposer(language_model, seed=3).propose(space, 3, taken, history)
+    assert len(proposals) == 3 and len({p.configuration.key() for p in proposals}) == 3
+    for proposal in proposals:
+        assert proposal.origin == "tuner-lm" and proposal.configuration.key() not in taken
+        assert proposal.rationale.startswith("SmolLM2-135M-Instruct: ") and len(proposal.rationale) > 30
+        params = proposal.configuration.params
+        if proposal.configuration.strategy == "als":
+            assert 16 <= params["factors"] <= 64 and 1e-4 <= params["regularization"] <= 10
+        else:
+            assert params["mode"] in ("a", "b", "c") and isinstance(params["explore"], bool)
+
+
+def test_the_same_seed_gives_the_same_proposals(language_model) -> None:
+    def propose(seed: int) -> list[str]:
+        proposer = LanguageModelProposer(language_model, seed=seed, rationale_tokens=0)
+        return [p.configuration.key() for p in proposer.propose(SPACE, 2, set(), [])]
+
+    assert propose(5) == propose(5)
+
+
+def test_numeric_candidates_span_the_range_and_include_the_best_value() -> None:
+    factors = Param("factors", INT, 64, 8, 512, log_scale=True)
+    values = candidate_values(factors, 100)
+    assert values[0] == 8 and values[-1] == 512 and 100 in values
+    assert all(isinstance(v, int) for v in values) and len(values) == len(set(values)) == 8
+    ratios = [b / a for a, b in zip(values, values[1:], strict=False) if 100 not in (a, b)]
+    assert all(math.isclose(r, 2.0, rel_tol=0.05) for r in ratios)  # log-spaced: 8, 16, ..., 512
+    shrinkage = Param("shrinkage", FLOAT, 10.0, 0.0, 1000.0)
+    assert candidate_values(shrinkage, 5000.0) == [0.0, 167.0, 333.0, 500.0, 667.0, 833.0, 1000.0]
+    assert json.dumps(candidate_values(Param("r", FLOAT, 0.05, 1e-4, 10.0, log_scale=True), None)[0]) == "0.0001"
+
+
+def test_the_prompt_shows_the_space_and_the_best_screens_first() -> None:
+    history = [
+        Observation(Configuration("hybrid", {"mode": "b", "explore": False}), 0.1),
+        Observation(Configuration("als", {"factors": 16, "regularization": 0.0512345}), 0.2),
+    ]
+    prompt = describe(SPACE, history)
+    assert "- als: factors (integer from 8 to 512, log scale); regularization (number from 0.0001 to 10" in prompt
+    assert "- hybrid: mode (one of a, b, c); explore (true or false)" in prompt
+    lines = prompt.splitlines()
+    best = lines.index('{"strategy": "als", "params": {"factors": 16, "regularization": 0.0512}} scored 0.2000')
+    assert lines[best + 1].startswith('{"strategy": "hybrid"')

@@ -1,0 +1,173 @@
+"""The language-model proposer: the model reads the search space and the screened history
+and picks each part of a new configuration among the values the space allows.
+
+Decoding is bound to the configuration's schema by construction: the proposer writes the
+JSON's structure itself and the model only chooses, at each slot, among allowed texts (a
+strategy name; for a hyperparameter its choices, or a grid over its range plus the value
+of the best configuration screened so far). The answer always parses and always lies in
+the space. After the JSON, the model is asked for one line of rationale, which is kept in
+the audit table as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Collection, Sequence
+
+from tuner.language_model import Context, LanguageModel
+from tuner.proposers import DRAWS_PER_PROPOSAL, Observation, Proposal
+from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, ParamValue, SearchSpace
+
+SYSTEM = (
+    "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
+    "Propose a configuration likely to reach a higher NDCG@10 than those tried so far. "
+    "Answer with one JSON object."
+)
+GRID_POINTS = 7  # values offered across a numeric range (plus the best value seen so far)
+HISTORY_SHOWN = 8  # best screened configurations shown in the prompt
+RATIONALE_TOKENS = 40
+
+
+class LanguageModelProposer:
+    origin = "tuner-lm"
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        rationale_tokens: int = RATIONALE_TOKENS,
+    ) -> None:
+        self.model = model
+        self.temperature = temperature
+        self.rationale_tokens = rationale_tokens  # 0: no rationale (the benchmark's choice)
+        self._rng = random.Random(seed)
+
+    def propose(
+        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+    ) -> list[Proposal]:
+        prompt = describe(space, history)
+        proposals: list[Proposal] = []
+        seen = set(taken)
+        for _ in range(count * DRAWS_PER_PROPOSAL):
+            if len(proposals) == count:
+                break
+            made = self._configuration(space, history, prompt, seen)
+            if made is None:
+                continue
+            configuration, context = made
+            seen.add(configuration.key())
+            rationale = self._rationale(context) or "(none given)"
+            proposals.append(Proposal(configuration, self.origin, f"{self.model.name}: {rationale}"))
+        return proposals
+
+    def _configuration(
+        self, space: SearchSpace, history: Sequence[Observation], prompt: str, seen: Collection[str]
+    ) -> tuple[Configuration, Context] | None:
+        """One configuration not in ``seen``, chosen slot by slot (None if the model steered
+        into a corner where every completion is taken)."""
+        context = self.model.start(SYSTEM, prompt)
+        self.model.extend(context, '{"strategy": "')
+        # A strategy without hyperparameters is one configuration: offer it only while new.
+        open_strategies = [s for s in space.strategies if s.params or Configuration(s.strategy, {}).key() not in seen]
+        if not open_strategies:
+            return None
+        strategy = open_strategies[self._choose(context, [f'{s.strategy}"' for s in open_strategies])]
+        params: dict[str, ParamValue] = {}
+        self.model.extend(context, ', "params": {')
+        best = best_params(strategy.strategy, history)
+        for index, param in enumerate(strategy.params):
+            last = index == len(strategy.params) - 1
+            self.model.extend(context, f'"{param.name}": ')
+            values = candidate_values(param, best.get(param.name))
+            if last:  # the model copies what scored well; the last slot must make it new
+                values = [
+                    v for v in values if Configuration(strategy.strategy, {**params, param.name: v}).key() not in seen
+                ]
+                if not values:
+                    return None
+            params[param.name] = values[self._choose(context, [json.dumps(v) for v in values])]
+            self.model.extend(context, "" if last else ", ")
+        self.model.extend(context, "}}")
+        return Configuration(strategy.strategy, params), context
+
+    def _rationale(self, context: Context) -> str:
+        if self.rationale_tokens == 0:
+            return ""
+        self.model.ask(context, "In one sentence, why this configuration?")
+        return self.model.generate(context, self.rationale_tokens)
+
+    def _choose(self, context: Context, options: list[str]) -> int:
+        return self.model.choose(context, options, self.temperature, self._rng)
+
+
+def _key(strategy: str, params: dict[str, ParamValue]) -> str:
+    return Configuration(strategy, params).key()
+
+
+def describe(space: SearchSpace, history: Sequence[Observation]) -> str:
+    """The user message: the space, then the best configurations screened so far."""
+    lines = ["Strategies and their hyperparameters:"]
+    lines += [f"- {s.strategy}: " + "; ".join(_describe_param(p) for p in s.params) for s in space.strategies]
+    if history:
+        lines.append("Tried so far, best first (NDCG@10, higher is better):")
+        ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
+        lines += [f"{json.dumps(_rounded(o.configuration))} scored {o.value:.4f}" for o in ranked]
+    else:
+        lines.append("Nothing has been tried yet.")
+    lines.append("Propose one new configuration as JSON.")
+    return "\n".join(lines)
+
+
+def _describe_param(param: Param) -> str:
+    if param.kind == BOOL:
+        return f"{param.name} (true or false)"
+    if param.kind == CATEGORICAL:
+        return f"{param.name} (one of {', '.join(param.choices)})"
+    kind = "integer" if param.kind == INT else "number"
+    scale = ", log scale" if param.log_scale else ""
+    return f"{param.name} ({kind} from {_short(param.low)} to {_short(param.high)}{scale})"
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _rounded(configuration: Configuration) -> dict[str, object]:
+    params = {k: float(_short(v)) if isinstance(v, float) else v for k, v in configuration.params.items()}
+    return {"strategy": configuration.strategy, "params": params}
+
+
+def best_params(strategy: str, history: Sequence[Observation]) -> dict[str, ParamValue]:
+    """The hyperparameters of the best screened configuration of this strategy, if any."""
+    same = [o for o in history if o.configuration.strategy == strategy]
+    return dict(max(same, key=lambda o: o.value).configuration.params) if same else {}
+
+
+def candidate_values(param: Param, best: ParamValue | None) -> list[ParamValue]:
+    """What the model may choose for one hyperparameter: its choices, or a grid over its
+    range (log-spaced on a log scale) plus the best value seen so far."""
+    if param.kind == BOOL:
+        return [False, True]
+    if param.kind == CATEGORICAL:
+        return list(param.choices)
+    grid = _grid(param)
+    if best is not None and not isinstance(best, bool | str) and param.low <= best <= param.high:
+        grid.append(best)
+    values: list[ParamValue] = []
+    for raw in sorted(grid):
+        value: ParamValue = round(raw) if param.kind == INT else float(_short(raw))
+        value = min(max(value, param.low), param.high) if param.kind == FLOAT else value
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def _grid(param: Param) -> list[float]:
+    low, high = (math.ceil(param.low), math.floor(param.high)) if param.kind == INT else (param.low, param.high)
+    if param.log_scale and low > 0:
+        step = (math.log(high) - math.log(low)) / (GRID_POINTS - 1)
+        return [math.exp(math.log(low) + i * step) for i in range(GRID_POINTS)]
+    return [low + i * (high - low) / (GRID_POINTS - 1) for i in range(GRID_POINTS)]
