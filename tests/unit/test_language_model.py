@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -74,7 +75,7 @@ def test_numeric_candidates_span_the_range_and_include_the_best_value() -> None:
     values = candidate_values(factors, 100)
     assert values[0] == 8 and values[-1] == 512 and 100 in values
     assert all(isinstance(v, int) for v in values) and len(values) == len(set(values)) == 8
-    ratios = [b / a for a, b in zip(values, values[1:], strict=False) if 100 not in (a, b)]
+    ratios = [b / a for a, b in itertools.pairwise(values) if 100 not in (a, b)]
     assert all(math.isclose(r, 2.0, rel_tol=0.05) for r in ratios)  # log-spaced: 8, 16, ..., 512
     shrinkage = Param("shrinkage", FLOAT, 10.0, 0.0, 1000.0)
     assert candidate_values(shrinkage, 5000.0) == [0.0, 167.0, 333.0, 500.0, 667.0, 833.0, 1000.0]
