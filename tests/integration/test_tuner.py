@@ -188,3 +188,22 @@ def test_the_tpe_proposer_learns_from_the_screens_in_the_audit_table(tuner) -> N
     assert code == 0
     reasons = [a["reason"] for a in json.loads(out)["actions"]]
     assert all(r.startswith("TPE fitted to 2 screened configurations, best NDCG 0.") for r in reasons)
+
+
+def test_the_language_model_proposer_through_the_command_line(tuner, lm_cache_dir) -> None:
+    flags = ["--proposer=lm", f"--lm-cache-dir={lm_cache_dir}", "--screen-min-ndcg-ratio=0"]
+    code, out, _ = tuner.run("propose", *flags)
+    assert code == 0
+    outcomes = json.loads(out)["outcomes"]
+    assert [o["outcome"] for o in outcomes] == ["applied", "applied"]
+    for outcome in outcomes:
+        arm = arms_by_id(tuner.policy.stub)[outcome["arm_id"]]
+        assert arm.origin == policy_pb2.ARM_ORIGIN_TUNER_LM
+        assert arm.configuration.strategy in SEARCH_SPACE["strategies"]
+        assert "SmolLM2-135M-Instruct: " in arm.state_reason
+
+
+def test_a_language_model_that_cannot_be_loaded_is_a_clear_error(tuner, tmp_path) -> None:
+    code, _, err = tuner.run("propose", "--dry-run", "--proposer=lm", f"--lm-model={tmp_path / 'no-such-model'}")
+    assert code == 1
+    assert f"cannot load language model '{tmp_path / 'no-such-model'}'" in err
