@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from bench.common import DATA, print_json, start_child_service
 from services.common.clients import ClientOptions
 from services.common.wait_healthy import wait_serving
@@ -47,10 +49,12 @@ def search(backend: GrpcBackend, space: SearchSpace, proposer: Proposer, budget:
     history: list[Observation] = []
     taken: set[str] = set()
     for _ in range(budget):
-        (proposal,) = proposer.propose(space, 1, taken, history)
-        screen = backend.evaluate(proposal.configuration, 10)
-        history.append(Observation(proposal.configuration, screen.ndcg))
-        taken.add(proposal.configuration.key())
+        proposals = proposer.propose(space, 1, taken, history)
+        if not proposals:
+            break  # the proposer has nothing new left to offer in this space
+        configuration = proposals[0].configuration
+        history.append(Observation(configuration, backend.evaluate(configuration, 10).ndcg))
+        taken.add(configuration.key())
     return [observation.value for observation in history]
 
 
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--lm-cache-dir", default=str(Path(tempfile.gettempdir()) / "rectune-lm"))
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     model = LanguageModel("", args.lm_cache_dir)
     proposers: dict[str, Callable[[int], Proposer]] = {
         "random": RandomProposer,
@@ -95,6 +100,7 @@ def main() -> None:
             "best_ndcg_per_seed": [round(b, 4) for b in best_per_seed],
             "best_ndcg_mean": round(statistics.mean(best_per_seed), 4),
             "mean_ndcg_of_proposals": round(statistics.mean(v for ndcgs in seeds for v in ndcgs), 4),
+            "proposals_per_seed": [len(ndcgs) for ndcgs in seeds],  # fewer than the budget: space used up
             "best_so_far_seed1": [round(max(seeds[0][: n + 1]), 4) for n in range(len(seeds[0]))],
             "seconds": seconds_per_proposer[name],
         }

@@ -25,6 +25,7 @@ import optuna
 import structlog
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.common.clients import client_options_from
 from services.common.config import SettingsError, load_settings
@@ -32,7 +33,7 @@ from services.common.logging import configure_logging
 from services.common.server import HealthState, serve_health_only
 from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
-from tuner.controller import BackendError, Controller, Plan
+from tuner.controller import Controller, Plan
 from tuner.errors import TunerError
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
@@ -99,7 +100,7 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
         while not stop.is_set():
             try:
                 cycle(controller, audit, dry_run=False)
-            except (BackendError, SpaceError) as exc:
+            except (TunerError, SpaceError, SQLAlchemyError) as exc:  # the next cycle tries again
                 log.warning("cycle_failed", error=str(exc))
             stop.wait(settings.interval_seconds)
     finally:
@@ -150,6 +151,10 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
         parser.print_help()
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv)
+    for flag, command in (("--dry-run", "propose"), ("--once", "run")):
+        if getattr(args, flag[2:].replace("-", "_")) and args.command != command:
+            print(f"tuner: {flag} applies to `tuner {command}` only", file=sys.stderr)
+            return 2
     try:
         settings = load_settings(TunerSettings, rest, prog=f"tuner {args.command}")
     except SettingsError as exc:

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.common.migrations import Schema, migrate
 from services.common.storage import make_engine
 from tuner.controller import Action, Plan
+from tuner.errors import TunerError
 from tuner.proposers import Observation
 from tuner.space import Configuration
 
@@ -37,6 +39,10 @@ audit_table = sa.Table(
     sa.Column("rationale", sa.Text(), nullable=False),
 )
 SCHEMA = Schema(Path(__file__).resolve().parent / "migrations", metadata, "tuner_alembic_version")
+
+
+class AuditError(TunerError):
+    """The audit database cannot be opened or written; the message names it (no password)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,12 @@ class AuditLog:
 
     @classmethod
     def open(cls, url: str) -> AuditLog:
-        return cls(make_engine(url))
+        try:
+            return cls(make_engine(url))
+        except SQLAlchemyError as exc:
+            shown = make_url(url).render_as_string(hide_password=True)
+            cause = getattr(exc, "orig", None) or exc  # the driver's own message, when there is one
+            raise AuditError(f"audit database {shown}: {type(exc).__name__}: {cause}") from None
 
     def record(self, plan: Plan, dry_run: bool, outcomes: Sequence[tuple[Action, str]] = ()) -> list[AuditEntry]:
         """One row per action and per rejected proposal of the plan."""

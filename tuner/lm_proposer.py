@@ -15,10 +15,11 @@ import json
 import math
 import random
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from tuner.language_model import Context, LanguageModel
-from tuner.proposers import DRAWS_PER_PROPOSAL, Observation, Proposal
-from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, ParamValue, SearchSpace
+from tuner.proposers import Observation, Proposal
+from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, ParamValue, SearchSpace, StrategySpace
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
@@ -28,6 +29,8 @@ SYSTEM = (
 GRID_POINTS = 7  # values offered across a numeric range (plus the best value seen so far)
 HISTORY_SHOWN = 8  # best screened configurations shown in the prompt
 RATIONALE_TOKENS = 40
+
+Slots = list[tuple[str, list[ParamValue]]]  # each hyperparameter and the values offered for it
 
 
 class LanguageModelProposer:
@@ -51,12 +54,10 @@ class LanguageModelProposer:
         prompt = describe(space, history)
         proposals: list[Proposal] = []
         seen = set(taken)
-        for _ in range(count * DRAWS_PER_PROPOSAL):
-            if len(proposals) == count:
-                break
+        while len(proposals) < count:
             made = self._configuration(space, history, prompt, seen)
             if made is None:
-                continue
+                break  # every configuration the model may write here is taken
             configuration, context = made
             seen.add(configuration.key())
             rationale = self._rationale(context) or "(none given)"
@@ -66,32 +67,30 @@ class LanguageModelProposer:
     def _configuration(
         self, space: SearchSpace, history: Sequence[Observation], prompt: str, seen: Collection[str]
     ) -> tuple[Configuration, Context] | None:
-        """One configuration not in ``seen``, chosen slot by slot (None if the model steered
-        into a corner where every completion is taken)."""
-        context = self.model.start(SYSTEM, prompt)
-        self.model.extend(context, '{"strategy": "')
-        # A strategy without hyperparameters is one configuration: offer it only while new.
-        open_strategies = [s for s in space.strategies if s.params or Configuration(s.strategy, {}).key() not in seen]
+        """A configuration not in ``seen``, chosen slot by slot; None when none is left.
+
+        The model likes to copy what scored well, and it can only write the values offered:
+        each slot offers only the options under which a new configuration is still possible.
+        """
+        taken = [json.loads(key) for key in seen]
+        slots = {s.strategy: _slots(s, best_params(s.strategy, history)) for s in space.strategies}
+        open_strategies = [s for s in space.strategies if not _exhausted(s.strategy, {}, slots[s.strategy], taken)]
         if not open_strategies:
             return None
-        strategy = open_strategies[self._choose(context, [f'{s.strategy}"' for s in open_strategies])]
-        params: dict[str, ParamValue] = {}
+        context = self.model.start(SYSTEM, prompt)
+        self.model.extend(context, '{"strategy": "')
+        strategy = open_strategies[self._choose(context, [f'{s.strategy}"' for s in open_strategies])].strategy
         self.model.extend(context, ', "params": {')
-        best = best_params(strategy.strategy, history)
-        for index, param in enumerate(strategy.params):
-            last = index == len(strategy.params) - 1
-            self.model.extend(context, f'"{param.name}": ')
-            values = candidate_values(param, best.get(param.name))
-            if last:  # the model copies what scored well; the last slot must make it new
-                values = [
-                    v for v in values if Configuration(strategy.strategy, {**params, param.name: v}).key() not in seen
-                ]
-                if not values:
-                    return None
-            params[param.name] = values[self._choose(context, [json.dumps(v) for v in values])]
-            self.model.extend(context, "" if last else ", ")
+        params: dict[str, ParamValue] = {}
+        remaining = slots[strategy]
+        while remaining:
+            (name, values), remaining = remaining[0], remaining[1:]
+            self.model.extend(context, f'"{name}": ')
+            allowed = [v for v in values if not _exhausted(strategy, {**params, name: v}, remaining, taken)]
+            params[name] = allowed[self._choose(context, [json.dumps(v) for v in allowed])]
+            self.model.extend(context, ", " if remaining else "")
         self.model.extend(context, "}}")
-        return Configuration(strategy.strategy, params), context
+        return Configuration(strategy, params), context
 
     def _rationale(self, context: Context) -> str:
         if self.rationale_tokens == 0:
@@ -103,8 +102,23 @@ class LanguageModelProposer:
         return self.model.choose(context, options, self.temperature, self._rng)
 
 
-def _key(strategy: str, params: dict[str, ParamValue]) -> str:
-    return Configuration(strategy, params).key()
+def _slots(strategy: StrategySpace, best: dict[str, ParamValue]) -> Slots:
+    return [(p.name, candidate_values(p, best.get(p.name))) for p in strategy.params]
+
+
+def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, taken: list[dict[str, Any]]) -> bool:
+    """Whether every configuration that starts with ``chosen`` and takes offered values for
+    the remaining slots is taken already."""
+    possible = math.prod(len(values) for _, values in remaining)
+    matching = set()
+    for configuration in taken:
+        params = configuration["params"]
+        if configuration["strategy"] != strategy or any(params.get(k) != v for k, v in chosen.items()):
+            continue
+        rest = tuple(json.dumps(params.get(name)) for name, _ in remaining)
+        if all(params.get(name) in values for name, values in remaining):
+            matching.add(rest)
+    return len(matching) >= possible
 
 
 def describe(space: SearchSpace, history: Sequence[Observation]) -> str:

@@ -6,13 +6,18 @@ and drives simulated users at them for ``DEMO_MINUTES`` (default 10) while a liv
 shows the arms. Then it writes ``reports/demo-<timestamp>/report.md`` with plots, from
 MetricsService's numbers. Ctrl-C stops everything; no process outlives the demo.
 
-Environment: DEMO_MINUTES (float), DEMO_RATE (requests per second, default 20), DEMO_SEED.
-The tuner is not built yet: the arms here are written by hand.
+While the traffic runs, the tuner (``tuner run``, its log in the run folder) proposes new
+arms every DEMO_TUNER_INTERVAL seconds with the DEMO_TUNER proposer, screens them offline
+against the champion and registers those that pass; it retires its own arms that lose.
+
+Environment: DEMO_MINUTES (float), DEMO_RATE (requests per second, default 20), DEMO_SEED,
+DEMO_TUNER (lm, tpe, random or off; default lm), DEMO_TUNER_INTERVAL (seconds, default 60).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import threading
@@ -41,6 +46,15 @@ CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid")]
 # keeps at least 10%.
 CHALLENGER_CAP = 0.6
 CHAMPION_MIN_SHARE = 0.1
+# What the tuner may explore in the demo (content needs every item encoded: left out to
+# keep each offline screen to seconds on a laptop), and how boldly.
+TUNER_SEARCH_SPACE = {"strategies": {"item_knn": {}, "als": {"iterations": {"low": 5, "high": 30}}, "hybrid": {}}}
+TUNER_LIMITS = [
+    "--max-live-arms=2",
+    "--max-new-arms-per-cycle=1",
+    "--exposure-cap=0.2",
+    "--min-impressions=300",
+]
 
 
 def write_training_files(folder: Path, items: list[Item], train: list[Interaction]) -> tuple[Path, Path]:
@@ -89,6 +103,13 @@ def register_arms(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
         )
 
 
+def start_tuner(suite: LocalSuite, run_dir: Path, proposer: str, interval: float, seed: int) -> None:
+    space_file = run_dir / "search-space.json"
+    space_file.write_text(json.dumps(TUNER_SEARCH_SPACE))
+    flags = [f"--proposer={proposer}", f"--interval-seconds={interval}", f"--seed={seed}"]
+    suite.start_tuner([*flags, f"--search-space-file={space_file}", *TUNER_LIMITS])
+
+
 def live_table(
     metrics: metrics_pb2_grpc.MetricsServiceStub, policy: policy_pb2_grpc.PolicyServiceStub, tally: Tally
 ) -> Table:
@@ -96,7 +117,7 @@ def live_table(
         title=f"rectune demo: {tally.requests} requests, {tally.clicks} clicks "
         f"(champion alone: {tally.counterfactual_clicks})"
     )
-    for column in ("arm", "state", "share", "impressions", "CTR [95%]", "P(best)"):
+    for column in ("arm", "origin", "state", "share", "impressions", "CTR [95%]", "P(best)"):
         table.add_column(column)
     try:
         stats = metrics.GetArmStats(metrics_pb2.GetArmStatsRequest(posterior_samples=2000), timeout=5).stats
@@ -108,6 +129,7 @@ def live_table(
     for s in stats:
         table.add_row(
             s.arm_id,
+            report.origin_name(arms, s.arm_id),
             report.state_name(arms, s.arm_id),
             f"{s.impressions / total:.1%}",
             str(s.impressions),
@@ -121,6 +143,8 @@ def main() -> int:
     minutes = float(os.environ.get("DEMO_MINUTES", "10"))
     rate = float(os.environ.get("DEMO_RATE", "20"))
     seed = int(os.environ.get("DEMO_SEED", "7"))
+    tuner = os.environ.get("DEMO_TUNER", "lm")
+    tuner_interval = float(os.environ.get("DEMO_TUNER_INTERVAL", "60"))
     console = Console()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(".run") / "demo" / stamp
@@ -142,6 +166,9 @@ def main() -> int:
             scoring = scoring_pb2_grpc.ScoringServiceStub(channels["scoring"])
             console.print("registering the champion (popularity) and three challengers (fitting them) ...")
             register_arms(policy)
+            if tuner != "off":
+                console.print(f"starting the tuner ({tuner} proposer, a cycle every {tuner_interval:g} s) ...")
+                start_tuner(suite, run_dir, tuner, tuner_interval, seed)
             traffic = Traffic(policy, scoring, users, CHAMPION, ClickModel(), seed, rate)
             worker = threading.Thread(target=traffic.run, args=(minutes * 60, stop), name="traffic")
             worker.start()

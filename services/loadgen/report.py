@@ -66,6 +66,34 @@ def state_name(arms: dict[str, Any], arm_id: str) -> str:
     return str(policy_pb2.ArmState.Name(arms[arm_id].state)).removeprefix("ARM_STATE_")
 
 
+def origin_name(arms: dict[str, Any], arm_id: str) -> str:
+    if arm_id not in arms:
+        return "?"
+    return str(policy_pb2.ArmOrigin.Name(arms[arm_id].origin)).removeprefix("ARM_ORIGIN_").lower()
+
+
+def tuner_arms_section(arms: dict[str, Any]) -> str:
+    """The arms the tuner registered, with their configuration and why they stand where they do."""
+    tuned = [a for a in arms.values() if origin_name(arms, a.arm_id).startswith("tuner")]
+    if not tuned:
+        return "The tuner registered no arm in this run."
+    rows = "\n".join(
+        f"| {a.arm_id} | {origin_name(arms, a.arm_id)} | {state_name(arms, a.arm_id)} | {a.configuration.strategy} "
+        f"| {', '.join(f'{k}={_param(v)}' for k, v in sorted(a.configuration.params.items()))} "
+        f"| {a.state_reason.replace('|', '/')} |"
+        for a in sorted(tuned, key=lambda a: a.created_at.seconds)
+    )
+    return f"""| arm | origin | state | strategy | parameters | reason (latest) |
+|---|---|---|---|---|---|
+{rows}"""
+
+
+def _param(value: Any) -> str:
+    kind = value.WhichOneof("kind")
+    raw = getattr(value, kind) if kind else ""
+    return f"{raw:.4g}" if isinstance(raw, float) else str(raw)
+
+
 def wait_until_counted(metrics: metrics_pb2_grpc.MetricsServiceStub, tally: Tally, timeout: float = 60.0) -> None:
     """The policy forwards events through its outbox: wait until MetricsService has them all."""
     deadline = time.monotonic() + timeout
@@ -96,7 +124,7 @@ def write(
     baseline = tally.counterfactual_clicks
     lift = (served_clicks - baseline) / baseline if baseline else 0.0
     rows = "\n".join(
-        f"| {s.arm_id} | {state_name(arms, s.arm_id)} "
+        f"| {s.arm_id} | {origin_name(arms, s.arm_id)} | {state_name(arms, s.arm_id)} "
         f"| {s.impressions} | {s.impressions / impressions:.1%} | {s.clicks} | {s.ctr:.4f} "
         f"[{s.ctr_interval.lower:.4f}, {s.ctr_interval.upper:.4f}] | {s.probability_best:.3f} |"
         for s in stats
@@ -109,9 +137,13 @@ def write(
 
 ## Arms (from MetricsService)
 
-| arm | state | impressions | share | clicks | CTR [95% Wilson] | P(best) |
-|---|---|---|---|---|---|---|
+| arm | origin | state | impressions | share | clicks | CTR [95% Wilson] | P(best) |
+|---|---|---|---|---|---|---|---|
 {rows}
+
+## Arms the tuner added
+
+{tuner_arms_section(arms)}
 
 ## The bandit against serving the champion alone
 

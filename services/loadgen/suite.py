@@ -69,6 +69,28 @@ class LocalSuite:
             )
         return wait_serving([self.address(name) for name in START_ORDER], health_timeout_seconds)
 
+    def start_tuner(self, flags: list[str]) -> None:
+        """``tuner run`` against the running services, its audit table under the run folder."""
+        log = (self.run_dir / "tuner.log").open("wb")
+        self._logs.append(log)
+        command = [
+            sys.executable,
+            "-m",
+            "tuner",
+            "run",
+            "--policy-address",
+            self.address("policy"),
+            "--scoring-address",
+            self.address("scoring"),
+            "--metrics-address",
+            self.address("metrics"),
+            "--database-url",
+            f"sqlite:///{self.run_dir.resolve() / 'tuner.db'}",
+            *flags,
+        ]
+        env = {**os.environ, "RECTUNE_LOG_FORMAT": "json"}
+        self.processes["tuner"] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
     def stop(self, grace_seconds: float = 15.0) -> None:
         """SIGTERM every child, wait for the drain, kill any that did not exit."""
         for process in self.processes.values():

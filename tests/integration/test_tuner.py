@@ -207,3 +207,13 @@ def test_a_language_model_that_cannot_be_loaded_is_a_clear_error(tuner, tmp_path
     code, _, err = tuner.run("propose", "--dry-run", "--proposer=lm", f"--lm-model={tmp_path / 'no-such-model'}")
     assert code == 1
     assert f"cannot load language model '{tmp_path / 'no-such-model'}'" in err
+
+
+def test_flags_of_another_command_and_an_unreachable_audit_database_are_refused(tuner) -> None:
+    code, _, err = tuner.run("status", "--dry-run")
+    assert (code, err.strip()) == (2, "tuner: --dry-run applies to `tuner propose` only")
+    unreachable = "--database-url=postgresql+psycopg://tuner:secret@127.0.0.1:9/audit"
+    code, _, err = tuner.run("propose", "--dry-run", unreachable)
+    assert code == 1
+    assert "tuner: audit database postgresql+psycopg://tuner:***@127.0.0.1:9/audit: OperationalError" in err
+    assert "secret" not in err

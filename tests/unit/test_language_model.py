@@ -93,3 +93,12 @@ def test_the_prompt_shows_the_space_and_the_best_screens_first() -> None:
     lines = prompt.splitlines()
     best = lines.index('{"strategy": "als", "params": {"factors": 16, "regularization": 0.0512}} scored 0.2000')
     assert lines[best + 1].startswith('{"strategy": "hybrid"')
+
+
+def test_the_model_is_steered_to_the_configurations_left_and_stops_when_none_is(language_model) -> None:
+    hybrid = SPACE.narrowed({"strategies": {"hybrid": {}}})  # 3 modes x 2 = 6 configurations
+    every = [Configuration("hybrid", {"mode": m, "explore": e}).key() for m in "abc" for e in (False, True)]
+    proposer = LanguageModelProposer(language_model, seed=1, rationale_tokens=0)
+    (last,) = proposer.propose(hybrid, 3, set(every[1:]), [])
+    assert last.configuration.key() == every[0]
+    assert proposer.propose(hybrid, 2, set(every), []) == []
