@@ -24,6 +24,7 @@ from tuner.space import Configuration, SearchSpace
 LIVE_STATES = ("candidate", "active")
 TUNER_ORIGINS = ("tuner-lm", "tuner-tpe", "tuner-random")
 TARGET_STATES = {"retire": "retired", "promote": "champion"}
+SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def screen_proposals(
     seen = set(existing_hashes)
     for index, (proposal, screen) in enumerate(zip(proposals, screens, strict=True)):
         if screen.configuration_hash in seen:
-            rejected.append(Rejected(proposal, screen.configuration_hash, "same configuration as an existing arm"))
+            rejected.append(Rejected(proposal, screen.configuration_hash, SAME_CONFIGURATION))
             continue
         seen.add(screen.configuration_hash)
         if screen.ndcg < bar:
@@ -273,9 +274,7 @@ class Controller:
                 if action.kind == "register":
                     self.backend.register(action)
                 else:
-                    self.backend.set_state(
-                        action.arm_id, "retired" if action.kind == "retire" else "champion", action.reason
-                    )
+                    self.backend.set_state(action.arm_id, TARGET_STATES[action.kind], action.reason)
                 outcomes.append((action, "applied"))
             except BackendError as exc:
                 outcomes.append((action, f"failed: {exc}"))

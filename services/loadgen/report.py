@@ -69,7 +69,7 @@ def state_name(arms: dict[str, Any], arm_id: str) -> str:
 def origin_name(arms: dict[str, Any], arm_id: str) -> str:
     if arm_id not in arms:
         return "?"
-    return str(policy_pb2.ArmOrigin.Name(arms[arm_id].origin)).removeprefix("ARM_ORIGIN_").lower()
+    return str(policy_pb2.ArmOrigin.Name(arms[arm_id].origin)).removeprefix("ARM_ORIGIN_").lower().replace("_", "-")
 
 
 def tuner_arms_section(arms: dict[str, Any]) -> str:

@@ -128,9 +128,9 @@ def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> Non
     assert [(a.arm_id, a.exposure_cap) for a in registered] == [("als-cycle1-2", 0.2)]
     assert "offline NDCG@10 0.2500 (champion 0.3000)" in registered[0].reason
     assert [r.reason for r in rejected] == [
-        "same configuration as an existing arm",
+        "same configuration as an existing arm or an earlier proposal",
         "offline NDCG@10 0.1000 < 0.8 x champion's 0.3000",
-        "same configuration as an existing arm",
+        "same configuration as an existing arm or an earlier proposal",
     ]
 
 
