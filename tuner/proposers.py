@@ -50,6 +50,20 @@ class Proposer(Protocol):
         ...
 
 
+def distinct_draws(draw: Callable[[], Configuration], count: int, taken: Collection[str]) -> list[Configuration]:
+    """Up to ``count`` configurations from ``draw`` that are new (not in ``taken``, no repeats)."""
+    drawn: list[Configuration] = []
+    seen = set(taken)
+    for _ in range(count * DRAWS_PER_PROPOSAL):
+        if len(drawn) == count:
+            break
+        configuration = draw()
+        if configuration.key() not in seen:
+            seen.add(configuration.key())
+            drawn.append(configuration)
+    return drawn
+
+
 class RandomProposer:
     origin = "tuner-random"
 
@@ -59,18 +73,10 @@ class RandomProposer:
     def propose(
         self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
     ) -> list[Proposal]:
-        proposals: list[Proposal] = []
-        seen = set(taken)
-        for _ in range(count * DRAWS_PER_PROPOSAL):
-            if len(proposals) == count:
-                break
-            configuration = space.sample(self._rng)
-            if configuration.key() in seen:
-                continue
-            seen.add(configuration.key())
-            rationale = f"uniform random draw from the {configuration.strategy} space"
-            proposals.append(Proposal(configuration, self.origin, rationale))
-        return proposals
+        return [
+            Proposal(c, self.origin, f"uniform random draw from the {c.strategy} space")
+            for c in distinct_draws(lambda: space.sample(self._rng), count, taken)
+        ]
 
 
 class TpeProposer:
@@ -92,17 +98,10 @@ class TpeProposer:
         study.add_trials(known)
         best = max((o.value for o in history), default=None)
         basis = f"{len(known)} screened configurations" + (f", best NDCG {best:.4f}" if best is not None else "")
-        proposals: list[Proposal] = []
-        seen = set(taken)
-        for _ in range(count * DRAWS_PER_PROPOSAL):
-            if len(proposals) == count:
-                break
-            configuration = _ask(study, space)
-            if configuration.key() in seen:
-                continue
-            seen.add(configuration.key())
-            proposals.append(Proposal(configuration, self.origin, f"TPE fitted to {basis}"))
-        return proposals
+        return [
+            Proposal(c, self.origin, f"TPE fitted to {basis}")
+            for c in distinct_draws(lambda: _ask(study, space), count, taken)
+        ]
 
 
 def _distribution(param: Param) -> optuna.distributions.BaseDistribution:
