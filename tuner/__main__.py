@@ -49,6 +49,17 @@ def make_proposer(settings: TunerSettings) -> Proposer:
     seed = settings.seed or None
     if settings.proposer != "lm":
         return PROPOSERS[settings.proposer](seed)
+    if settings.lm_endpoint:
+        from tuner.endpoint_proposer import EndpointProposer
+
+        return EndpointProposer(
+            settings.lm_endpoint,
+            settings.lm_model,
+            settings.lm_api_key,
+            seed,
+            settings.lm_temperature,
+            settings.lm_timeout_seconds,
+        )
     # Imported here: torch and transformers load only for the language-model proposer.
     from tuner.language_model import LanguageModel
     from tuner.lm_proposer import LanguageModelProposer

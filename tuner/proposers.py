@@ -133,18 +133,6 @@ def _suggest(trial: optuna.Trial, name: str, param: Param) -> ParamValue:
     return trial.suggest_int(name, math.ceil(param.low), math.floor(param.high), log=log)
 
 
-def _within(param: Param, value: ParamValue | None) -> bool:
-    if value is None:
-        return False
-    if param.kind == BOOL:
-        return isinstance(value, bool)
-    if param.kind == CATEGORICAL:
-        return value in param.choices
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return param.low <= value <= param.high and (param.kind == FLOAT or float(value).is_integer())
-
-
 def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.FrozenTrial | None:
     """A finished trial for TPE, or None when the configuration lies outside today's space
     (the operator may have narrowed it since)."""
@@ -158,7 +146,7 @@ def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.Froz
     }
     for param in spaces[strategy].params:
         value = observation.configuration.params.get(param.name)
-        if not _within(param, value):
+        if not param.contains(value):
             return None
         assert value is not None
         params[f"{strategy}.{param.name}"], distributions[f"{strategy}.{param.name}"] = value, _distribution(param)

@@ -40,7 +40,17 @@ class TunerSettings(ClientSettings):
     lm_model: str = option(
         env="RECTUNE_TUNER_LM_MODEL",
         default="",
-        help="lm proposer: a local Hugging Face model directory; empty = the packaged SmolLM2-135M-Instruct",
+        help="lm proposer: a local Hugging Face model directory (empty = the packaged SmolLM2-135M-Instruct), "
+        "or with --lm-endpoint the model name the endpoint serves",
+    )
+    lm_endpoint: str = option(
+        env="RECTUNE_TUNER_LM_ENDPOINT",
+        default="",
+        help="lm proposer: base URL of an OpenAI-compatible API (e.g. http://vllm:8000/v1); empty = a local model",
+    )
+    lm_api_key: str = option(env="RECTUNE_TUNER_LM_API_KEY", default="", help="lm proposer: bearer key of the endpoint")
+    lm_timeout_seconds: float = option(
+        env="RECTUNE_TUNER_LM_TIMEOUT_SECONDS", default=60.0, help="lm proposer: deadline of one endpoint request"
     )
     lm_cache_dir: str = option(
         env="RECTUNE_TUNER_LM_CACHE_DIR",
@@ -109,6 +119,16 @@ class TunerSettings(ClientSettings):
             )
         if self.lm_temperature < 0:
             raise SettingsError(f"--lm-temperature: must be >= 0, got {self.lm_temperature}")
+        if self.lm_endpoint and not self.lm_endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"--lm-endpoint (env RECTUNE_TUNER_LM_ENDPOINT): must be an http(s) URL, got {self.lm_endpoint!r}"
+            )
+        if self.lm_endpoint and not self.lm_model:
+            raise SettingsError(
+                "--lm-model (env RECTUNE_TUNER_LM_MODEL): required with --lm-endpoint (the model it serves)"
+            )
+        if self.lm_timeout_seconds <= 0:
+            raise SettingsError(f"--lm-timeout-seconds: must be > 0, got {self.lm_timeout_seconds}")
         if not 0 <= self.health_port <= 65535:
             raise SettingsError(f"--health-port: must be between 0 and 65535, got {self.health_port}")
         if self.interval_seconds <= 0:

@@ -37,6 +37,25 @@ class Param:
     log_scale: bool = False
     choices: tuple[str, ...] = ()
 
+    def contains(self, value: object) -> bool:
+        """Whether ``value`` is a valid value of this parameter (type and range)."""
+        if self.kind == BOOL:
+            return isinstance(value, bool)
+        if self.kind == CATEGORICAL:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return self.low <= value <= self.high and (self.kind == FLOAT or float(value).is_integer())
+
+    def json_schema(self) -> dict[str, Any]:
+        if self.kind == BOOL:
+            return {"type": "boolean"}
+        if self.kind == CATEGORICAL:
+            return {"type": "string", "enum": list(self.choices)}
+        if self.kind == INT:
+            return {"type": "integer", "minimum": math.ceil(self.low), "maximum": math.floor(self.high)}
+        return {"type": "number", "minimum": self.low, "maximum": self.high}
+
     def sample(self, rng: random.Random) -> ParamValue:
         if self.kind == BOOL:
             return rng.random() < 0.5
@@ -78,6 +97,41 @@ class SearchSpace:
 
     def names(self) -> list[str]:
         return [s.strategy for s in self.strategies]
+
+    def json_schema(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """JSON Schema of one configuration of this space (one branch per strategy, every
+        hyperparameter required), with ``extra`` properties (required too) in each branch."""
+        branches = []
+        for space in self.strategies:
+            params = {
+                "type": "object",
+                "properties": {p.name: p.json_schema() for p in space.params},
+                "required": [p.name for p in space.params],
+                "additionalProperties": False,
+            }
+            properties = {"strategy": {"const": space.strategy}, "params": params, **(extra or {})}
+            branch = {"type": "object", "properties": properties, "required": list(properties)}
+            branches.append({**branch, "additionalProperties": False})
+        return {"oneOf": branches}
+
+    def parse(self, answer: Any) -> Configuration:
+        """A configuration from a decoded JSON answer, checked against this space."""
+        if not isinstance(answer, dict) or not isinstance(answer.get("params"), dict):
+            raise SpaceError("answer: must be an object with 'strategy' and 'params'")
+        spaces = {s.strategy: s for s in self.strategies}
+        strategy = answer.get("strategy")
+        if strategy not in spaces:
+            raise SpaceError(f"answer.strategy: must be one of {', '.join(spaces)}, got {strategy!r}")
+        params: dict[str, ParamValue] = {}
+        for param in spaces[strategy].params:
+            value = answer["params"].get(param.name, param.default)
+            if not param.contains(value):
+                raise SpaceError(f"answer.params.{param.name}: {value!r} is outside {param.json_schema()}")
+            params[param.name] = int(value) if param.kind == INT else value
+        unknown = set(answer["params"]) - set(params)
+        if unknown:
+            raise SpaceError(f"answer.params: {', '.join(sorted(unknown))} not hyperparameters of {strategy}")
+        return Configuration(strategy, params)
 
     def sample(self, rng: random.Random) -> Configuration:
         space = rng.choice(self.strategies)

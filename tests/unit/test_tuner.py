@@ -175,3 +175,17 @@ def test_tpe_ignores_history_outside_todays_space_and_stays_inside_it() -> None:
     assert proposals[0].rationale.startswith("TPE fitted to 0 screened configurations")
     assert all(100 <= p.configuration.params["factors"] <= 200 for p in proposals)
     assert len({p.configuration.key() for p in proposals}) == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lm-endpoint=vllm:8000"], "--lm-endpoint (env RECTUNE_TUNER_LM_ENDPOINT): must be an http(s) URL"),
+        (["--lm-endpoint=http://vllm:8000/v1"], "--lm-model (env RECTUNE_TUNER_LM_MODEL): required with --lm-endpoint"),
+    ],
+)
+def test_endpoint_settings_fail_fast(flags: list[str], message: str) -> None:
+    addresses = ["--policy-address=p:1", "--scoring-address=s:2", "--metrics-address=m:3"]
+    with pytest.raises(SettingsError) as error:
+        load_settings(TunerSettings, [*addresses, *flags], environ={})
+    assert message in str(error.value)
