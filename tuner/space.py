@@ -1,5 +1,5 @@
 """The search space the tuner explores: ScoringService's declared hyperparameters, narrowed
-by the operator's search-space file. No protobuf here (see tuner/convert.py).
+by the operator's search-space file. No protobuf here (tuner/clients.py converts).
 
 The operator's file (JSON; a ConfigMap in Kubernetes) names the strategies to explore and
 may narrow a numeric range or a list of choices; it can never widen what ScoringService
