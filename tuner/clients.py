@@ -18,10 +18,11 @@ from rectune.v1 import (
     scoring_pb2_grpc,
 )
 from services.common.clients import ClientOptions, make_channel
+from services.common.prototime import seconds, timestamp
 from services.policy import convert as policy_convert
 from services.policy.core.model import ArmOrigin, ArmState
 from services.scoring import convert as scoring_convert
-from tuner.controller import Action, ArmView, BackendError, Screen
+from tuner.controller import Action, ArmStats, ArmView, BackendError, Screen
 from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, StrategySpace
 
 T = TypeVar("T")
@@ -83,12 +84,10 @@ class GrpcBackend:
 
     def arms(self) -> list[ArmView]:
         arms = _call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms)
-        stats_request = metrics_pb2.GetArmStatsRequest(arm_ids=[a.arm_id for a in arms])
-        stats = _call("MetricsService.GetArmStats", lambda: self.metrics.GetArmStats(stats_request).stats)
-        by_arm = {s.arm_id: s for s in stats}
+        by_arm = self._stats(metrics_pb2.GetArmStatsRequest(arm_ids=[a.arm_id for a in arms]))
         views = []
         for arm in arms:
-            stat = by_arm.get(arm.arm_id)
+            stat = by_arm.get(arm.arm_id, ArmStats())
             views.append(
                 ArmView(
                     arm.arm_id,
@@ -96,12 +95,21 @@ class GrpcBackend:
                     arm.configuration_hash,
                     policy_convert.ORIGINS[arm.origin].value,
                     policy_convert.STATES[arm.state].value,
-                    stat.impressions if stat else 0,
-                    stat.ctr if stat else 0.0,
-                    stat.probability_best if stat else 0.0,
+                    stat.impressions,
+                    stat.ctr,
+                    stat.probability_best,
+                    seconds(arm.created_at),
                 )
             )
         return views
+
+    def stats_since(self, start: float) -> dict[str, ArmStats]:
+        window = common_pb2.TimeWindow(start=timestamp(start))
+        return self._stats(metrics_pb2.GetArmStatsRequest(window=window))
+
+    def _stats(self, request: metrics_pb2.GetArmStatsRequest) -> dict[str, ArmStats]:
+        stats = _call("MetricsService.GetArmStats", lambda: self.metrics.GetArmStats(request).stats)
+        return {s.arm_id: ArmStats(s.impressions, s.ctr, s.probability_best) for s in stats}
 
     def search_space(self) -> SearchSpace:
         request = scoring_pb2.DescribeSearchSpaceRequest()

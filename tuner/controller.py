@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from tuner.errors import TunerError
@@ -61,6 +61,15 @@ class TunerLimits:
 
 
 @dataclass(frozen=True)
+class ArmStats:
+    """An arm's live statistics over some window (MetricsService)."""
+
+    impressions: int = 0
+    ctr: float = 0.0
+    probability_best: float = 0.0
+
+
+@dataclass(frozen=True)
 class ArmView:
     """An arm as the tuner sees it: PolicyService's record joined with MetricsService's stats."""
 
@@ -72,6 +81,7 @@ class ArmView:
     impressions: int = 0
     ctr: float = 0.0
     probability_best: float = 0.0
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,13 @@ class Plan:
 class Backend(Protocol):
     """What the controller needs from the services (gRPC in tuner/clients.py)."""
 
-    def arms(self) -> list[ArmView]: ...
+    def arms(self) -> list[ArmView]:
+        """Every arm, with its statistics over all time."""
+        ...
+
+    def stats_since(self, start: float) -> dict[str, ArmStats]:
+        """Statistics over the window since ``start`` (unix seconds) of every arm seen in it."""
+        ...
 
     def search_space(self) -> SearchSpace: ...
 
@@ -148,7 +164,11 @@ class Backend(Protocol):
 
 
 def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
-    """Retire the tuner's clearly losing arms; promote at most one clearly winning arm."""
+    """Retire the tuner's clearly losing arms; promote at most one clearly winning arm.
+
+    Each tuner arm's statistics must cover only the time since it went live (see
+    Controller.concurrent): over all time, an arm that joined late would be compared with
+    its rivals' earlier, different traffic."""
     ripe = [
         a for a in arms if a.origin in TUNER_ORIGINS and a.state == "active" and a.impressions >= limits.min_impressions
     ]
@@ -157,7 +177,7 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
             "retire",
             a.arm_id,
             f"P(best) {a.probability_best:.3f} < {limits.retire_probability_best} "
-            f"after {a.impressions} impressions (CTR {a.ctr:.4f})",
+            f"over its {a.impressions} impressions since it went live (CTR {a.ctr:.4f})",
         )
         for a in ripe
         if a.probability_best < limits.retire_probability_best
@@ -168,7 +188,7 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
             best = max(winners, key=lambda a: a.probability_best)
             reason = (
                 f"P(best) {best.probability_best:.3f} >= {limits.promote_probability_best} "
-                f"after {best.impressions} impressions (CTR {best.ctr:.4f})"
+                f"over its {best.impressions} impressions since it went live (CTR {best.ctr:.4f})"
             )
             actions.append(Action("promote", best.arm_id, reason))
     return actions
@@ -238,7 +258,7 @@ class Controller:
     def plan(self) -> Plan:
         plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())
         arms = self.backend.arms()
-        plan.actions = judge(arms, self.limits)
+        plan.actions = judge([self.concurrent(a) for a in arms], self.limits)
         slots = free_slots(arms, plan.actions, self.limits)
         if slots == 0:
             return plan
@@ -265,6 +285,13 @@ class Controller:
         )
         plan.actions.extend(registered)
         return plan
+
+    def concurrent(self, arm: ArmView) -> ArmView:
+        """A live tuner arm with its statistics, and its rivals', since it went live."""
+        if arm.origin not in TUNER_ORIGINS or arm.state not in LIVE_STATES:
+            return arm
+        window = self.backend.stats_since(arm.created_at).get(arm.arm_id, ArmStats())
+        return replace(arm, impressions=window.impressions, ctr=window.ctr, probability_best=window.probability_best)
 
     def apply(self, plan: Plan) -> list[tuple[Action, str]]:
         """Carry out each action; one that fails is reported and does not stop the others."""

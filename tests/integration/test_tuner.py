@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
+from services.common.prototime import timestamp
 from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS, ROOT
 from tests.integration.test_policy_service import arms_by_id, put
@@ -68,10 +69,12 @@ class Harness:
     flags: list[str]  # the addresses, audit database, search space and seed every command gets
 
 
-def record_impressions(metrics, arm_id: str, impressions: int, clicks: int) -> None:
+def record_impressions(metrics, arm_id: str, impressions: int, clicks: int, seconds_ago: float = 0.0) -> None:
     kinds = [common_pb2.EVENT_KIND_IMPRESSION] * impressions + [common_pb2.EVENT_KIND_CLICK] * clicks
+    when = timestamp(time.time() - seconds_ago)
+    tag = f"{arm_id}-{seconds_ago:g}"
     events = [
-        common_pb2.Event(event_id=f"{arm_id}-{n}", decision_id=f"d-{arm_id}-{n}", arm_id=arm_id, kind=kind)
+        common_pb2.Event(event_id=f"{tag}-{n}", decision_id=f"d-{tag}-{n}", arm_id=arm_id, kind=kind, time=when)
         for n, kind in enumerate(kinds)
     ]
     metrics.stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=events), timeout=30)
@@ -123,7 +126,23 @@ def test_propose_registers_arms_and_a_losing_arm_is_retired_later(tuner) -> None
     assert "register" in actions  # the freed slot is filled in the same cycle
     arms = arms_by_id(policy.stub)
     assert arms[arm_id].state == policy_pb2.ARM_STATE_RETIRED
-    assert arms[arm_id].state_reason.startswith("P(best) 0.000 < 0.02 after 300 impressions")
+    assert arms[arm_id].state_reason.startswith("P(best) 0.000 < 0.02 over its 300 impressions since it went live")
+
+
+def test_an_arm_is_judged_against_its_rivals_traffic_since_it_went_live(tuner) -> None:
+    # The champion did well an hour ago and as well as the new arm since: over all time the
+    # arm would look like a loser, over the time they shared it does not.
+    run, policy, metrics = tuner.run, tuner.policy, tuner.metrics
+    record_impressions(metrics, "champion", 300, 120, seconds_ago=3600)
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1")
+    assert code == 0
+    arm_id = json.loads(out)["outcomes"][0]["arm_id"]
+    record_impressions(metrics, "champion", 300, 30)
+    record_impressions(metrics, arm_id, 300, 30)
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1", "--min-impressions=200")
+    assert code == 0
+    assert [o["kind"] for o in json.loads(out)["outcomes"]] == ["register"]  # a free slot, no retirement
+    assert arms_by_id(policy.stub)[arm_id].state == policy_pb2.ARM_STATE_ACTIVE
 
 
 def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) -> None:
