@@ -52,10 +52,7 @@ def configuration_of(message: common_pb2.Configuration) -> Configuration:
 
 
 def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
-    return common_pb2.Configuration(
-        strategy=configuration.strategy,
-        params={name: scoring_convert.param_message(value) for name, value in configuration.params.items()},
-    )
+    return scoring_convert.configuration_message(configuration.strategy, configuration.params)
 
 
 def param_of(message: scoring_pb2.Hyperparameter) -> Param:

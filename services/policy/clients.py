@@ -31,10 +31,7 @@ ROWS_REFUSED = (grpc.StatusCode.INVALID_ARGUMENT,)
 
 
 def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
-    message = common_pb2.Configuration(strategy=configuration.strategy)
-    for name, value in configuration.params.items():
-        message.params[name].CopyFrom(scoring_convert.param_message(value))
-    return message
+    return scoring_convert.configuration_message(configuration.strategy, configuration.params)
 
 
 class GrpcRanker:

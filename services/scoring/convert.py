@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from rectune.v1 import common_pb2, scoring_pb2
 from services.common.errors import InvalidArgument
@@ -43,6 +43,14 @@ def param_message(value: ParamValue) -> common_pb2.ParamValue:
     if isinstance(value, float):
         return common_pb2.ParamValue(double_value=value)
     return common_pb2.ParamValue(string_value=value)
+
+
+def configuration_message(strategy: str, params: Mapping[str, ParamValue]) -> common_pb2.Configuration:
+    """A configuration as the contract carries it (shared by every client of ScoringService)."""
+    message = common_pb2.Configuration(strategy=strategy)
+    for name, value in params.items():
+        message.params[name].CopyFrom(param_message(value))
+    return message
 
 
 def configuration(message: common_pb2.Configuration, present: bool) -> tuple[str, dict[str, ParamValue]]:
