@@ -56,40 +56,24 @@ class LocalSuite:
         """Start every service; returns each one's health status once all serve or time is up."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in START_ORDER}
-        env = {**os.environ, "RECTUNE_LOG_FORMAT": "json"}
         for name in START_ORDER:
-            log = (self.run_dir / f"{name}.log").open("wb")
-            self._logs.append(log)
             command = [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])]
-            self.processes[name] = subprocess.Popen(
-                command + service_flags(name, self.ports, self.run_dir) + self.extra_flags.get(name, []),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+            flags = service_flags(name, self.ports, self.run_dir) + self.extra_flags.get(name, [])
+            self._spawn(name, command + flags)
         return wait_serving([self.address(name) for name in START_ORDER], health_timeout_seconds)
 
     def start_tuner(self, flags: list[str]) -> None:
         """``tuner run`` against the running services, its audit table under the run folder."""
-        log = (self.run_dir / "tuner.log").open("wb")
+        peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
+        database = f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
+        self._spawn("tuner", [sys.executable, "-m", "tuner", "run", *peers, database, *flags])
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        """A child with JSON logs into ``<name>.log`` under the run folder."""
+        log = (self.run_dir / f"{name}.log").open("wb")
         self._logs.append(log)
-        command = [
-            sys.executable,
-            "-m",
-            "tuner",
-            "run",
-            "--policy-address",
-            self.address("policy"),
-            "--scoring-address",
-            self.address("scoring"),
-            "--metrics-address",
-            self.address("metrics"),
-            "--database-url",
-            f"sqlite:///{self.run_dir.resolve() / 'tuner.db'}",
-            *flags,
-        ]
         env = {**os.environ, "RECTUNE_LOG_FORMAT": "json"}
-        self.processes["tuner"] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def stop(self, grace_seconds: float = 15.0) -> None:
         """SIGTERM every child, wait for the drain, kill any that did not exit."""
