@@ -142,18 +142,13 @@ class LanguageModel:
         if temperature <= 0:
             chosen = max(range(len(options)), key=scores.__getitem__)
         else:
-            top = max(scores)
-            weights = [math.exp((s - top) / temperature) for s in scores]
-            chosen = rng.choices(range(len(options)), weights=weights)[0]
+            chosen = rng.choices(range(len(options)), weights=_softmax(scores, temperature))[0]
         self.extend(context, options[chosen])
         return chosen
 
     def probabilities(self, context: Context, options: list[str]) -> list[float]:
         """The model's probabilities of the options, renormalised over them."""
-        scores = [self._logprob(context, option) for option in options]
-        top = max(scores)
-        weights = [math.exp(s - top) for s in scores]
-        return [w / sum(weights) for w in weights]
+        return _softmax([self._logprob(context, option) for option in options], 1.0)
 
     def generate(self, context: Context, max_new_tokens: int, stop: str = "\n") -> str:
         """Greedy free text (for the rationale), up to ``stop`` or the token budget."""
@@ -195,3 +190,10 @@ class LanguageModel:
             total += float(logprobs[positions, torch.tensor(ids[1:], device=self.device)].sum())
             context.cache.crop(-(len(ids) - 1))  # drop the option's tokens again (negative: how many)
         return total
+
+
+def _softmax(scores: list[float], temperature: float) -> list[float]:
+    top = max(scores)
+    weights = [math.exp((score - top) / temperature) for score in scores]
+    total = sum(weights)
+    return [weight / total for weight in weights]
