@@ -23,16 +23,11 @@ from services.policy import convert as policy_convert
 from services.policy.core.model import ArmOrigin, ArmState
 from services.scoring import convert as scoring_convert
 from tuner.controller import Action, ArmStats, ArmView, BackendError, Screen
-from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, StrategySpace
+from tuner.space import Configuration, SearchSpace, StrategySpace
 
 T = TypeVar("T")
 
-_KINDS = {
-    scoring_pb2.PARAM_TYPE_FLOAT: FLOAT,
-    scoring_pb2.PARAM_TYPE_INT: INT,
-    scoring_pb2.PARAM_TYPE_CATEGORICAL: CATEGORICAL,
-    scoring_pb2.PARAM_TYPE_BOOL: BOOL,
-}
+
 # Evaluations fit a model on the holdout split: seconds to minutes on a large catalogue.
 EVALUATE_DEADLINE_SECONDS = 600.0
 # PutArm asks ScoringService for the configuration's hash, which may fit the model first.
@@ -53,19 +48,6 @@ def configuration_of(message: common_pb2.Configuration) -> Configuration:
 
 def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
     return scoring_convert.configuration_message(configuration.strategy, configuration.params)
-
-
-def param_of(message: scoring_pb2.Hyperparameter) -> Param:
-    default = scoring_convert.param_value(message.default_value, f"{message.name}.default_value")
-    return Param(
-        message.name,
-        _KINDS[message.type],
-        default,
-        message.min,
-        message.max,
-        message.log_scale,
-        tuple(message.choices),
-    )
 
 
 class GrpcBackend:
@@ -112,7 +94,10 @@ class GrpcBackend:
         request = scoring_pb2.DescribeSearchSpaceRequest()
         answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
         return SearchSpace(
-            tuple(StrategySpace(s.strategy, tuple(param_of(h) for h in s.hyperparameters)) for s in answer.strategies)
+            tuple(
+                StrategySpace(s.strategy, tuple(map(scoring_convert.hyperparameter, s.hyperparameters)))
+                for s in answer.strategies
+            )
         )
 
     def evaluate(self, configuration: Configuration, k: int) -> Screen:

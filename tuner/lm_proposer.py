@@ -17,9 +17,10 @@ import random
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from services.scoring.core.space import Hyperparameter, ParamValue
 from tuner.language_model import Context, LanguageModel
 from tuner.proposers import Observation, Proposal
-from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, ParamValue, SearchSpace, StrategySpace
+from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, SearchSpace, StrategySpace
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
@@ -135,12 +136,12 @@ def describe(space: SearchSpace, history: Sequence[Observation]) -> str:
     return "\n".join(lines)
 
 
-def _describe_param(param: Param) -> str:
-    if param.kind == BOOL:
+def _describe_param(param: Hyperparameter) -> str:
+    if param.type is BOOL:
         return f"{param.name} (true or false)"
-    if param.kind == CATEGORICAL:
+    if param.type is CATEGORICAL:
         return f"{param.name} (one of {', '.join(param.choices)})"
-    kind = "integer" if param.kind == INT else "number"
+    kind = "integer" if param.type is INT else "number"
     scale = ", log scale" if param.log_scale else ""
     return f"{param.name} ({kind} from {_short(param.low)} to {_short(param.high)}{scale})"
 
@@ -160,27 +161,27 @@ def best_params(strategy: str, history: Sequence[Observation]) -> dict[str, Para
     return dict(max(same, key=lambda o: o.value).configuration.params) if same else {}
 
 
-def candidate_values(param: Param, best: ParamValue | None) -> list[ParamValue]:
+def candidate_values(param: Hyperparameter, best: ParamValue | None) -> list[ParamValue]:
     """What the model may choose for one hyperparameter: its choices, or a grid over its
     range (log-spaced on a log scale) plus the best value seen so far."""
-    if param.kind == BOOL:
+    if param.type is BOOL:
         return [False, True]
-    if param.kind == CATEGORICAL:
+    if param.type is CATEGORICAL:
         return list(param.choices)
     grid = _grid(param)
     if best is not None and not isinstance(best, bool | str) and param.low <= best <= param.high:
         grid.append(best)
     values: list[ParamValue] = []
     for raw in sorted(grid):
-        value: ParamValue = round(raw) if param.kind == INT else float(_short(raw))
-        value = min(max(value, param.low), param.high) if param.kind == FLOAT else value
+        value: ParamValue = round(raw) if param.type is INT else float(_short(raw))
+        value = min(max(value, param.low), param.high) if param.type is FLOAT else value
         if value not in values:
             values.append(value)
     return values
 
 
-def _grid(param: Param) -> list[float]:
-    low, high = (math.ceil(param.low), math.floor(param.high)) if param.kind == INT else (param.low, param.high)
+def _grid(param: Hyperparameter) -> list[float]:
+    low, high = (math.ceil(param.low), math.floor(param.high)) if param.type is INT else (param.low, param.high)
     if param.log_scale and low > 0:
         step = (math.log(high) - math.log(low)) / (GRID_POINTS - 1)
         return [math.exp(math.log(low) + i * step) for i in range(GRID_POINTS)]

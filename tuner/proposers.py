@@ -18,7 +18,8 @@ from typing import Protocol
 
 import optuna
 
-from tuner.space import BOOL, CATEGORICAL, FLOAT, Configuration, Param, ParamValue, SearchSpace
+from services.scoring.core.space import Hyperparameter, ParamValue
+from tuner.space import BOOL, CATEGORICAL, FLOAT, Configuration, SearchSpace, contains
 
 # A proposer that keeps drawing configurations that exist already gives up after this
 # many draws per wanted proposal (a tiny space can be exhausted).
@@ -104,13 +105,13 @@ class TpeProposer:
         ]
 
 
-def _distribution(param: Param) -> optuna.distributions.BaseDistribution:
-    if param.kind == BOOL:
+def _distribution(param: Hyperparameter) -> optuna.distributions.BaseDistribution:
+    if param.type is BOOL:
         return optuna.distributions.CategoricalDistribution([False, True])
-    if param.kind == CATEGORICAL:
+    if param.type is CATEGORICAL:
         return optuna.distributions.CategoricalDistribution(list(param.choices))
     log = param.log_scale and param.low > 0
-    if param.kind == FLOAT:
+    if param.type is FLOAT:
         return optuna.distributions.FloatDistribution(param.low, param.high, log=log)
     return optuna.distributions.IntDistribution(math.ceil(param.low), math.floor(param.high), log=log)
 
@@ -122,13 +123,13 @@ def _ask(study: optuna.Study, space: SearchSpace) -> Configuration:
     return Configuration(strategy, {p.name: _suggest(trial, f"{strategy}.{p.name}", p) for p in chosen.params})
 
 
-def _suggest(trial: optuna.Trial, name: str, param: Param) -> ParamValue:
-    if param.kind == BOOL:
+def _suggest(trial: optuna.Trial, name: str, param: Hyperparameter) -> ParamValue:
+    if param.type is BOOL:
         return bool(trial.suggest_categorical(name, [False, True]))
-    if param.kind == CATEGORICAL:
+    if param.type is CATEGORICAL:
         return str(trial.suggest_categorical(name, list(param.choices)))
     log = param.log_scale and param.low > 0
-    if param.kind == FLOAT:
+    if param.type is FLOAT:
         return trial.suggest_float(name, param.low, param.high, log=log)
     return trial.suggest_int(name, math.ceil(param.low), math.floor(param.high), log=log)
 
@@ -146,7 +147,7 @@ def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.Froz
     }
     for param in spaces[strategy].params:
         value = observation.configuration.params.get(param.name)
-        if not param.contains(value):
+        if not contains(param, value):
             return None
         assert value is not None
         params[f"{strategy}.{param.name}"], distributions[f"{strategy}.{param.name}"] = value, _distribution(param)

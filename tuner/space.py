@@ -18,62 +18,52 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-ParamValue = float | int | str | bool
+from services.common.errors import InvalidArgument
+from services.scoring.core.space import Hyperparameter, ParamType, ParamValue
 
-FLOAT, INT, CATEGORICAL, BOOL = "float", "int", "categorical", "bool"
+# The hyperparameters are ScoringService's own type (services.scoring.core.space), as
+# DescribeSearchSpace returns them: one definition of their kinds, checks and schema.
+FLOAT, INT, CATEGORICAL, BOOL = ParamType.FLOAT, ParamType.INT, ParamType.CATEGORICAL, ParamType.BOOL
 
 
 class SpaceError(ValueError):
     """The search-space file is wrong; the message names the field and the rule."""
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: str  # FLOAT, INT, CATEGORICAL or BOOL
-    default: ParamValue
-    low: float = 0.0
-    high: float = 0.0
-    log_scale: bool = False
-    choices: tuple[str, ...] = ()
+def contains(param: Hyperparameter, value: object) -> bool:
+    """Whether ``value`` is a valid value of the hyperparameter (ScoringService's own check)."""
+    try:
+        param.check(param.name, value)  # type: ignore[arg-type]
+    except InvalidArgument:
+        return False
+    return True
 
-    def contains(self, value: object) -> bool:
-        """Whether ``value`` is a valid value of this parameter (type and range)."""
-        if self.kind == BOOL:
-            return isinstance(value, bool)
-        if self.kind == CATEGORICAL:
-            return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        return self.low <= value <= self.high and (self.kind == FLOAT or float(value).is_integer())
 
-    def json_schema(self) -> dict[str, Any]:
-        if self.kind == BOOL:
-            return {"type": "boolean"}
-        if self.kind == CATEGORICAL:
-            return {"type": "string", "enum": list(self.choices)}
-        if self.kind == INT:
-            return {"type": "integer", "minimum": math.ceil(self.low), "maximum": math.floor(self.high)}
-        return {"type": "number", "minimum": self.low, "maximum": self.high}
+def value_schema(param: Hyperparameter) -> dict[str, Any]:
+    """The JSON Schema of one value: ScoringService's, without its annotations (description,
+    default, x-log-scale), which a strict json_schema response format may refuse."""
+    return {k: v for k, v in param.json_schema().items() if k in ("type", "enum", "minimum", "maximum")}
 
-    def sample(self, rng: random.Random) -> ParamValue:
-        if self.kind == BOOL:
-            return rng.random() < 0.5
-        if self.kind == CATEGORICAL:
-            return rng.choice(self.choices)
-        if self.log_scale and self.low > 0:
-            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        else:
-            value = rng.uniform(self.low, self.high)
-        if self.kind == INT:
-            return min(max(round(value), math.ceil(self.low)), math.floor(self.high))
-        return value
+
+def sample_value(param: Hyperparameter, rng: random.Random) -> ParamValue:
+    """Uniform over the range (log-uniform on a log scale), or over the choices."""
+    if param.type is BOOL:
+        return rng.random() < 0.5
+    if param.type is CATEGORICAL:
+        return rng.choice(param.choices)
+    if param.log_scale and param.low > 0:
+        value = math.exp(rng.uniform(math.log(param.low), math.log(param.high)))
+    else:
+        value = rng.uniform(param.low, param.high)
+    if param.type is INT:
+        return min(max(round(value), math.ceil(param.low)), math.floor(param.high))
+    return value
 
 
 @dataclass(frozen=True)
 class StrategySpace:
     strategy: str
-    params: tuple[Param, ...]
+    params: tuple[Hyperparameter, ...]
 
 
 @dataclass(frozen=True)
@@ -105,7 +95,7 @@ class SearchSpace:
         for space in self.strategies:
             params = {
                 "type": "object",
-                "properties": {p.name: p.json_schema() for p in space.params},
+                "properties": {p.name: value_schema(p) for p in space.params},
                 "required": [p.name for p in space.params],
                 "additionalProperties": False,
             }
@@ -125,9 +115,9 @@ class SearchSpace:
         params: dict[str, ParamValue] = {}
         for param in spaces[strategy].params:
             value = answer["params"].get(param.name, param.default)
-            if not param.contains(value):
-                raise SpaceError(f"answer.params.{param.name}: {value!r} is outside {param.json_schema()}")
-            params[param.name] = int(value) if param.kind == INT else value
+            if not contains(param, value):
+                raise SpaceError(f"answer.params.{param.name}: {value!r} is outside {value_schema(param)}")
+            params[param.name] = int(value) if param.type is INT else value
         unknown = set(answer["params"]) - set(params)
         if unknown:
             raise SpaceError(f"answer.params: {', '.join(sorted(unknown))} not hyperparameters of {strategy}")
@@ -135,7 +125,7 @@ class SearchSpace:
 
     def sample(self, rng: random.Random) -> Configuration:
         space = rng.choice(self.strategies)
-        return Configuration(space.strategy, {p.name: p.sample(rng) for p in space.params})
+        return Configuration(space.strategy, {p.name: sample_value(p, rng) for p in space.params})
 
     def narrowed(self, restriction: Mapping[str, Any], where: str = "search space") -> SearchSpace:
         """Only the strategies the restriction names, with its narrower ranges and choices."""
@@ -165,11 +155,13 @@ def _narrow_strategy(space: StrategySpace, overrides: Mapping[str, Any], field: 
     return StrategySpace(space.strategy, tuple(params.values()))
 
 
-def _narrow_param(param: Param, bounds: Mapping[str, Any], field: str) -> Param:
-    if param.kind in (FLOAT, INT):
+def _narrow_param(param: Hyperparameter, bounds: Mapping[str, Any], field: str) -> Hyperparameter:
+    if param.type in (FLOAT, INT):
         unknown = set(bounds) - {"low", "high"}
         if unknown:
-            raise SpaceError(f"{field}: only low and high narrow a {param.kind}, got {', '.join(sorted(unknown))}")
+            raise SpaceError(
+                f"{field}: only low and high narrow a {param.type.value}, got {', '.join(sorted(unknown))}"
+            )
         low, high = bounds.get("low", param.low), bounds.get("high", param.high)
         for key, value in (("low", low), ("high", high)):
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -179,10 +171,10 @@ def _narrow_param(param: Param, bounds: Mapping[str, Any], field: str) -> Param:
                 f"{field}: must satisfy {param.low:g} <= low <= high <= {param.high:g} "
                 f"(the declared range), got low={low:g} high={high:g}"
             )
-        if param.kind == INT and math.ceil(low) > math.floor(high):
+        if param.type is INT and math.ceil(low) > math.floor(high):
             raise SpaceError(f"{field}: no integer lies between low={low:g} and high={high:g}")
         return replace(param, low=float(low), high=float(high))
-    if param.kind == CATEGORICAL:
+    if param.type is CATEGORICAL:
         choices = bounds.get("choices")
         if set(bounds) != {"choices"} or not isinstance(choices, list) or not choices:
             raise SpaceError(f"{field}: a categorical is narrowed by a non-empty 'choices' list only")

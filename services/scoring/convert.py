@@ -11,7 +11,7 @@ from services.common.prototime import duration
 from services.scoring.core.data import Interaction, Item
 from services.scoring.core.ranking import Metrics
 from services.scoring.core.service import FitStatus, RankedItem
-from services.scoring.core.space import ParamType, ParamValue, StrategySpace, configuration_schema
+from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace, configuration_schema
 
 _PARAM_TYPES = {
     ParamType.FLOAT: scoring_pb2.PARAM_TYPE_FLOAT,
@@ -98,6 +98,23 @@ def metrics_message(metrics: Metrics) -> scoring_pb2.EvaluationMetrics:
         hit_rate=metrics.hit_rate,
         catalog_coverage=metrics.catalog_coverage,
         users_evaluated=metrics.users_evaluated,
+    )
+
+
+_PARAM_TYPE_OF = {message: kind for kind, message in _PARAM_TYPES.items()}
+
+
+def hyperparameter(message: scoring_pb2.Hyperparameter) -> Hyperparameter:
+    """A hyperparameter as DescribeSearchSpace describes it (for clients such as the tuner)."""
+    return Hyperparameter(
+        name=message.name,
+        type=_PARAM_TYPE_OF[message.type],
+        default=param_value(message.default_value, f"{message.name}.default_value"),
+        description=message.description,
+        low=message.min,
+        high=message.max,
+        log_scale=message.log_scale,
+        choices=tuple(message.choices),
     )
 
 

@@ -21,9 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.scoring import convert as scoring_convert
 from services.scoring.core.strategies.registry import default_registry
-from tuner.clients import param_of
 from tuner.space import SearchSpace, StrategySpace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,7 +293,6 @@ def test_the_tuner_runs_alone_with_its_limits_search_space_and_the_admin_token(o
 
 
 def scoring_search_space() -> SearchSpace:
-    """The search space ScoringService declares, as the tuner reads it over gRPC."""
+    """The search space ScoringService declares, as the tuner receives it."""
     registry = default_registry()
-    spaces = [scoring_convert.space_message(registry[name].space) for name in sorted(registry)]
-    return SearchSpace(tuple(StrategySpace(s.strategy, tuple(param_of(h) for h in s.hyperparameters)) for s in spaces))
+    return SearchSpace(tuple(StrategySpace(name, registry[name].space.hyperparameters) for name in sorted(registry)))

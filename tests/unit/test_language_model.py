@@ -9,12 +9,13 @@ import random
 
 import pytest
 
+from services.scoring.core.space import Hyperparameter
 from tests.unit.test_tuner import SPACE
 from tuner import language_model as language_model_module
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
 from tuner.proposers import Observation
-from tuner.space import FLOAT, INT, Configuration, Param
+from tuner.space import FLOAT, INT, Configuration
 
 
 def test_the_model_prefers_the_obvious_continuation(language_model) -> None:
@@ -71,15 +72,18 @@ def test_the_same_seed_gives_the_same_proposals(language_model) -> None:
 
 
 def test_numeric_candidates_span_the_range_and_include_the_best_value() -> None:
-    factors = Param("factors", INT, 64, 8, 512, log_scale=True)
+    factors = Hyperparameter("factors", INT, 64, "", 8, 512, log_scale=True)
     values = candidate_values(factors, 100)
     assert values[0] == 8 and values[-1] == 512 and 100 in values
     assert all(isinstance(v, int) for v in values) and len(values) == len(set(values)) == 8
     ratios = [b / a for a, b in itertools.pairwise(values) if 100 not in (a, b)]
     assert all(math.isclose(r, 2.0, rel_tol=0.05) for r in ratios)  # log-spaced: 8, 16, ..., 512
-    shrinkage = Param("shrinkage", FLOAT, 10.0, 0.0, 1000.0)
+    shrinkage = Hyperparameter("shrinkage", FLOAT, 10.0, "", 0.0, 1000.0)
     assert candidate_values(shrinkage, 5000.0) == [0.0, 167.0, 333.0, 500.0, 667.0, 833.0, 1000.0]
-    assert json.dumps(candidate_values(Param("r", FLOAT, 0.05, 1e-4, 10.0, log_scale=True), None)[0]) == "0.0001"
+    assert (
+        json.dumps(candidate_values(Hyperparameter("r", FLOAT, 0.05, "", 1e-4, 10.0, log_scale=True), None)[0])
+        == "0.0001"
+    )
 
 
 def test_the_prompt_shows_the_space_and_the_best_screens_first() -> None:

@@ -8,23 +8,37 @@ import random
 import pytest
 
 from services.common.config import SettingsError, load_settings
+from services.scoring.core.space import Hyperparameter
 from tuner.controller import ArmView, Screen, TunerLimits, free_slots, judge, screen_proposals
 from tuner.proposers import Observation, Proposal, RandomProposer, TpeProposer
 from tuner.settings import TunerSettings
-from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, Param, SearchSpace, SpaceError, StrategySpace
+from tuner.space import (
+    BOOL,
+    CATEGORICAL,
+    FLOAT,
+    INT,
+    Configuration,
+    SearchSpace,
+    SpaceError,
+    StrategySpace,
+    sample_value,
+)
 
 SPACE = SearchSpace(
     (
         StrategySpace(
             "als",
             (
-                Param("factors", INT, 64, 8, 512, log_scale=True),
-                Param("regularization", FLOAT, 0.05, 1e-4, 10.0, log_scale=True),
+                Hyperparameter("factors", INT, 64, "", 8, 512, log_scale=True),
+                Hyperparameter("regularization", FLOAT, 0.05, "", 1e-4, 10.0, log_scale=True),
             ),
         ),
         StrategySpace(
             "hybrid",
-            (Param("mode", CATEGORICAL, "a", choices=("a", "b", "c")), Param("explore", BOOL, False)),
+            (
+                Hyperparameter("mode", CATEGORICAL, "a", "", choices=("a", "b", "c")),
+                Hyperparameter("explore", BOOL, False, ""),
+            ),
         ),
     )
 )
@@ -44,7 +58,7 @@ def test_samples_stay_in_their_declared_ranges_and_types() -> None:
 
 def test_log_scale_parameters_are_sampled_log_uniformly() -> None:
     rng = random.Random(2)
-    draws = [SPACE.strategies[0].params[1].sample(rng) for _ in range(2000)]
+    draws = [sample_value(SPACE.strategies[0].params[1], rng) for _ in range(2000)]
     below_geometric_middle = sum(1 for d in draws if d < math.sqrt(1e-4 * 10.0)) / len(draws)
     assert 0.45 < below_geometric_middle < 0.55
 
@@ -82,7 +96,7 @@ def test_a_bad_restriction_names_the_field_and_the_rule(restriction, message: st
 
 
 def test_the_random_proposer_skips_taken_configurations() -> None:
-    tiny = SearchSpace((StrategySpace("hybrid", (Param("mode", CATEGORICAL, "a", choices=("a", "b")),)),))
+    tiny = SearchSpace((StrategySpace("hybrid", (Hyperparameter("mode", CATEGORICAL, "a", "", choices=("a", "b")),)),))
     taken = {Configuration("hybrid", {"mode": "a"}).key()}
     proposals = RandomProposer(seed=3).propose(tiny, 5, taken)
     assert [p.configuration.params for p in proposals] == [{"mode": "b"}]  # the space holds one more
