@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -233,3 +234,21 @@ def test_the_package_sets_the_openmp_spin_count_before_torch_loads(operator_valu
     probe = "import os, sys, services.embedding; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == [expected, "False"]
+
+
+def test_clients_back_while_their_answers_go_out_are_not_counted_twice() -> None:
+    # Two clients share a batch and come back while the batcher is still delivering their
+    # answers (here from the future's callback, in the worker thread itself, before it
+    # looks at the queue again). The next batch must leave once those two are queued:
+    # counting them both as queued and as "answered, coming back" would have it wait for
+    # four texts, that is max_wait, far beyond the result timeout.
+    encode = StandInEncode(block_first=True)  # so that the callback is attached before the answer
+    batcher = MicroBatcher(encode, max_batch=32, max_wait_seconds=60.0)
+    returning: list[Future[np.ndarray]] = []
+    first = batcher.submit(["1", "2"])
+    first.add_done_callback(lambda _: returning.extend([batcher.submit(["3"]), batcher.submit(["4"])]))
+    encode.release.set()
+    assert first.result(5)[:, 0].tolist() == [1.0, 2.0]
+    assert [future.result(5)[0, 0] for future in returning] == [3.0, 4.0]
+    assert encode.batches == [["1", "2"], ["3", "4"]]
+    batcher.close()

@@ -67,7 +67,7 @@ class MicroBatcher:
         self._closed = False
         self._condition = threading.Condition()
         self.batches = 0  # forward batches run, for tests and metrics
-        self._last_batch_texts = 0
+        self._expected_texts = 0  # texts the next batch waits for (see _expect_answered_back)
         self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._worker.start()
 
@@ -102,12 +102,7 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Slice] | None:
         with self._condition:
-            # Closed-loop clients come back in about the number the last batch answered,
-            # on top of those already queued (answered earlier, back during the forward
-            # pass): stop waiting once that many are queued instead of always waiting
-            # max_wait. Counting only the last batch would let a batch that left short once
-            # stay short: its stragglers would fill the next one's count.
-            expected = self._queued_texts + self._last_batch_texts
+            expected = self._expected_texts
             while not self._queue and not self._closed:
                 self._condition.wait()
             if not self._queue:
@@ -125,6 +120,21 @@ class MicroBatcher:
                 self._condition.wait(remaining)
             return self._take(self._take_limit if self._queued_texts > self.max_batch else self.max_batch)
 
+    def _expect_answered_back(self, answering: int) -> None:
+        """Before answering a batch: how many texts the next batch should wait for.
+
+        Closed-loop clients come back in about the number this batch answers, on top of
+        those already queued (answered earlier, back during the forward pass): the worker
+        stops waiting once that many are queued instead of always waiting max_wait.
+        Counting only this batch would let a batch that left short once stay short (its
+        stragglers would fill the next one's count). The queue is counted now, before the
+        answers go out: clients that come back while they are still being delivered are
+        this batch's own, and counting them again would make the next batch wait for
+        texts that never come.
+        """
+        with self._condition:
+            self._expected_texts = self._queued_texts + answering
+
     def _take(self, limit: int) -> list[_Slice]:
         slices: list[_Slice] = []
         taken = 0
@@ -137,7 +147,6 @@ class MicroBatcher:
             if request.taken == len(request.texts):
                 self._queue.popleft()
         self._queued_texts -= taken
-        self._last_batch_texts = taken
         return slices
 
     def _run(self) -> None:
@@ -146,14 +155,24 @@ class MicroBatcher:
             try:
                 vectors = self._encode(texts)
             except Exception as exc:  # the callers see the failure, the worker lives on
-                for s in batch:
-                    if not s.request.future.done():
-                        s.request.future.set_exception(exc)
+                self._expect_answered_back(len(texts))
+                self._fail(batch, exc)
                 continue
             self.batches += 1
-            offset = 0
-            for s in batch:
-                count = s.end - s.start
-                if not s.request.future.done():
-                    s.request.deliver(s.start, vectors[offset : offset + count])
-                offset += count
+            self._expect_answered_back(len(texts))
+            self._deliver(batch, vectors)
+
+    @staticmethod
+    def _fail(batch: list[_Slice], error: Exception) -> None:
+        for s in batch:
+            if not s.request.future.done():
+                s.request.future.set_exception(error)
+
+    @staticmethod
+    def _deliver(batch: list[_Slice], vectors: Vectors) -> None:
+        offset = 0
+        for s in batch:
+            count = s.end - s.start
+            if not s.request.future.done():
+                s.request.deliver(s.start, vectors[offset : offset + count])
+            offset += count
