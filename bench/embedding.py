@@ -114,7 +114,12 @@ def main() -> None:
         process.terminate()
         process.wait()
 
-    ratios = ("ratio_single_to_raw", "ratio_batch32_to_raw", "ceiling_single_to_raw", "ratio_single_to_raw_client_batch")
+    ratios = (
+        "ratio_single_to_raw",
+        "ratio_batch32_to_raw",
+        "ceiling_single_to_raw",
+        "ratio_single_to_raw_client_batch",
+    )
     print_json(
         {
             "benchmark": "embedding",
