@@ -4,7 +4,8 @@
                               is still written to the audit table, marked dry run)
     tuner propose             plan one cycle and carry it out
     tuner run [--once]        a cycle every --interval-seconds until SIGTERM or Ctrl-C
-    tuner status              the arms with their live statistics, and the latest audit entries
+    tuner status [--json]     the arms with their live statistics, and the latest audit entries
+                              (tables, or one JSON document for scripts)
 
 Settings (addresses, limits, proposer) come from flags or RECTUNE_* variables: see
 ``tuner <command> --help``. Exit status: 0 done, 1 a service failed, 2 bad settings or
@@ -120,6 +121,29 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
             stop_health()
 
 
+def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
+    """What ``tuner status --json`` prints: the arms and the latest audit entries, newest first."""
+    arms = [
+        {
+            "arm_id": arm.arm_id,
+            "origin": arm.origin,
+            "state": arm.state,
+            "impressions": arm.impressions,
+            "ctr": arm.ctr,
+            "probability_best": arm.probability_best,
+            "configuration": arm.configuration.as_dict(),
+            "configuration_hash": arm.configuration_hash,
+            "created_at": arm.created_at,
+        }
+        for arm in backend.arms()
+    ]
+    entries = [
+        {**entry.__dict__, "configuration": json.loads(entry.configuration) if entry.configuration else None}
+        for entry in audit.recent()
+    ]
+    return {"arms": arms, "audit": entries}
+
+
 def print_status(backend: GrpcBackend, audit: AuditLog) -> None:
     console = Console()
     arms = Table(title="arms")
@@ -156,13 +180,14 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
     parser.add_argument("command", choices=("propose", "run", "status"))
     parser.add_argument("--dry-run", action="store_true", help="propose: plan and print, change nothing")
     parser.add_argument("--once", action="store_true", help="run: one cycle, then exit")
+    parser.add_argument("--json", action="store_true", help="status: one JSON document instead of tables")
     if argv is None:
         argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv)
-    for flag, command in (("--dry-run", "propose"), ("--once", "run")):
+    for flag, command in (("--dry-run", "propose"), ("--once", "run"), ("--json", "status")):
         if getattr(args, flag[2:].replace("-", "_")) and args.command != command:
             print(f"tuner: {flag} applies to `tuner {command}` only", file=sys.stderr)
             return 2
@@ -179,6 +204,9 @@ def main(argv: Sequence[str] | None = None, configure_logs: bool = True) -> int:
     )
     try:
         audit = AuditLog.open(settings.database_url)
+        if args.command == "status" and args.json:
+            print(json.dumps(status_document(backend, audit), indent=2))
+            return 0
         if args.command == "status":
             print_status(backend, audit)
             return 0

@@ -103,6 +103,15 @@ def test_dry_run_plans_screened_arms_and_changes_nothing(tuner) -> None:
     code, out, _ = run("status")
     assert code == 0
     assert "champion" in out and "planned" in out  # the audit table kept the dry run
+    code, out, _ = run("status", "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert [(arm["arm_id"], arm["state"], arm["configuration"]["strategy"]) for arm in status["arms"]] == [
+        ("champion", "champion", "popularity")
+    ]
+    planned = [entry for entry in status["audit"] if entry["kind"] == "register"]
+    assert len(planned) == 2 and all(entry["dry_run"] and entry["outcome"] == "planned" for entry in planned)
+    assert {entry["configuration"]["strategy"] for entry in planned} <= set(SEARCH_SPACE["strategies"])
 
 
 def test_propose_registers_arms_and_a_losing_arm_is_retired_later(tuner) -> None:
@@ -231,6 +240,8 @@ def test_a_language_model_that_cannot_be_loaded_is_a_clear_error(tuner, tmp_path
 def test_flags_of_another_command_and_an_unreachable_audit_database_are_refused(tuner) -> None:
     code, _, err = tuner.run("status", "--dry-run")
     assert (code, err.strip()) == (2, "tuner: --dry-run applies to `tuner propose` only")
+    code, _, err = tuner.run("propose", "--json")
+    assert (code, err.strip()) == (2, "tuner: --json applies to `tuner status` only")
     unreachable = "--database-url=postgresql+psycopg://tuner:secret@127.0.0.1:9/audit"
     code, _, err = tuner.run("propose", "--dry-run", unreachable)
     assert code == 1
