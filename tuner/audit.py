@@ -64,6 +64,11 @@ class AuditLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         migrate(engine, SCHEMA)
+        # Screened configurations read so far, and the last entry read: a tuner that runs
+        # for months asks every cycle, and rows are never changed, so each call reads only
+        # the rows written since the one before.
+        self._observations: list[Observation] = []
+        self._observed_through = 0
 
     @classmethod
     def open(cls, url: str) -> AuditLog:
@@ -133,14 +138,20 @@ class AuditLog:
         """Every configuration screened so far with its offline NDCG (dry runs included: the
         screen was real), oldest first."""
         query = (
-            sa.select(audit_table.c.configuration, audit_table.c.ndcg)
-            .where(audit_table.c.ndcg.is_not(None), audit_table.c.configuration != "")
+            sa.select(audit_table.c.entry_id, audit_table.c.configuration, audit_table.c.ndcg)
+            .where(
+                audit_table.c.entry_id > self._observed_through,
+                audit_table.c.ndcg.is_not(None),
+                audit_table.c.configuration != "",
+            )
             .order_by(audit_table.c.entry_id)
         )
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        observations = []
-        for configuration_json, ndcg in rows:
+        for entry_id, configuration_json, ndcg in rows:
             configuration = json.loads(configuration_json)
-            observations.append(Observation(Configuration(configuration["strategy"], configuration["params"]), ndcg))
-        return observations
+            self._observations.append(
+                Observation(Configuration(configuration["strategy"], configuration["params"]), ndcg)
+            )
+            self._observed_through = entry_id
+        return list(self._observations)

@@ -9,7 +9,18 @@ import pytest
 
 from services.common.config import SettingsError, load_settings
 from services.scoring.core.space import Hyperparameter
-from tuner.controller import ArmView, Screen, TunerLimits, free_slots, judge, screen_proposals
+from tuner.audit import AuditLog
+from tuner.controller import (
+    Action,
+    ArmView,
+    Plan,
+    Rejected,
+    Screen,
+    TunerLimits,
+    free_slots,
+    judge,
+    screen_proposals,
+)
 from tuner.proposers import Observation, Proposal, RandomProposer, TpeProposer
 from tuner.settings import TunerSettings
 from tuner.space import (
@@ -203,3 +214,36 @@ def test_endpoint_settings_fail_fast(flags: list[str], message: str) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(TunerSettings, [*addresses, *flags], environ={})
     assert message in str(error.value)
+
+
+def screened_plan(cycle_id: str, registered: Configuration, rejected: Configuration) -> Plan:
+    """A plan that registers one screened configuration, rejects another and retires an arm."""
+    plan = Plan(cycle_id, 0.0)
+    plan.actions = [
+        Action("register", f"{cycle_id}-arm", "screened", "tuner-random", registered, 0.2),
+        Action("retire", "old-arm", "P(best) too low"),
+    ]
+    plan.rejected = [Rejected(Proposal(rejected, "tuner-random", "a guess"), f"{cycle_id}-h2", "below the bar")]
+    plan.screens = {
+        registered.key(): Screen(f"{cycle_id}-h1", 0.15, 0.2),
+        rejected.key(): Screen(f"{cycle_id}-h2", 0.05, 0.1),
+    }
+    return plan
+
+
+def test_the_audit_log_reads_only_new_screens_and_sees_other_writers(tmp_path) -> None:
+    # A real SQLite file; a second AuditLog on it stands for rows written by another process.
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    audit, other = AuditLog.open(url), AuditLog.open(url)
+    first, second, third = (Configuration("als", {"factors": n}) for n in (8, 16, 32))
+    assert audit.observations() == []
+    audit.record(screened_plan("c1", first, second), dry_run=True)
+    assert audit.observations() == [Observation(first, 0.15), Observation(second, 0.05)]
+    other.record(screened_plan("c2", third, first), dry_run=False)
+    assert audit.observations() == [
+        Observation(first, 0.15),
+        Observation(second, 0.05),
+        Observation(third, 0.15),
+        Observation(first, 0.05),
+    ]
+    assert audit.observations() == other.observations()  # read whole by a fresh reader too
