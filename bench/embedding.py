@@ -6,7 +6,9 @@ Measures, on the MovieLens 100K item texts (title, year, genres):
   forward pass, so raw at that batch is the ceiling of the single-text measurement;
 - the service over gRPC (its own process, cache off so every text is encoded) with
   8 concurrent clients sending single texts, and with 8 clients sending batches of 32;
-- p50/p99 latency of the single-text calls.
+- p50/p99 latency of the single-text calls;
+- the service's core (validation, micro-batcher, encoder) called in-process by 8 threads
+  sending single texts, without gRPC: what the batching costs by itself.
 The four measurements run in rounds, one after the other in each round, so that every
 ratio compares the service with the raw encoder measured seconds apart (this machine's
 speed drifts by 10% and more over a minute). Prints JSON with each round's throughputs
@@ -18,6 +20,7 @@ and ratios and the median ratio over the rounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -29,6 +32,7 @@ from bench.common import percentiles_ms, print_json, run_clients, start_child_se
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.embedding.core.encoder import Encoder, EncoderConfig
+from services.embedding.core.service import EmbeddingCore, EmbeddingLimits
 from services.loadgen.movielens import item_texts
 
 
@@ -51,12 +55,24 @@ def service_throughputs(
     return single, batched * len(texts) / len(batches), latencies  # calls/s -> texts/s
 
 
+def in_process_throughput(core: EmbeddingCore, texts: list[str], clients: int) -> float:
+    """Texts/s of single-text calls to the core from ``clients`` threads, no gRPC."""
+    run_clients(clients, 64, lambda n: core.embed([texts[n].encode()]))  # warm-up
+    return run_clients(clients, len(texts), lambda n: core.embed([texts[n].encode()]))[0]
+
+
 def one_round(
-    encoder: Encoder, call: Callable[[list[str]], object], texts: list[str], clients: int, batch: int
+    encoder: Encoder,
+    core: EmbeddingCore,
+    call: Callable[[list[str]], object],
+    texts: list[str],
+    clients: int,
+    batch: int,
 ) -> tuple[dict[str, float], list[float]]:
     raw = raw_throughput(encoder, texts, batch)
     raw_client_batch = raw_throughput(encoder, texts, clients)
     single, batched, latencies = service_throughputs(call, texts, clients, batch)
+    in_process = in_process_throughput(core, texts, clients)
     measured = {
         "raw_batch32_texts_per_s": round(raw, 1),
         "raw_client_batch_texts_per_s": round(raw_client_batch, 1),
@@ -67,6 +83,8 @@ def one_round(
         # What the single-text clients could reach with zero service overhead.
         "ceiling_single_to_raw": round(raw_client_batch / raw, 3),
         "ratio_single_to_raw_client_batch": round(single / raw_client_batch, 3),
+        "in_process_single_text_texts_per_s": round(in_process, 1),
+        "ratio_in_process_single_to_raw_client_batch": round(in_process / raw_client_batch, 3),
     }
     return measured, latencies
 
@@ -94,6 +112,11 @@ def main() -> None:
         flags += ["--max-wait-ms", str(args.max_wait_ms)]
     process, address = start_child_service("embedding", *flags)
     encoder = Encoder(EncoderConfig())
+    limits = EmbeddingLimits(cache_bytes=0, max_batch=args.batch)
+    if args.max_wait_ms is not None:
+        limits = dataclasses.replace(limits, max_wait_ms=args.max_wait_ms)
+    core = EmbeddingCore(limits)
+    core.attach(encoder)
     rounds: list[dict[str, float]] = []
     latencies: list[float] = []
     try:
@@ -105,12 +128,13 @@ def main() -> None:
             stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in batch]), timeout=120)
 
         for _ in range(args.rounds):
-            measured, round_latencies = one_round(encoder, call, texts, args.clients, args.batch)
+            measured, round_latencies = one_round(encoder, core, call, texts, args.clients, args.batch)
             rounds.append(measured)
             latencies += round_latencies
         info = stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
         channel.close()
     finally:
+        core.close()
         process.terminate()
         process.wait()
 
@@ -119,6 +143,7 @@ def main() -> None:
         "ratio_batch32_to_raw",
         "ceiling_single_to_raw",
         "ratio_single_to_raw_client_batch",
+        "ratio_in_process_single_to_raw_client_batch",
     )
     print_json(
         {
