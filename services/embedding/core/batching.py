@@ -2,8 +2,10 @@
 
 Requests wait in a bounded FIFO. One worker thread takes the texts at the head of the
 queue, up to ``max_batch`` of them (``max_batch * sort_window`` when a backlog is
-waiting, so that the encoder can group them by length), as soon as either that many are
-queued or ``max_wait`` has passed since the worker became free. A request larger than a batch is split
+waiting, so that the encoder can group them by length), as soon as either as many texts
+are queued as it expects back from its last batch's clients (at most ``max_batch``; see
+``_expect_answered_back``) or ``max_wait`` has passed since it became free (since the
+first text arrived, when none was waiting). A request larger than a batch is split
 across consecutive batches and answered when its last slice is done. A full queue is
 refused at once (ResourceExhausted), never buffered without bound.
 """
