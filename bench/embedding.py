@@ -89,6 +89,13 @@ def one_round(
     return measured, latencies
 
 
+def at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
 def median_of(rounds: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(measured[key] for measured in rounds), 3)
 
@@ -99,10 +106,10 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=1682, help="texts per measurement")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the four measurements")
+    parser.add_argument("--texts", type=at_least_one, default=1682, help="texts per measurement")
+    parser.add_argument("--clients", type=at_least_one, default=8)
+    parser.add_argument("--batch", type=at_least_one, default=32)
+    parser.add_argument("--rounds", type=at_least_one, default=3, help="rounds of the five measurements")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="service setting; default: the service's")
     args = parser.parse_args()
     texts = (item_texts() * 10)[: args.texts]
