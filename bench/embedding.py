@@ -44,21 +44,23 @@ def raw_throughput(encoder: Encoder, texts: list[str], batch: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+def single_text_throughput(
+    embed: Callable[[list[str]], object], texts: list[str], clients: int
+) -> tuple[float, list[float]]:
+    """Texts/s of ``clients`` threads each sending one text per call, after a warm-up, and
+    each call's latency."""
+    run_clients(clients, 64, lambda n: embed([texts[n]]))  # warm-up
+    return run_clients(clients, len(texts), lambda n: embed([texts[n]]))
+
+
 def service_throughputs(
     call: Callable[[list[str]], object], texts: list[str], clients: int, batch: int
 ) -> tuple[float, float, list[float]]:
     """Texts/s with single-text calls, texts/s with batch calls, and the single calls' latencies."""
-    run_clients(clients, 64, lambda n: call([texts[n]]))  # warm-up
-    single, latencies = run_clients(clients, len(texts), lambda n: call([texts[n]]))
+    single, latencies = single_text_throughput(call, texts, clients)
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
     batched, _ = run_clients(clients, len(batches), lambda n: call(batches[n]))
     return single, batched * len(texts) / len(batches), latencies  # calls/s -> texts/s
-
-
-def in_process_throughput(core: EmbeddingCore, texts: list[str], clients: int) -> float:
-    """Texts/s of single-text calls to the core from ``clients`` threads, no gRPC."""
-    run_clients(clients, 64, lambda n: core.embed([texts[n].encode()]))  # warm-up
-    return run_clients(clients, len(texts), lambda n: core.embed([texts[n].encode()]))[0]
 
 
 def one_round(
@@ -72,7 +74,8 @@ def one_round(
     raw = raw_throughput(encoder, texts, batch)
     raw_client_batch = raw_throughput(encoder, texts, clients)
     single, batched, latencies = service_throughputs(call, texts, clients, batch)
-    in_process = in_process_throughput(core, texts, clients)
+    # The service's core without gRPC: what the batching costs by itself.
+    in_process, _ = single_text_throughput(lambda batch: core.embed([t.encode() for t in batch]), texts, clients)
     measured = {
         "raw_batch32_texts_per_s": round(raw, 1),
         "raw_client_batch_texts_per_s": round(raw_client_batch, 1),
