@@ -123,22 +123,10 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
 
 def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
     """What ``tuner status --json`` prints: the arms and the latest audit entries, newest first."""
-    arms = [
-        {
-            "arm_id": arm.arm_id,
-            "origin": arm.origin,
-            "state": arm.state,
-            "impressions": arm.impressions,
-            "ctr": arm.ctr,
-            "probability_best": arm.probability_best,
-            "configuration": arm.configuration.as_dict(),
-            "configuration_hash": arm.configuration_hash,
-            "created_at": arm.created_at,
-        }
-        for arm in backend.arms()
-    ]
+    # Each record's own fields, with its configuration as the JSON object the plans print.
+    arms = [{**vars(arm), "configuration": arm.configuration.as_dict()} for arm in backend.arms()]
     entries = [
-        {**entry.__dict__, "configuration": json.loads(entry.configuration) if entry.configuration else None}
+        {**vars(entry), "configuration": json.loads(entry.configuration) if entry.configuration else None}
         for entry in audit.recent()
     ]
     return {"arms": arms, "audit": entries}
