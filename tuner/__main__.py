@@ -124,7 +124,9 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
 def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
     """What ``tuner status --json`` prints: the arms and the latest audit entries, newest first."""
     # Each record's own fields, with its configuration as the JSON object the plans print.
-    arms = [{**vars(arm), "configuration": arm.configuration.as_dict()} for arm in backend.arms()]
+    arms = [
+        {**vars(arm), "stats": vars(arm.stats), "configuration": arm.configuration.as_dict()} for arm in backend.arms()
+    ]
     entries = [
         {**vars(entry), "configuration": json.loads(entry.configuration) if entry.configuration else None}
         for entry in audit.recent()
@@ -142,9 +144,9 @@ def print_status(backend: GrpcBackend, audit: AuditLog) -> None:
             arm.arm_id,
             arm.origin,
             arm.state,
-            str(arm.impressions),
-            f"{arm.ctr:.4f}",
-            f"{arm.probability_best:.3f}",
+            str(arm.stats.impressions),
+            f"{arm.stats.ctr:.4f}",
+            f"{arm.stats.probability_best:.3f}",
             json.dumps(arm.configuration.as_dict()["params"])
             if arm.configuration.params
             else arm.configuration.strategy,

@@ -64,23 +64,18 @@ class GrpcBackend:
     def arms(self) -> list[ArmView]:
         arms = _call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms)
         by_arm = self._stats(metrics_pb2.GetArmStatsRequest(arm_ids=[a.arm_id for a in arms]))
-        views = []
-        for arm in arms:
-            stat = by_arm.get(arm.arm_id, ArmStats())
-            views.append(
-                ArmView(
-                    arm.arm_id,
-                    configuration_of(arm.configuration),
-                    arm.configuration_hash,
-                    policy_convert.ORIGINS[arm.origin].value,
-                    policy_convert.STATES[arm.state].value,
-                    stat.impressions,
-                    stat.ctr,
-                    stat.probability_best,
-                    seconds(arm.created_at),
-                )
+        return [
+            ArmView(
+                arm.arm_id,
+                configuration_of(arm.configuration),
+                arm.configuration_hash,
+                policy_convert.ORIGINS[arm.origin].value,
+                policy_convert.STATES[arm.state].value,
+                by_arm.get(arm.arm_id, ArmStats()),
+                seconds(arm.created_at),
             )
-        return views
+            for arm in arms
+        ]
 
     def stats_since(self, start: float) -> dict[str, ArmStats]:
         window = common_pb2.TimeWindow(start=timestamp(start))

@@ -78,9 +78,7 @@ class ArmView:
     configuration_hash: str
     origin: str
     state: str  # candidate, active, paused, retired, champion
-    impressions: int = 0
-    ctr: float = 0.0
-    probability_best: float = 0.0
+    stats: ArmStats = ArmStats()
     created_at: float = 0.0
 
 
@@ -170,25 +168,27 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
     Controller.concurrent): over all time, an arm that joined late would be compared with
     its rivals' earlier, different traffic."""
     ripe = [
-        a for a in arms if a.origin in TUNER_ORIGINS and a.state == "active" and a.impressions >= limits.min_impressions
+        a
+        for a in arms
+        if a.origin in TUNER_ORIGINS and a.state == "active" and a.stats.impressions >= limits.min_impressions
     ]
     actions = [
         Action(
             "retire",
             a.arm_id,
-            f"P(best) {a.probability_best:.3f} < {limits.retire_probability_best} "
-            f"over its {a.impressions} impressions since it went live (CTR {a.ctr:.4f})",
+            f"P(best) {a.stats.probability_best:.3f} < {limits.retire_probability_best} "
+            f"over its {a.stats.impressions} impressions since it went live (CTR {a.stats.ctr:.4f})",
         )
         for a in ripe
-        if a.probability_best < limits.retire_probability_best
+        if a.stats.probability_best < limits.retire_probability_best
     ]
     if limits.promote_probability_best > 0:
-        winners = [a for a in ripe if a.probability_best >= limits.promote_probability_best]
+        winners = [a for a in ripe if a.stats.probability_best >= limits.promote_probability_best]
         if winners:
-            best = max(winners, key=lambda a: a.probability_best)
+            best = max(winners, key=lambda a: a.stats.probability_best)
             reason = (
-                f"P(best) {best.probability_best:.3f} >= {limits.promote_probability_best} "
-                f"over its {best.impressions} impressions since it went live (CTR {best.ctr:.4f})"
+                f"P(best) {best.stats.probability_best:.3f} >= {limits.promote_probability_best} "
+                f"over its {best.stats.impressions} impressions since it went live (CTR {best.stats.ctr:.4f})"
             )
             actions.append(Action("promote", best.arm_id, reason))
     return actions
@@ -290,8 +290,7 @@ class Controller:
         """A live tuner arm with its statistics, and its rivals', since it went live."""
         if arm.origin not in TUNER_ORIGINS or arm.state not in LIVE_STATES:
             return arm
-        window = self.backend.stats_since(arm.created_at).get(arm.arm_id, ArmStats())
-        return replace(arm, impressions=window.impressions, ctr=window.ctr, probability_best=window.probability_best)
+        return replace(arm, stats=self.backend.stats_since(arm.created_at).get(arm.arm_id, ArmStats()))
 
     def apply(self, plan: Plan) -> list[tuple[Action, str]]:
         """Carry out each action; one that fails is reported and does not stop the others."""

@@ -109,6 +109,8 @@ def test_dry_run_plans_screened_arms_and_changes_nothing(tuner) -> None:
     assert [(arm["arm_id"], arm["state"], arm["configuration"]["strategy"]) for arm in status["arms"]] == [
         ("champion", "champion", "popularity")
     ]
+    # No traffic yet; the only arm is the best one for sure.
+    assert status["arms"][0]["stats"] == {"impressions": 0, "ctr": 0.0, "probability_best": 1.0}
     planned = [entry for entry in status["audit"] if entry["kind"] == "register"]
     assert len(planned) == 2 and all(entry["dry_run"] and entry["outcome"] == "planned" for entry in planned)
     assert {entry["configuration"]["strategy"] for entry in planned} <= set(SEARCH_SPACE["strategies"])

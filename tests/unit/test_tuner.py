@@ -12,6 +12,7 @@ from services.scoring.core.space import Hyperparameter
 from tuner.audit import AuditLog
 from tuner.controller import (
     Action,
+    ArmStats,
     ArmView,
     Plan,
     Rejected,
@@ -115,7 +116,9 @@ def test_the_random_proposer_skips_taken_configurations() -> None:
 
 
 def arm(arm_id: str, origin: str = "tuner-random", state: str = "active", impressions: int = 0, p_best: float = 0.0):
-    return ArmView(arm_id, Configuration("als", {}), f"hash-{arm_id}", origin, state, impressions, 0.1, p_best)
+    return ArmView(
+        arm_id, Configuration("als", {}), f"hash-{arm_id}", origin, state, ArmStats(impressions, 0.1, p_best)
+    )
 
 
 def test_judging_retires_ripe_losers_of_the_tuner_only_and_promotes_when_allowed() -> None:
