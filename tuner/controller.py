@@ -272,6 +272,9 @@ class Controller:
         plan.proposals = self.proposer.propose(self.space(), slots, taken, history)
         if not plan.proposals:
             return plan
+        # Screened again every cycle, not taken from the audit table: ScoringService's
+        # interactions grow (feedback, AddInteractions) and so does its holdout, and the bar
+        # must come from the same data as the proposals' screens beside it.
         plan.champion_screen = self.backend.evaluate(champions[0].configuration, self.limits.evaluation_k)
         screens = [self.backend.evaluate(p.configuration, self.limits.evaluation_k) for p in plan.proposals]
         plan.screens = {p.configuration.key(): s for p, s in zip(plan.proposals, screens, strict=True)}
