@@ -7,9 +7,11 @@ Measures, on the MovieLens 100K item texts (title, year, genres):
 - the service over gRPC (its own process, cache off so every text is encoded) with
   8 concurrent clients sending single texts, and with 8 clients sending batches of 32;
 - p50/p99 latency of the single-text calls;
+- the echo: the standard health Check on the same server from the same 8 clients, what a
+  call costs gRPC on this machine with no encoding at all;
 - the service's core (validation, micro-batcher, encoder) called in-process by 8 threads
   sending single texts, without gRPC: what the batching costs by itself.
-The four measurements run in rounds, one after the other in each round, so that every
+The measurements run in rounds, one after the other in each round, so that every
 ratio compares the service with the raw encoder measured seconds apart (this machine's
 speed drifts by 10% and more over a minute). Prints JSON with each round's throughputs
 and ratios and the median ratio over the rounds.
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import percentiles_ms, print_json, run_clients, start_child_service
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
@@ -67,6 +70,7 @@ def one_round(
     encoder: Encoder,
     core: EmbeddingCore,
     call: Callable[[list[str]], object],
+    echo: Callable[[], object],
     texts: list[str],
     clients: int,
     batch: int,
@@ -74,6 +78,7 @@ def one_round(
     raw = raw_throughput(encoder, texts, batch)
     raw_client_batch = raw_throughput(encoder, texts, clients)
     single, batched, latencies = service_throughputs(call, texts, clients, batch)
+    echoes, _ = run_clients(clients, len(texts), lambda _n: echo())
     # The service's core without gRPC: what the batching costs by itself.
     in_process, _ = single_text_throughput(lambda batch: core.embed([t.encode() for t in batch]), texts, clients)
     measured = {
@@ -88,6 +93,7 @@ def one_round(
         "ratio_single_to_raw_client_batch": round(single / raw_client_batch, 3),
         "in_process_single_text_texts_per_s": round(in_process, 1),
         "ratio_in_process_single_to_raw_client_batch": round(in_process / raw_client_batch, 3),
+        "echo_calls_per_s": round(echoes, 1),
     }
     return measured, latencies
 
@@ -133,12 +139,21 @@ def main() -> None:
         assert wait_serving([address], 300)[address] == "SERVING"
         channel = grpc.insecure_channel(address)
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
 
         def call(batch: list[str]) -> None:
             stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in batch]), timeout=120)
 
         for _ in range(args.rounds):
-            measured, round_latencies = one_round(encoder, core, call, texts, args.clients, args.batch)
+            measured, round_latencies = one_round(
+                encoder,
+                core,
+                call,
+                lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10),
+                texts,
+                args.clients,
+                args.batch,
+            )
             rounds.append(measured)
             latencies += round_latencies
         info = stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
