@@ -11,12 +11,13 @@ Measures, on the MovieLens 100K item texts (title, year, genres):
   call costs gRPC on this machine with no encoding at all;
 - the service's core (validation, micro-batcher, encoder) called in-process by 8 threads
   sending single texts, without gRPC: what the batching costs by itself.
-The measurements run in rounds, one after the other in each round, so that every
-ratio compares the service with the raw encoder measured seconds apart (this machine's
-speed drifts by 10% and more over a minute). Prints JSON with each round's throughputs
-and ratios and the median ratio over the rounds.
+The measurements run in many short rounds, one after the other in each round, each round
+on the next texts of the catalogue, so that every ratio compares the service with the raw
+encoder measured about a second apart (this machine's speed drifts by 10% and more within
+seconds). Prints JSON with each round's throughputs and ratios and the median ratio over
+the rounds.
 
-    .venv/bin/python -m bench.embedding [--texts 1682] [--clients 8] [--rounds 3]
+    .venv/bin/python -m bench.embedding [--texts 256] [--clients 8] [--rounds 20]
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ def at_least_one(value: str) -> int:
     return number
 
 
+def texts_of_round(catalogue: list[str], round_index: int, count: int) -> list[str]:
+    """The next ``count`` texts of the catalogue (from the start again after its end): the
+    rounds go through the whole catalogue instead of measuring its first texts again."""
+    start = round_index * count
+    return [catalogue[(start + offset) % len(catalogue)] for offset in range(count)]
+
+
 def median_of(rounds: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(measured[key] for measured in rounds), 3)
 
@@ -115,13 +123,13 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=at_least_one, default=1682, help="texts per measurement")
+    parser.add_argument("--texts", type=at_least_one, default=256, help="texts per measurement")
     parser.add_argument("--clients", type=at_least_one, default=8)
     parser.add_argument("--batch", type=at_least_one, default=32)
-    parser.add_argument("--rounds", type=at_least_one, default=3, help="rounds of the five measurements")
+    parser.add_argument("--rounds", type=at_least_one, default=20, help="rounds of the measurements")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="service setting; default: the service's")
     args = parser.parse_args()
-    texts = (item_texts() * 10)[: args.texts]
+    catalogue = item_texts()
 
     flags = ["--cache-bytes", "0", "--max-batch", str(args.batch)]
     if args.max_wait_ms is not None:
@@ -144,7 +152,8 @@ def main() -> None:
         def call(batch: list[str]) -> None:
             stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in batch]), timeout=120)
 
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
+            texts = texts_of_round(catalogue, round_index, args.texts)
             measured, round_latencies = one_round(
                 encoder,
                 core,
@@ -178,7 +187,7 @@ def main() -> None:
             "dtype": info.dtype,
             "torch_threads": torch.get_num_threads(),
             "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-            "texts": len(texts),
+            "texts_per_measurement": args.texts,
             "clients": args.clients,
             "raw_client_batch": args.clients,
             "rounds": rounds,
