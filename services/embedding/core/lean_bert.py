@@ -1,4 +1,4 @@
-"""A lean forward pass for BERT encoders on the CPU: the same arithmetic as transformers'.
+"""LeanBert: a lean BERT forward pass for the CPU, the same arithmetic as transformers'.
 
 transformers' BertModel spends a few milliseconds per forward pass in Python (mask
 preparation, output bookkeeping, three projections where one would do). On two CPU cores
