@@ -185,6 +185,7 @@ def main() -> None:
             "model": info.model_name,
             "device": info.device,
             "dtype": info.dtype,
+            "forward_path": encoder.forward_path,  # the raw encoder's, the same rule as the service's
             "torch_threads": torch.get_num_threads(),
             "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
             "texts_per_measurement": args.texts,
