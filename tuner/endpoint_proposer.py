@@ -18,7 +18,7 @@ import structlog
 
 from tuner.errors import TunerError
 from tuner.lm_proposer import SYSTEM, describe
-from tuner.proposers import DRAWS_PER_PROPOSAL, Observation, Proposal
+from tuner.proposers import Observation, Proposal, distinct_proposals
 from tuner.space import SearchSpace, SpaceError
 
 log = structlog.get_logger(__name__)
@@ -54,23 +54,18 @@ class EndpointProposer:
     ) -> list[Proposal]:
         prompt = describe(space, history) + "\nAlso give one sentence of rationale."
         schema = space.json_schema(extra=RATIONALE)
-        proposals: list[Proposal] = []
-        seen = set(taken)
-        for _ in range(count * DRAWS_PER_PROPOSAL):
-            if len(proposals) == count:
-                break
-            answer = self._ask(prompt, schema)
-            try:
-                configuration = space.parse(answer)
-            except SpaceError as exc:
-                log.warning("endpoint_answer_refused", reason=str(exc))
-                continue
-            if configuration.key() in seen:
-                continue
-            seen.add(configuration.key())
-            rationale = str(answer.get("rationale", "")).strip() or "(none given)"
-            proposals.append(Proposal(configuration, self.origin, f"{self.model}: {rationale}"))
-        return proposals
+        return distinct_proposals(lambda: self._draw(space, prompt, schema), count, taken)
+
+    def _draw(self, space: SearchSpace, prompt: str, schema: dict[str, Any]) -> Proposal | None:
+        """One answer of the endpoint as a proposal; None (logged) when it is outside the space."""
+        answer = self._ask(prompt, schema)
+        try:
+            configuration = space.parse(answer)
+        except SpaceError as exc:
+            log.warning("endpoint_answer_refused", reason=str(exc))
+            return None
+        rationale = str(answer.get("rationale", "")).strip() or "(none given)"
+        return Proposal(configuration, self.origin, f"{self.model}: {rationale}")
 
     def _ask(self, prompt: str, schema: dict[str, Any]) -> Any:
         body = {

@@ -51,17 +51,18 @@ class Proposer(Protocol):
         ...
 
 
-def distinct_draws(draw: Callable[[], Configuration], count: int, taken: Collection[str]) -> list[Configuration]:
-    """Up to ``count`` configurations from ``draw`` that are new (not in ``taken``, no repeats)."""
-    drawn: list[Configuration] = []
+def distinct_proposals(draw: Callable[[], Proposal | None], count: int, taken: Collection[str]) -> list[Proposal]:
+    """Up to ``count`` proposals from ``draw`` whose configurations are new (not in ``taken``,
+    no repeats), in at most ``count * DRAWS_PER_PROPOSAL`` draws; a draw may give nothing (None)."""
+    drawn: list[Proposal] = []
     seen = set(taken)
     for _ in range(count * DRAWS_PER_PROPOSAL):
         if len(drawn) == count:
             break
-        configuration = draw()
-        if configuration.key() not in seen:
-            seen.add(configuration.key())
-            drawn.append(configuration)
+        proposal = draw()
+        if proposal is not None and proposal.configuration.key() not in seen:
+            seen.add(proposal.configuration.key())
+            drawn.append(proposal)
     return drawn
 
 
@@ -74,10 +75,11 @@ class RandomProposer:
     def propose(
         self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
     ) -> list[Proposal]:
-        return [
-            Proposal(c, self.origin, f"uniform random draw from the {c.strategy} space")
-            for c in distinct_draws(lambda: space.sample(self._rng), count, taken)
-        ]
+        def draw() -> Proposal:
+            configuration = space.sample(self._rng)
+            return Proposal(configuration, self.origin, f"uniform random draw from the {configuration.strategy} space")
+
+        return distinct_proposals(draw, count, taken)
 
 
 class TpeProposer:
@@ -99,10 +101,9 @@ class TpeProposer:
         study.add_trials(known)
         best = max((o.value for o in history), default=None)
         basis = f"{len(known)} screened configurations" + (f", best NDCG {best:.4f}" if best is not None else "")
-        return [
-            Proposal(c, self.origin, f"TPE fitted to {basis}")
-            for c in distinct_draws(lambda: _ask(study, space), count, taken)
-        ]
+        return distinct_proposals(
+            lambda: Proposal(_ask(study, space), self.origin, f"TPE fitted to {basis}"), count, taken
+        )
 
 
 def _distribution(param: Hyperparameter) -> optuna.distributions.BaseDistribution:
