@@ -89,10 +89,14 @@ class Encoder:
         # per pass, see lean_bert); on CUDA the kernels run asynchronously and hide that.
         lean = self.device.type == "cpu" and unsupported_reason(self.model) is None
         self._lean = LeanBert(self.model) if lean else None
-        self.forward_path = "lean-bert" if lean else "transformers"
         self.dimension = int(self.model.config.hidden_size)
         model_limit = int(getattr(self.model.config, "max_position_embeddings", config.max_length))
         self.max_length = min(config.max_length, model_limit)
+
+    @property
+    def forward_path(self) -> str:
+        """Which forward pass runs: "lean-bert" or "transformers" (logged at start-up)."""
+        return "lean-bert" if self._lean is not None else "transformers"
 
     @property
     def dtype_name(self) -> str:
