@@ -116,9 +116,8 @@ def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, t
         params = configuration["params"]
         if configuration["strategy"] != strategy or any(params.get(k) != v for k, v in chosen.items()):
             continue
-        rest = tuple(json.dumps(params.get(name)) for name, _ in remaining)
         if all(params.get(name) in values for name, values in remaining):
-            matching.add(rest)
+            matching.add(tuple(json.dumps(params.get(name)) for name, _ in remaining))
     return len(matching) >= possible
 
 
