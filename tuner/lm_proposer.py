@@ -54,27 +54,28 @@ class LanguageModelProposer:
     ) -> list[Proposal]:
         prompt = describe(space, history)
         proposals: list[Proposal] = []
-        seen = set(taken)
+        # Read once per call: the configurations taken so far (this call's own proposals join
+        # them) and the values offered at each strategy's slots.
+        taken_configurations = [json.loads(key) for key in set(taken)]
+        slots = {s.strategy: _slots(s, best_params(s.strategy, history)) for s in space.strategies}
         while len(proposals) < count:
-            made = self._configuration(space, history, prompt, seen)
+            made = self._configuration(space, slots, prompt, taken_configurations)
             if made is None:
                 break  # every configuration the model may write here is taken
             configuration, context = made
-            seen.add(configuration.key())
+            taken_configurations.append(configuration.as_dict())
             rationale = self._rationale(context) or "(none given)"
             proposals.append(Proposal(configuration, self.origin, f"{self.model.name}: {rationale}"))
         return proposals
 
     def _configuration(
-        self, space: SearchSpace, history: Sequence[Observation], prompt: str, seen: Collection[str]
+        self, space: SearchSpace, slots: dict[str, Slots], prompt: str, taken: list[dict[str, Any]]
     ) -> tuple[Configuration, Context] | None:
-        """A configuration not in ``seen``, chosen slot by slot; None when none is left.
+        """A configuration not in ``taken``, chosen slot by slot; None when none is left.
 
         The model likes to copy what scored well, and it can only write the values offered:
         each slot offers only the options under which a new configuration is still possible.
         """
-        taken = [json.loads(key) for key in seen]
-        slots = {s.strategy: _slots(s, best_params(s.strategy, history)) for s in space.strategies}
         open_strategies = [s for s in space.strategies if not _exhausted(s.strategy, {}, slots[s.strategy], taken)]
         if not open_strategies:
             return None
