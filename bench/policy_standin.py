@@ -9,27 +9,27 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rectune.domain.configuration import Configuration
+from rectune.domain.events import ScoredItem
 from services.common.entrypoint import run_service
 from services.policy.__main__ import PolicySettings, build
-from services.policy.core.model import Configuration, RecommendedItem
 
 
 class InstantRanker:
     """A scoring stand-in for the benchmark only: the same fixed list for everyone, built once."""
 
     def __init__(self) -> None:
-        self._lists: dict[int, list[RecommendedItem]] = {}
+        self._lists: dict[int, list[ScoredItem]] = {}
 
     def configuration_hash(self, configuration: Configuration) -> str:
         return configuration.strategy
 
     def rank(
         self, configuration: Configuration, user_id: str, history: Sequence[Any], k: int, deadline: float
-    ) -> list[RecommendedItem]:
+    ) -> list[ScoredItem]:
         if k not in self._lists:
             self._lists[k] = [
-                RecommendedItem(item_id=str(rank), score=1.0 / rank, probability=0.5, rank=rank)
-                for rank in range(1, k + 1)
+                ScoredItem(item_id=str(rank), score=1.0 / rank, probability=0.5, rank=rank) for rank in range(1, k + 1)
             ]
         return self._lists[k]
 

@@ -27,13 +27,15 @@ from typing import Any
 import optuna
 
 from bench.common import DATA, print_json, start_child_service
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import SearchSpace
 from services.common.clients import ClientOptions
 from services.common.wait_healthy import wait_serving
 from tuner.clients import GrpcBackend
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer
 from tuner.proposers import Observation, Proposer, RandomProposer, TpeProposer
-from tuner.space import Configuration, SearchSpace
+from tuner.space import narrowed
 
 # Strategies that need no EmbeddingService, in ranges that keep one screen to seconds here.
 RESTRICTION = {
@@ -77,7 +79,7 @@ def main() -> None:
         assert wait_serving([address], 300)[address] == "SERVING"
         # Only ScoringService is called: the policy and metrics channels stay unused.
         backend = GrpcBackend(address, address, address, ClientOptions(deadline_seconds=600))
-        space = backend.search_space().narrowed(RESTRICTION)
+        space = narrowed(backend.search_space(), RESTRICTION)
         started = time.perf_counter()
         defaults = {name: backend.evaluate(Configuration(name, {}), 10).ndcg for name in space.names()}
         runs: dict[str, list[list[float]]] = {}

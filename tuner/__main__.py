@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from rectune.domain.space import SpaceError
 from services.common.clients import client_options_from
 from services.common.config import SettingsError, load_settings
 from services.common.logging import configure_logging
@@ -38,7 +39,7 @@ from tuner.controller import Controller, Plan
 from tuner.errors import TunerError
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
-from tuner.space import SpaceError, load_restriction
+from tuner.space import load_restriction
 
 log = structlog.get_logger("tuner")
 

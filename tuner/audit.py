@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from rectune.domain.configuration import Configuration
 from services.common.migrations import Schema, migrate
 from services.common.storage import make_engine
 from tuner.controller import Action, Plan
 from tuner.errors import TunerError
 from tuner.proposers import Observation
-from tuner.space import Configuration
 
 metadata = sa.MetaData()
 audit_table = sa.Table(

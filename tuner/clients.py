@@ -8,6 +8,9 @@ from typing import TypeVar
 
 import grpc
 
+from rectune.domain.arms import ArmOrigin, ArmState
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import SearchSpace
 from rectune.v1 import (
     common_pb2,
     metrics_pb2,
@@ -17,13 +20,10 @@ from rectune.v1 import (
     scoring_pb2,
     scoring_pb2_grpc,
 )
+from services.common import convert as shared
 from services.common.clients import ClientOptions, make_channel
 from services.common.prototime import seconds, timestamp
-from services.policy import convert as policy_convert
-from services.policy.core.model import ArmOrigin, ArmState
-from services.scoring import convert as scoring_convert
 from tuner.controller import Action, ArmStats, ArmView, BackendError, Screen
-from tuner.space import Configuration, SearchSpace, StrategySpace
 
 T = TypeVar("T")
 
@@ -39,15 +39,6 @@ def _call(method: str, call: Callable[[], T]) -> T:
         return call()
     except grpc.RpcError as exc:
         raise BackendError(f"{method}: {exc.code().name}: {exc.details()}") from None
-
-
-def configuration_of(message: common_pb2.Configuration) -> Configuration:
-    strategy, params = scoring_convert.configuration(message, True)
-    return Configuration(strategy, params)
-
-
-def configuration_message(configuration: Configuration) -> common_pb2.Configuration:
-    return scoring_convert.configuration_message(configuration.strategy, configuration.params)
 
 
 class GrpcBackend:
@@ -67,10 +58,10 @@ class GrpcBackend:
         return [
             ArmView(
                 arm.arm_id,
-                configuration_of(arm.configuration),
+                shared.configuration(arm.configuration),
                 arm.configuration_hash,
-                policy_convert.ORIGINS[arm.origin].value,
-                policy_convert.STATES[arm.state].value,
+                shared.ORIGINS[arm.origin].value,
+                shared.STATES[arm.state].value,
                 by_arm.get(arm.arm_id, ArmStats()),
                 seconds(arm.created_at),
             )
@@ -88,15 +79,12 @@ class GrpcBackend:
     def search_space(self) -> SearchSpace:
         request = scoring_pb2.DescribeSearchSpaceRequest()
         answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
-        return SearchSpace(
-            tuple(
-                StrategySpace(s.strategy, tuple(map(scoring_convert.hyperparameter, s.hyperparameters)))
-                for s in answer.strategies
-            )
-        )
+        return SearchSpace(tuple(map(shared.strategy_space, answer.strategies)))
 
     def evaluate(self, configuration: Configuration, k: int) -> Screen:
-        request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration_message(configuration), k=k)
+        request = scoring_pb2.EvaluateConfigurationRequest(
+            configuration=shared.configuration_message(configuration), k=k
+        )
         answer = _call(
             "ScoringService.EvaluateConfiguration",
             lambda: self.scoring.EvaluateConfiguration(request, timeout=EVALUATE_DEADLINE_SECONDS),
@@ -107,8 +95,8 @@ class GrpcBackend:
         assert action.configuration is not None, "register actions carry their configuration"
         request = policy_pb2.PutArmRequest(
             arm_id=action.arm_id,
-            configuration=configuration_message(action.configuration),
-            origin=policy_convert.ORIGIN_VALUES[ArmOrigin(action.origin)],
+            configuration=shared.configuration_message(action.configuration),
+            origin=shared.ORIGIN_VALUES[ArmOrigin(action.origin)],
             exposure_cap=action.exposure_cap,
             initial_state=policy_pb2.ARM_STATE_ACTIVE,
             reason=action.reason,
@@ -117,6 +105,6 @@ class GrpcBackend:
 
     def set_state(self, arm_id: str, state: str, reason: str) -> None:
         request = policy_pb2.SetArmStateRequest(
-            arm_id=arm_id, state=policy_convert.STATE_VALUES[ArmState(state)], reason=reason
+            arm_id=arm_id, state=shared.STATE_VALUES[ArmState(state)], reason=reason
         )
         _call("PolicyService.SetArmState", lambda: self.policy.SetArmState(request))

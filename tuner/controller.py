@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import SearchSpace
 from tuner.errors import TunerError
 from tuner.proposers import Observation, Proposal, Proposer
-from tuner.space import Configuration, SearchSpace
+from tuner.space import narrowed
 
 LIVE_STATES = ("candidate", "active")
 TUNER_ORIGINS = ("tuner-lm", "tuner-tpe", "tuner-random")
@@ -253,7 +255,7 @@ class Controller:
 
     def space(self) -> SearchSpace:
         space = self.backend.search_space()
-        return space.narrowed(self.restriction) if self.restriction else space
+        return narrowed(space, self.restriction) if self.restriction else space
 
     def plan(self) -> Plan:
         plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())

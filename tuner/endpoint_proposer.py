@@ -16,10 +16,10 @@ from typing import Any
 
 import structlog
 
+from rectune.domain.space import SearchSpace, SpaceError
 from tuner.errors import TunerError
 from tuner.lm_proposer import SYSTEM, describe
 from tuner.proposers import Observation, Proposal, distinct_proposals
-from tuner.space import SearchSpace, SpaceError
 
 log = structlog.get_logger(__name__)
 

@@ -17,10 +17,10 @@ import random
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from services.scoring.core.space import Hyperparameter, ParamValue
+from rectune.domain.configuration import Configuration, ParamValue
+from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
 from tuner.language_model import Context, LanguageModel
 from tuner.proposers import Observation, Proposal
-from tuner.space import BOOL, CATEGORICAL, FLOAT, INT, Configuration, SearchSpace, StrategySpace
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
@@ -105,7 +105,7 @@ class LanguageModelProposer:
 
 
 def _slots(strategy: StrategySpace, best: dict[str, ParamValue]) -> Slots:
-    return [(p.name, candidate_values(p, best.get(p.name))) for p in strategy.params]
+    return [(p.name, candidate_values(p, best.get(p.name))) for p in strategy.hyperparameters]
 
 
 def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, taken: list[dict[str, Any]]) -> bool:
@@ -125,7 +125,7 @@ def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, t
 def describe(space: SearchSpace, history: Sequence[Observation]) -> str:
     """The user message: the space, then the best configurations screened so far."""
     lines = ["Strategies and their hyperparameters:"]
-    lines += [f"- {s.strategy}: " + "; ".join(_describe_param(p) for p in s.params) for s in space.strategies]
+    lines += [f"- {s.strategy}: " + "; ".join(_describe_param(p) for p in s.hyperparameters) for s in space.strategies]
     if history:
         lines.append("Tried so far, best first (NDCG@10, higher is better):")
         ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
@@ -137,11 +137,11 @@ def describe(space: SearchSpace, history: Sequence[Observation]) -> str:
 
 
 def _describe_param(param: Hyperparameter) -> str:
-    if param.type is BOOL:
+    if param.type is ParamType.BOOL:
         return f"{param.name} (true or false)"
-    if param.type is CATEGORICAL:
+    if param.type is ParamType.CATEGORICAL:
         return f"{param.name} (one of {', '.join(param.choices)})"
-    kind = "integer" if param.type is INT else "number"
+    kind = "integer" if param.type is ParamType.INT else "number"
     scale = ", log scale" if param.log_scale else ""
     return f"{param.name} ({kind} from {_short(param.low)} to {_short(param.high)}{scale})"
 
@@ -164,24 +164,26 @@ def best_params(strategy: str, history: Sequence[Observation]) -> dict[str, Para
 def candidate_values(param: Hyperparameter, best: ParamValue | None) -> list[ParamValue]:
     """What the model may choose for one hyperparameter: its choices, or a grid over its
     range (log-spaced on a log scale) plus the best value seen so far."""
-    if param.type is BOOL:
+    if param.type is ParamType.BOOL:
         return [False, True]
-    if param.type is CATEGORICAL:
+    if param.type is ParamType.CATEGORICAL:
         return list(param.choices)
     grid = _grid(param)
     if best is not None and not isinstance(best, bool | str) and param.low <= best <= param.high:
         grid.append(best)
     values: list[ParamValue] = []
     for raw in sorted(grid):
-        value: ParamValue = round(raw) if param.type is INT else float(_short(raw))
-        value = min(max(value, param.low), param.high) if param.type is FLOAT else value
+        value: ParamValue = round(raw) if param.type is ParamType.INT else float(_short(raw))
+        value = min(max(value, param.low), param.high) if param.type is ParamType.FLOAT else value
         if value not in values:
             values.append(value)
     return values
 
 
 def _grid(param: Hyperparameter) -> list[float]:
-    low, high = (math.ceil(param.low), math.floor(param.high)) if param.type is INT else (param.low, param.high)
+    low, high = (
+        (math.ceil(param.low), math.floor(param.high)) if param.type is ParamType.INT else (param.low, param.high)
+    )
     if param.log_scale and low > 0:
         step = (math.log(high) - math.log(low)) / (GRID_POINTS - 1)
         return [math.exp(math.log(low) + i * step) for i in range(GRID_POINTS)]

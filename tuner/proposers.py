@@ -18,8 +18,8 @@ from typing import Protocol
 
 import optuna
 
-from services.scoring.core.space import Hyperparameter, ParamValue
-from tuner.space import BOOL, CATEGORICAL, FLOAT, Configuration, SearchSpace, contains
+from rectune.domain.configuration import Configuration, ParamValue
+from rectune.domain.space import Hyperparameter, ParamType, SearchSpace
 
 # A proposer that keeps drawing configurations that exist already gives up after this
 # many draws per wanted proposal (a tiny space can be exhausted).
@@ -107,12 +107,12 @@ class TpeProposer:
 
 
 def _distribution(param: Hyperparameter) -> optuna.distributions.BaseDistribution:
-    if param.type is BOOL:
+    if param.type is ParamType.BOOL:
         return optuna.distributions.CategoricalDistribution([False, True])
-    if param.type is CATEGORICAL:
+    if param.type is ParamType.CATEGORICAL:
         return optuna.distributions.CategoricalDistribution(list(param.choices))
     log = param.log_scale and param.low > 0
-    if param.type is FLOAT:
+    if param.type is ParamType.FLOAT:
         return optuna.distributions.FloatDistribution(param.low, param.high, log=log)
     return optuna.distributions.IntDistribution(math.ceil(param.low), math.floor(param.high), log=log)
 
@@ -121,16 +121,16 @@ def _ask(study: optuna.Study, space: SearchSpace) -> Configuration:
     trial = study.ask()
     strategy = trial.suggest_categorical("strategy", space.names())
     chosen = next(s for s in space.strategies if s.strategy == strategy)
-    return Configuration(strategy, {p.name: _suggest(trial, f"{strategy}.{p.name}", p) for p in chosen.params})
+    return Configuration(strategy, {p.name: _suggest(trial, f"{strategy}.{p.name}", p) for p in chosen.hyperparameters})
 
 
 def _suggest(trial: optuna.Trial, name: str, param: Hyperparameter) -> ParamValue:
-    if param.type is BOOL:
+    if param.type is ParamType.BOOL:
         return bool(trial.suggest_categorical(name, [False, True]))
-    if param.type is CATEGORICAL:
+    if param.type is ParamType.CATEGORICAL:
         return str(trial.suggest_categorical(name, list(param.choices)))
     log = param.log_scale and param.low > 0
-    if param.type is FLOAT:
+    if param.type is ParamType.FLOAT:
         return trial.suggest_float(name, param.low, param.high, log=log)
     return trial.suggest_int(name, math.ceil(param.low), math.floor(param.high), log=log)
 
@@ -146,9 +146,9 @@ def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.Froz
     distributions: dict[str, optuna.distributions.BaseDistribution] = {
         "strategy": optuna.distributions.CategoricalDistribution(space.names())
     }
-    for param in spaces[strategy].params:
+    for param in spaces[strategy].hyperparameters:
         value = observation.configuration.params.get(param.name)
-        if not contains(param, value):
+        if not param.contains(value):
             return None
         assert value is not None
         params[f"{strategy}.{param.name}"], distributions[f"{strategy}.{param.name}"] = value, _distribution(param)

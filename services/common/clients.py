@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import grpc
 import tenacity
 
+from rectune.domain.errors import RectuneError, Relayed, Unavailable
 from services.common.contracts import IDEMPOTENT_METHODS
-from services.common.errors import RectuneError, Relayed, Unavailable
 
 T = TypeVar("T")
 
@@ -162,5 +162,5 @@ def peer_error(
     """A failed call to another service as a domain error: codes in ``passed_on`` keep their
     status and message (Relayed); anything else means the peer is unavailable for now."""
     if exc.code() in passed_on:
-        return Relayed(exc.code(), str(exc.details()))
+        return Relayed(exc.code().name, str(exc.details()))
     return Unavailable(f"{peer} answered {exc.code().name}: {exc.details()}")

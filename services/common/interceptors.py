@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 
-from services.common.errors import PermissionDenied, RectuneError, Unauthenticated
+from rectune.domain.errors import PermissionDenied, RectuneError, Unauthenticated
 from services.common.observability import RpcObserver
 
 log = structlog.get_logger(__name__)
@@ -53,10 +53,15 @@ def _rebuild_handler(
     return grpc.stream_stream_rpc_method_handler(wrap_streaming(stream_stream), **serializers)
 
 
+def grpc_code(exc: RectuneError) -> grpc.StatusCode:
+    """The gRPC status a domain error names (INTERNAL for a name gRPC does not know)."""
+    return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL)
+
+
 def _status_of(exc: Exception, context: grpc.ServicerContext) -> grpc.StatusCode:
     """The status an exception ends the RPC with (see _abort_for_exception)."""
     if isinstance(exc, RectuneError):
-        return exc.code
+        return grpc_code(exc)
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED
     chosen = context.code()  # type: ignore[attr-defined]
@@ -65,8 +70,8 @@ def _status_of(exc: Exception, context: grpc.ServicerContext) -> grpc.StatusCode
 
 def _abort_for_exception(exc: Exception, context: grpc.ServicerContext, method: str) -> NoReturn:
     if isinstance(exc, RectuneError):
-        log.info("rpc_error", code=exc.code.name, message=exc.message)
-        context.abort(exc.code, exc.message)
+        log.info("rpc_error", code=exc.code, message=exc.message)
+        context.abort(grpc_code(exc), exc.message)
     if isinstance(exc, NotImplementedError):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]
@@ -181,13 +186,13 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def refuse_unary(_behavior: Behavior) -> Behavior:
             def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-                context.abort(rejection.code, rejection.message)
+                context.abort(grpc_code(rejection), rejection.message)
 
             return refuse
 
         def refuse_streaming(_behavior: Behavior) -> Behavior:
             def refuse(_request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                context.abort(rejection.code, rejection.message)
+                context.abort(grpc_code(rejection), rejection.message)
                 yield  # pragma: no cover - abort raises; this makes the function a generator
 
             return refuse

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from rectune.domain.errors import InvalidArgument
 from rectune.v1 import embedding_pb2
-from services.common.errors import InvalidArgument
 from services.common.prototime import seconds
 from services.embedding.core.encoder import Vectors
 from services.embedding.core.service import ModelInfo, UserVector

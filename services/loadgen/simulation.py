@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.scoring.core.data import Interaction
+from rectune.domain.events import Interaction
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rectune.domain.events import FeedbackEvent
 from rectune.v1 import common_pb2, metrics_pb2
+from services.common import convert as shared
 from services.common.prototime import seconds, timestamp
-from services.metrics.core.events import Decision, Event, EventKind
 from services.metrics.core.stats import ArmStats, Interval
 from services.metrics.core.store import Bucket, LoggedDecision, Window
-
-KINDS = {
-    common_pb2.EVENT_KIND_IMPRESSION: EventKind.IMPRESSION,
-    common_pb2.EVENT_KIND_CLICK: EventKind.CLICK,
-    common_pb2.EVENT_KIND_CONVERSION: EventKind.CONVERSION,
-    common_pb2.EVENT_KIND_RATING: EventKind.RATING,
-    common_pb2.EVENT_KIND_CUSTOM: EventKind.CUSTOM,
-}
 
 
 def window(message: common_pb2.TimeWindow, present: bool) -> Window:
@@ -37,56 +30,8 @@ def window_message(value: Window) -> common_pb2.TimeWindow:
     return message
 
 
-def event(message: common_pb2.Event) -> Event:
-    return Event(
-        event_id=message.event_id,
-        decision_id=message.decision_id,
-        arm_id=message.arm_id,
-        user_id=message.user_id,
-        item_id=message.item_id,
-        kind=KINDS.get(message.kind),
-        custom_name=message.custom_name,
-        value=message.value,
-        time=seconds(message.time) if message.HasField("time") else None,
-    )
-
-
-def events(messages: Iterable[common_pb2.Event]) -> list[Event]:
-    return [event(m) for m in messages]
-
-
-def decision(message: metrics_pb2.Decision) -> Decision:
-    return Decision(
-        decision_id=message.decision_id,
-        request_id=message.request_id,
-        user_id=message.user_id,
-        arm_id=message.arm_id,
-        propensity=message.propensity,
-        propensity_samples=message.propensity_samples,
-        item_ids=tuple(message.item_ids),
-        degraded=message.degraded,
-        algorithm=message.algorithm,
-        context=dict(message.context),
-        time=seconds(message.time) if message.HasField("time") else None,
-    )
-
-
-def decision_message(value: Decision) -> metrics_pb2.Decision:
-    message = metrics_pb2.Decision(
-        decision_id=value.decision_id,
-        request_id=value.request_id,
-        user_id=value.user_id,
-        arm_id=value.arm_id,
-        propensity=value.propensity,
-        propensity_samples=value.propensity_samples,
-        item_ids=list(value.item_ids),
-        degraded=value.degraded,
-        algorithm=value.algorithm,
-        context=value.context,
-    )
-    if value.time is not None:
-        message.time.CopyFrom(timestamp(value.time))
-    return message
+def events(messages: Iterable[common_pb2.Event]) -> list[FeedbackEvent]:
+    return [shared.event(m) for m in messages]
 
 
 def interval(value: Interval) -> common_pb2.Interval:
@@ -128,5 +73,8 @@ def series_message(arm_id: str, buckets: list[Bucket]) -> metrics_pb2.ArmSeries:
 
 def logged_decision_message(value: LoggedDecision, reward: float) -> metrics_pb2.LoggedDecision:
     return metrics_pb2.LoggedDecision(
-        decision=decision_message(value.decision), clicks=value.clicks, conversions=value.conversions, reward=reward
+        decision=shared.decision_message(value.decision),
+        clicks=value.clicks,
+        conversions=value.conversions,
+        reward=reward,
     )

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc
+from services.common import convert as shared
 from services.common import prototime
 from services.metrics import convert
 from services.metrics.core.service import MetricsCore
@@ -31,7 +32,7 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
     def RecordDecisions(
         self, request: metrics_pb2.RecordDecisionsRequest, context: Any
     ) -> metrics_pb2.RecordDecisionsResponse:
-        result = self.core.record_decisions([convert.decision(d) for d in request.decisions])
+        result = self.core.record_decisions([shared.decision(d) for d in request.decisions])
         return metrics_pb2.RecordDecisionsResponse(accepted=result.accepted, duplicates=result.duplicates)
 
     def GetArmStats(self, request: metrics_pb2.GetArmStatsRequest, context: Any) -> metrics_pb2.GetArmStatsResponse:

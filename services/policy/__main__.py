@@ -20,7 +20,8 @@ from services.common.server import RunningService, ServiceRegistration, start_se
 from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
 from services.policy.clients import GrpcMetricsSink, GrpcRanker
-from services.policy.core.service import PolicyCore, Ranker
+from services.policy.core.choosing import Ranker
+from services.policy.core.service import PolicyCore
 from services.policy.core.store import PolicyStore
 from services.policy.servicer import PolicyServicer
 

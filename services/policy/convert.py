@@ -4,73 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from rectune.domain.arms import ArmOrigin, ArmState
+from rectune.domain.errors import InvalidArgument
+from rectune.domain.events import Decision, EventKind
 from rectune.v1 import common_pb2, policy_pb2
-from services.common.errors import InvalidArgument
-from services.common.prototime import duration, seconds, timestamp
-from services.policy.clients import configuration_message
-from services.policy.core.model import Arm, ArmOrigin, ArmState, Configuration, Decision, PolicySettings
-from services.scoring import convert as scoring_convert
-from services.scoring.core.data import Interaction
-
-ORIGINS: dict[policy_pb2.ArmOrigin.ValueType, ArmOrigin] = {
-    policy_pb2.ARM_ORIGIN_CONTROL: ArmOrigin.CONTROL,
-    policy_pb2.ARM_ORIGIN_MANUAL: ArmOrigin.MANUAL,
-    policy_pb2.ARM_ORIGIN_TUNER_LM: ArmOrigin.TUNER_LM,
-    policy_pb2.ARM_ORIGIN_TUNER_TPE: ArmOrigin.TUNER_TPE,
-    policy_pb2.ARM_ORIGIN_TUNER_RANDOM: ArmOrigin.TUNER_RANDOM,
-}
-STATES: dict[policy_pb2.ArmState.ValueType, ArmState] = {
-    policy_pb2.ARM_STATE_CANDIDATE: ArmState.CANDIDATE,
-    policy_pb2.ARM_STATE_ACTIVE: ArmState.ACTIVE,
-    policy_pb2.ARM_STATE_PAUSED: ArmState.PAUSED,
-    policy_pb2.ARM_STATE_RETIRED: ArmState.RETIRED,
-    policy_pb2.ARM_STATE_CHAMPION: ArmState.CHAMPION,
-}
-KINDS: dict[common_pb2.EventKind.ValueType, str] = {
-    common_pb2.EVENT_KIND_IMPRESSION: "impression",
-    common_pb2.EVENT_KIND_CLICK: "click",
-    common_pb2.EVENT_KIND_CONVERSION: "conversion",
-    common_pb2.EVENT_KIND_RATING: "rating",
-    common_pb2.EVENT_KIND_CUSTOM: "custom",
-}
-
-
-ORIGIN_VALUES = {value: key for key, value in ORIGINS.items()}
-STATE_VALUES = {value: key for key, value in STATES.items()}
+from services.common import convert as shared
+from services.common.prototime import duration, timestamp
+from services.policy.core.model import Arm, BanditSettings
 
 
 def origin(value: policy_pb2.ArmOrigin.ValueType) -> ArmOrigin:
-    if value not in ORIGINS:
+    if value not in shared.ORIGINS:
         raise InvalidArgument("origin", "must be one of CONTROL, MANUAL, TUNER_LM, TUNER_TPE, TUNER_RANDOM")
-    return ORIGINS[value]
+    return shared.ORIGINS[value]
 
 
 def state(value: policy_pb2.ArmState.ValueType, field_name: str) -> ArmState:
-    if value not in STATES:
+    if value not in shared.STATES:
         raise InvalidArgument(field_name, "must be one of CANDIDATE, ACTIVE, PAUSED, RETIRED, CHAMPION")
-    return STATES[value]
+    return shared.STATES[value]
 
 
-def kind(value: common_pb2.EventKind.ValueType) -> str:
-    return KINDS.get(value, "")
-
-
-def configuration(message: common_pb2.Configuration, present: bool) -> Configuration:
-    strategy, params = scoring_convert.configuration(message, present)
-    return Configuration(strategy, params)
-
-
-def history(messages: Any) -> list[Interaction]:
-    return [Interaction(m.user_id, m.item_id, m.value, seconds(m.time)) for m in messages]
+def kind(value: common_pb2.EventKind.ValueType) -> EventKind | None:
+    return shared.EVENT_KINDS.get(value)
 
 
 def arm_message(arm: Arm) -> policy_pb2.Arm:
     return policy_pb2.Arm(
         arm_id=arm.arm_id,
-        configuration=configuration_message(arm.configuration),
+        configuration=shared.configuration_message(arm.configuration),
         configuration_hash=arm.configuration_hash,
-        origin=ORIGIN_VALUES[arm.origin],
-        state=STATE_VALUES[arm.state],
+        origin=shared.ORIGIN_VALUES[arm.origin],
+        state=shared.STATE_VALUES[arm.state],
         exposure_cap=arm.exposure_cap,
         created_at=timestamp(arm.created_at),
         updated_at=timestamp(arm.updated_at),
@@ -90,10 +55,7 @@ def recommend_response(decision: Decision) -> policy_pb2.RecommendResponse:
     return policy_pb2.RecommendResponse(
         decision_id=decision.decision_id,
         arm_id=decision.arm_id,
-        items=[
-            common_pb2.ScoredItem(item_id=i.item_id, score=i.score, probability=i.probability, rank=i.rank)
-            for i in decision.items
-        ],
+        items=shared.scored_items(decision.items),
         propensity=decision.propensity,
         propensity_samples=decision.propensity_samples,
         degraded=decision.degraded,
@@ -101,9 +63,9 @@ def recommend_response(decision: Decision) -> policy_pb2.RecommendResponse:
     )
 
 
-def settings_message(settings: PolicySettings) -> policy_pb2.PolicySettings:
+def settings_message(settings: BanditSettings) -> policy_pb2.PolicySettings:
     return policy_pb2.PolicySettings(
-        algorithm=settings.algorithm,
+        algorithm=settings.algorithm.value,
         epsilon=settings.epsilon,
         discount=settings.discount,
         ucb_c=settings.ucb_c,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rectune.v1 import policy_pb2, policy_pb2_grpc
+from services.common import convert as shared
 from services.common import prototime
 from services.policy import convert
 from services.policy.core.service import PolicyCore
@@ -16,7 +17,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def Recommend(self, request: policy_pb2.RecommendRequest, context: Any) -> policy_pb2.RecommendResponse:
         decision = self.core.recommend(
-            request.request_id, request.user_id, dict(request.context), request.k, convert.history(request.history)
+            request.request_id, request.user_id, dict(request.context), request.k, shared.interactions(request.history)
         )
         return convert.recommend_response(decision)
 
@@ -38,11 +39,11 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         state = (
             convert.state(request.initial_state, "initial_state")
             if request.initial_state
-            else convert.STATES[policy_pb2.ARM_STATE_ACTIVE]
+            else shared.STATES[policy_pb2.ARM_STATE_ACTIVE]
         )
         arm = self.core.put_arm(
             request.arm_id,
-            convert.configuration(request.configuration, request.HasField("configuration")),
+            shared.configuration(request.configuration, request.HasField("configuration")),
             convert.origin(request.origin),
             request.exposure_cap,
             state,

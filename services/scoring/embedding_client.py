@@ -7,9 +7,9 @@ import threading
 import grpc
 import numpy as np
 
+from rectune.domain.errors import RectuneError
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.clients import peer_error, retry_unavailable
-from services.common.errors import RectuneError
 from services.scoring.core.vectors import Vectors
 
 _MODES = {

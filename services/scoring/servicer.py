@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rectune.domain.configuration import Configuration
 from rectune.v1 import scoring_pb2, scoring_pb2_grpc
+from services.common import convert as shared
 from services.common import prototime
 from services.scoring import convert
-from services.scoring.core.service import Configuration, ScoringCore
+from services.scoring.core.service import ScoringCore
 
 DEFAULT_K = 10
 DEFAULT_HOLDOUT = 0.2
@@ -18,8 +20,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self.core = core
 
     def _configuration(self, request: Any) -> Configuration:
-        strategy, params = convert.configuration(request.configuration, request.HasField("configuration"))
-        return self.core.configuration(strategy, params)
+        given = shared.configuration(request.configuration, request.HasField("configuration"))
+        return self.core.configuration(given.strategy, given.params)
 
     def UpsertItems(self, request: scoring_pb2.UpsertItemsRequest, context: Any) -> scoring_pb2.UpsertItemsResponse:
         embedded = self.core.upsert_items(convert.items(request.items), embed=not request.defer_embedding)
@@ -29,7 +31,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.AddInteractionsRequest, context: Any
     ) -> scoring_pb2.AddInteractionsResponse:
         return scoring_pb2.AddInteractionsResponse(
-            added=self.core.add_interactions(convert.interactions(request.interactions))
+            added=self.core.add_interactions(shared.interactions(request.interactions))
         )
 
     def RankItems(self, request: scoring_pb2.RankItemsRequest, context: Any) -> scoring_pb2.RankItemsResponse:
@@ -37,18 +39,18 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         ranked = self.core.rank(
             configuration,
             request.user_id,
-            convert.interactions(request.history),
+            shared.interactions(request.history),
             request.k,
             list(request.exclude_item_ids),
         )
-        return scoring_pb2.RankItemsResponse(items=convert.scored(ranked), configuration_hash=configuration.hash)
+        return scoring_pb2.RankItemsResponse(items=shared.scored_items(ranked), configuration_hash=configuration.hash)
 
     def ScoreItems(self, request: scoring_pb2.ScoreItemsRequest, context: Any) -> scoring_pb2.ScoreItemsResponse:
         configuration = self._configuration(request)
         scored = self.core.score_items(
-            configuration, request.user_id, convert.interactions(request.history), list(request.item_ids)
+            configuration, request.user_id, shared.interactions(request.history), list(request.item_ids)
         )
-        return scoring_pb2.ScoreItemsResponse(items=convert.scored(scored), configuration_hash=configuration.hash)
+        return scoring_pb2.ScoreItemsResponse(items=shared.scored_items(scored), configuration_hash=configuration.hash)
 
     def FitConfiguration(
         self, request: scoring_pb2.FitConfigurationRequest, context: Any

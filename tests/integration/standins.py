@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
+from rectune.domain.errors import InvalidArgument, NotFound, Unavailable
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc
 from services.common.contracts import METRICS_SERVICE, POLICY_SERVICE
-from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument
+from rectune.domain.events import Decision, EventKind, FeedbackEvent, listed
 from services.common.storage import make_engine
 from services.metrics.core.database import migrate
-from services.metrics.core.events import Decision, Event, EventKind
 from services.metrics.core.service import MetricsConfig, MetricsCore
 from services.metrics.core.stats import RewardWeights
 from services.metrics.core.store import MetricsStore, Window
@@ -43,11 +43,11 @@ def core(database_url: str, clock: Clock) -> Iterator[MetricsCore]:
     engine.dispose()
 
 
-def event(event_id: str, kind: EventKind, arm: str = "a", decision: str = "d1", at: float = NOW - 60) -> Event:
-    return Event(event_id, decision, arm, "u1", "i1", kind, "", 0.0, at)
+def event(event_id: str, kind: EventKind, arm: str = "a", decision: str = "d1", at: float = NOW - 60) -> FeedbackEvent:
+    return FeedbackEvent(event_id, decision, arm, "u1", "i1", kind, "", 0.0, at)
 
 
-def impressions_and_clicks(arm: str, impressions: int, clicks: int, at: float = NOW - 60) -> list[Event]:
+def impressions_and_clicks(arm: str, impressions: int, clicks: int, at: float = NOW - 60) -> list[FeedbackEvent]:
     shown = [event(f"{arm}-imp-{n}", EventKind.IMPRESSION, arm, f"{arm}-d{n}", at) for n in range(impressions)]
     clicked = [event(f"{arm}-clk-{n}", EventKind.CLICK, arm, f"{arm}-d{n}", at) for n in range(clicks)]
     return shown + clicked
@@ -155,7 +155,7 @@ def test_time_series_buckets_are_aligned_to_the_epoch(core: MetricsCore) -> None
 
 def decision(decision_id: str, at: float, arm: str = "a") -> Decision:
     return Decision(
-        decision_id, f"r-{decision_id}", "u1", arm, 0.5, 100, ("i1", "i2"), False, "thompson", {"k": "v"}, at
+        decision_id, f"r-{decision_id}", "u1", arm, 0.5, 100, listed(["i1", "i2"]), False, "thompson", {"k": "v"}, at
     )
 
 
@@ -198,7 +198,7 @@ def test_concurrent_writers_with_overlapping_batches_count_each_event_once(core:
     batch = impressions_and_clicks("a", 200, 50)
     errors: list[BaseException] = []
 
-    def write(part: list[Event]) -> None:
+    def write(part: list[FeedbackEvent]) -> None:
         try:
             core.record_events(part)
         except BaseException as exc:

@@ -21,8 +21,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from rectune.domain.space import SearchSpace
 from services.scoring.core.strategies.registry import default_registry
-from tuner.space import SearchSpace, StrategySpace
+from tuner.space import narrowed
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
@@ -289,10 +290,10 @@ def test_the_tuner_runs_alone_with_its_limits_search_space_and_the_admin_token(o
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     config_maps = {c["metadata"]["name"]: c["data"] for c in of_kind(objects, "ConfigMap")}
     restriction = json.loads(config_maps[volume["configMap"]["name"]][path.name])
-    assert scoring_search_space().narrowed(restriction).names() == list(restriction["strategies"])
+    assert narrowed(scoring_search_space(), restriction).names() == list(restriction["strategies"])
 
 
 def scoring_search_space() -> SearchSpace:
     """The search space ScoringService declares, as the tuner receives it."""
     registry = default_registry()
-    return SearchSpace(tuple(StrategySpace(name, registry[name].space.hyperparameters) for name in sorted(registry)))
+    return SearchSpace(tuple(registry[name].space for name in sorted(registry)))

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from rectune.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.embedding.core.batching import MicroBatcher
 from services.embedding.core.cache import VectorCache, entry_bytes
 from services.embedding.core.service import EmbeddingCore, EmbeddingLimits, decode_texts

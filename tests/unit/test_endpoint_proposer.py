@@ -13,9 +13,10 @@ from typing import Any
 import jsonschema
 import pytest
 
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import SpaceError
 from tests.unit.test_tuner import SPACE
 from tuner.endpoint_proposer import EndpointError, EndpointProposer
-from tuner.space import Configuration, SpaceError
 
 
 class StandInChatEndpoint:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common import errors
+from rectune.domain import errors
+from services.common.interceptors import grpc_code
 
 
 @pytest.mark.parametrize(
@@ -20,7 +21,7 @@ from services.common import errors
     ],
 )
 def test_each_error_maps_to_its_status(error: errors.RectuneError, code: grpc.StatusCode) -> None:
-    assert error.code == code
+    assert grpc_code(error) == code
 
 
 def test_field_error_message_is_field_then_rule() -> None:

@@ -9,13 +9,16 @@ import random
 
 import pytest
 
-from services.scoring.core.space import Hyperparameter
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import Hyperparameter, ParamType
 from tests.unit.test_tuner import SPACE
 from tuner import language_model as language_model_module
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
 from tuner.proposers import Observation
-from tuner.space import FLOAT, INT, Configuration
+from tuner.space import narrowed
+
+FLOAT, INT = ParamType.FLOAT, ParamType.INT
 
 
 def test_the_model_prefers_the_obvious_continuation(language_model) -> None:
@@ -47,7 +50,7 @@ def test_the_dequantised_weights_are_reused(language_model, lm_cache_dir, monkey
 
 
 def test_proposals_are_valid_new_configurations_with_a_rationale(language_model) -> None:
-    space = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 16, "high": 64}}, "hybrid": {}}})
+    space = narrowed(SPACE, {"strategies": {"als": {"factors": {"low": 16, "high": 64}}, "hybrid": {}}})
     history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.05}), 0.2)]
     # The model likes to copy the best screen: taken (as the controller passes it) holds it.
     taken = {Configuration("hybrid", {"mode": "a", "explore": False}).key(), history[0].configuration.key()}
@@ -100,7 +103,7 @@ def test_the_prompt_shows_the_space_and_the_best_screens_first() -> None:
 
 
 def test_the_model_is_steered_to_the_configurations_left_and_stops_when_none_is(language_model) -> None:
-    hybrid = SPACE.narrowed({"strategies": {"hybrid": {}}})  # 3 modes x 2 = 6 configurations
+    hybrid = narrowed(SPACE, {"strategies": {"hybrid": {}}})  # 3 modes x 2 = 6 configurations
     every = [Configuration("hybrid", {"mode": m, "explore": e}).key() for m in "abc" for e in (False, True)]
     proposer = LanguageModelProposer(language_model, seed=1, rationale_tokens=0)
     (last,) = proposer.propose(hybrid, 3, set(every[1:]), [])

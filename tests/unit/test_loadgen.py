@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from rectune.domain.events import Interaction
 from services.loadgen.simulation import ClickModel, SimulatedUsers, clicks
-from services.scoring.core.data import Interaction
 
 
 def test_each_user_is_split_by_time_and_the_later_part_is_the_truth() -> None:

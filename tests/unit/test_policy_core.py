@@ -15,18 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from rectune.domain.arms import ArmOrigin, ArmState
+from rectune.domain.configuration import Configuration
+from rectune.domain.events import Decision, EventKind, FeedbackEvent, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core import feedback
-from services.policy.core.feedback import FeedbackEvent, FeedbackResult
-from services.policy.core.model import (
-    ArmCounts,
-    ArmOrigin,
-    ArmState,
-    Configuration,
-    Decision,
-    PolicySettings,
-    RecommendedItem,
-)
+from services.policy.core.feedback import FeedbackResult
+from services.policy.core.model import ArmCounts, BanditSettings
 from services.policy.core.service import PolicyCore
 from services.policy.core.store import PolicyStore
 
@@ -39,22 +34,22 @@ class StandInRanker:
 
     def rank(
         self, configuration: Configuration, user_id: str, history: Sequence[Any], k: int, deadline: float
-    ) -> list[RecommendedItem]:
-        return [RecommendedItem(str(rank), 1.0 / rank, 0.5, rank) for rank in range(1, k + 1)]
+    ) -> list[ScoredItem]:
+        return [ScoredItem(str(rank), 1.0 / rank, 0.5, rank) for rank in range(1, k + 1)]
 
 
 class RecordingSink:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.decisions: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
+        self.decisions: list[Decision] = []
+        self.events: list[FeedbackEvent] = []
 
-    def record_decisions(self, decisions: list[dict[str, Any]]) -> None:
+    def record_decisions(self, decisions: list[Decision]) -> None:
         if self.fail:
             raise ConnectionError("MetricsService is down")
         self.decisions += decisions
 
-    def record_events(self, events: list[dict[str, Any]]) -> None:
+    def record_events(self, events: list[FeedbackEvent]) -> None:
         if self.fail:
             raise ConnectionError("MetricsService is down")
         self.events += events
@@ -101,12 +96,12 @@ def test_a_group_of_decisions_counts_what_they_would_count_one_by_one(tmp_path) 
     for core in (grouped, one_by_one):
         core.update_settings({"algorithm": "discounted_thompson", "discount": 0.9})
     decisions = [
-        Decision(f"d{n}", f"r{n}", "196", arm_id, 0.5, 1000, (), False, "", "discounted_thompson", {}, time.time())
+        Decision(f"d{n}", f"r{n}", "196", arm_id, 0.5, 1000, (), False, "discounted_thompson", {}, time.time())
         for n, arm_id in enumerate(["popularity", "item_knn", "popularity", "popularity", "item_knn"])
     ]
-    assert grouped._write_decisions(decisions) == decisions
+    assert grouped.log._write_decisions(decisions) == decisions
     for decision in decisions:
-        assert one_by_one._write_decisions([decision]) == [decision]
+        assert one_by_one.log._write_decisions([decision]) == [decision]
     assert arm_counts(grouped) == pytest.approx(arm_counts(one_by_one), abs=1e-12)
     assert {arm.arm_id: arm.step for arm in grouped.list_arms()} == {"popularity": 4, "item_knn": 5}
     grouped.close()
@@ -125,9 +120,9 @@ def test_decisions_are_their_own_outbox_and_stay_until_metrics_has_them(tmp_path
 
     back = RecordingSink()
     assert core.drain_outbox(back) == 3
-    assert [d["decision_id"] for d in back.decisions] == [d.decision_id for d in made]
-    assert [e["event_id"] for e in back.events] == [f"{d.decision_id}:impression" for d in made]
-    assert back.decisions[0]["context"] == {"page": "home"} and back.decisions[0]["item_ids"] == ["1", "2", "3"]
+    assert [d.decision_id for d in back.decisions] == [d.decision_id for d in made]
+    assert [e.event_id for e in back.events] == [f"{d.decision_id}:impression" for d in made]
+    assert back.decisions[0].context == {"page": "home"} and back.decisions[0].item_ids == ("1", "2", "3")
     assert core.drain_outbox(back) == 0  # forwarded once
     core.forget_old_decisions()
     assert core.store.decision_by_request("r0") is None  # forwarded and old: gone
@@ -167,26 +162,28 @@ def test_the_selection_distribution_is_estimated_once_per_belief_snapshot(tmp_pa
     core.close()
 
 
-def feedback_event(event_id: str, decision_id: str, kind: str = "click", item_id: str = "", received: float = 0.0):
-    return FeedbackEvent(event_id, decision_id, kind, "", item_id, 1.0, received, received)
+def feedback_event(
+    event_id: str, decision_id: str, kind: EventKind = EventKind.CLICK, item_id: str = "", at: float = 0.0
+) -> FeedbackEvent:
+    return FeedbackEvent(event_id, decision_id, "", "", item_id, kind, "", 1.0, at)
 
 
 def test_a_feedback_group_is_answered_event_by_event() -> None:
     now = time.time()
     decisions = {
-        "fresh": Decision("fresh", "r1", "u1", "knn", 0.5, 1000, (), False, "", "thompson", {}, now),
-        "degraded": Decision("degraded", "r2", "u2", "pop", 1.0, 0, (), True, "late", "thompson", {}, now),
-        "old": Decision("old", "r3", "u3", "knn", 0.5, 1000, (), False, "", "thompson", {}, now - 100.0),
+        "fresh": Decision("fresh", "r1", "u1", "knn", 0.5, 1000, (), False, "thompson", {}, now),
+        "degraded": Decision("degraded", "r2", "u2", "pop", 1.0, 0, (), True, "thompson", {}, now, "late"),
+        "old": Decision("old", "r3", "u3", "knn", 0.5, 1000, (), False, "thompson", {}, now - 100.0),
     }
     group = [
-        feedback_event("e1", "fresh", item_id="50", received=now),
-        feedback_event("e1", "fresh", received=now),  # the same event again, in the same group
-        feedback_event("e0", "fresh", received=now),  # recorded by an earlier group
-        feedback_event("e2", "missing", received=now),
-        feedback_event("e3", "old", received=now),
-        feedback_event("e4", "degraded", kind="conversion", received=now),
+        feedback_event("e1", "fresh", item_id="50", at=now),
+        feedback_event("e1", "fresh", at=now),  # the same event again, in the same group
+        feedback_event("e0", "fresh", at=now),  # recorded by an earlier group
+        feedback_event("e2", "missing", at=now),
+        feedback_event("e3", "old", at=now),
+        feedback_event("e4", "degraded", kind=EventKind.CONVERSION, at=now),
     ]
-    changes = feedback.plan(group, decisions, {"e0"}, PolicySettings(reward_window_seconds=60.0))
+    changes = feedback.plan(group, decisions, {"e0"}, BanditSettings(reward_window_seconds=60.0), now)
     answers = [(type(o).__name__, getattr(o, "duplicate", None), str(o)) for o in changes.outcomes]
     assert answers[:3] == [
         ("FeedbackResult", False, "FeedbackResult(duplicate=False, arm_id='knn')"),
@@ -211,7 +208,7 @@ def test_concurrent_feedback_is_counted_once_per_event_and_errors_stay_with_thei
     def send(index: int, event_id: str, decision_id: str) -> None:
         start.wait()
         try:
-            answers[index] = core.record_feedback(event_id, decision_id, "click", "", "", 1.0, None)
+            answers[index] = core.record_feedback(event_id, decision_id, EventKind.CLICK, "", "", 1.0, None)
         except Exception as exc:
             answers[index] = exc
 

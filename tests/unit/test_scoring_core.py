@@ -10,14 +10,16 @@ import jsonschema
 import numpy as np
 import pytest
 
-from services.common.errors import InvalidArgument
+from rectune.domain.configuration import Configuration
+from rectune.domain.errors import InvalidArgument
+from rectune.domain.events import Interaction, Item
+from rectune.domain.space import configuration_schema
 from services.common.migrations import migrate
 from services.common.storage import make_engine
-from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
+from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.journal import GAP_SECONDS, DataJournal, _Cursor
 from services.scoring.core.loaders import DatasetError, load_interactions, load_items
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
-from services.scoring.core.space import configuration_hash, configuration_schema
 from services.scoring.core.strategies.base import ScoringContext
 from services.scoring.core.strategies.popularity import DAY, PopularityModel, decayed_counts
 from services.scoring.core.strategies.registry import default_registry, find
@@ -33,8 +35,10 @@ def canonical(strategy: str, **params):
 def test_defaults_fill_in_and_the_hash_is_stable() -> None:
     params = canonical("als", factors=32)
     assert params == {"factors": 32, "regularization": 0.05, "alpha": 2.0, "iterations": 15}
-    assert configuration_hash("als", params) == configuration_hash("als", dict(reversed(list(params.items()))))
-    assert configuration_hash("als", params) != configuration_hash("als", canonical("als"))
+    assert Configuration("als", params).hash == Configuration("als", dict(reversed(list(params.items())))).hash
+    assert Configuration("als", params).hash != Configuration("als", canonical("als")).hash
+    # The hash is stored with every arm: it must never change for the same configuration.
+    assert Configuration("als", params).hash == "9619f9861166a88d"
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
+from rectune.domain.configuration import Configuration
+from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, SpaceError, StrategySpace
 from services.common.config import SettingsError, load_settings
-from services.scoring.core.space import Hyperparameter
 from tuner.audit import AuditLog
 from tuner.controller import (
     Action,
@@ -24,30 +25,22 @@ from tuner.controller import (
 )
 from tuner.proposers import Observation, Proposal, RandomProposer, TpeProposer
 from tuner.settings import TunerSettings
-from tuner.space import (
-    BOOL,
-    CATEGORICAL,
-    FLOAT,
-    INT,
-    Configuration,
-    SearchSpace,
-    SpaceError,
-    StrategySpace,
-    sample_value,
-)
+from tuner.space import narrowed
+
+BOOL, CATEGORICAL, FLOAT, INT = ParamType.BOOL, ParamType.CATEGORICAL, ParamType.FLOAT, ParamType.INT
 
 SPACE = SearchSpace(
     (
         StrategySpace(
             "als",
-            (
+            hyperparameters=(
                 Hyperparameter("factors", INT, 64, "", 8, 512, log_scale=True),
                 Hyperparameter("regularization", FLOAT, 0.05, "", 1e-4, 10.0, log_scale=True),
             ),
         ),
         StrategySpace(
             "hybrid",
-            (
+            hyperparameters=(
                 Hyperparameter("mode", CATEGORICAL, "a", "", choices=("a", "b", "c")),
                 Hyperparameter("explore", BOOL, False, ""),
             ),
@@ -70,18 +63,18 @@ def test_samples_stay_in_their_declared_ranges_and_types() -> None:
 
 def test_log_scale_parameters_are_sampled_log_uniformly() -> None:
     rng = random.Random(2)
-    draws = [sample_value(SPACE.strategies[0].params[1], rng) for _ in range(2000)]
+    draws = [SPACE.strategies[0].hyperparameters[1].sample(rng) for _ in range(2000)]
     below_geometric_middle = sum(1 for d in draws if d < math.sqrt(1e-4 * 10.0)) / len(draws)
     assert 0.45 < below_geometric_middle < 0.55
 
 
 def test_narrowing_keeps_named_strategies_and_tighter_bounds() -> None:
-    narrowed = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 16, "high": 32}}}})
-    assert narrowed.names() == ["als"]
-    factors = narrowed.strategies[0].params[0]
+    only_als = narrowed(SPACE, {"strategies": {"als": {"factors": {"low": 16, "high": 32}}}})
+    assert only_als.names() == ["als"]
+    factors = only_als.strategies[0].hyperparameters[0]
     assert (factors.low, factors.high) == (16.0, 32.0)
-    hybrid = SPACE.narrowed({"strategies": {"hybrid": {"mode": {"choices": ["b"]}}}})
-    assert hybrid.strategies[0].params[0].choices == ("b",)
+    hybrid = narrowed(SPACE, {"strategies": {"hybrid": {"mode": {"choices": ["b"]}}}})
+    assert hybrid.strategies[0].hyperparameters[0].choices == ("b",)
 
 
 @pytest.mark.parametrize(
@@ -103,12 +96,14 @@ def test_narrowing_keeps_named_strategies_and_tighter_bounds() -> None:
 )
 def test_a_bad_restriction_names_the_field_and_the_rule(restriction, message: str) -> None:
     with pytest.raises(SpaceError) as error:
-        SPACE.narrowed(restriction)
+        narrowed(SPACE, restriction)
     assert message in str(error.value)
 
 
 def test_the_random_proposer_skips_taken_configurations() -> None:
-    tiny = SearchSpace((StrategySpace("hybrid", (Hyperparameter("mode", CATEGORICAL, "a", "", choices=("a", "b")),)),))
+    tiny = SearchSpace(
+        (StrategySpace("hybrid", hyperparameters=(Hyperparameter("mode", CATEGORICAL, "a", "", choices=("a", "b")),)),)
+    )
     taken = {Configuration("hybrid", {"mode": "a"}).key()}
     proposals = RandomProposer(seed=3).propose(tiny, 5, taken)
     assert [p.configuration.params for p in proposals] == [{"mode": "b"}]  # the space holds one more
@@ -196,10 +191,10 @@ def test_tpe_moves_towards_configurations_that_scored_well() -> None:
 
 
 def test_tpe_ignores_history_outside_todays_space_and_stays_inside_it() -> None:
-    narrowed = SPACE.narrowed({"strategies": {"als": {"factors": {"low": 100, "high": 200}}}})
+    high_factors = narrowed(SPACE, {"strategies": {"als": {"factors": {"low": 100, "high": 200}}}})
     history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.1}), 0.5)]
     history.append(Observation(Configuration("hybrid", {"mode": "a", "explore": True}), 0.4))
-    proposals = TpeProposer(seed=2).propose(narrowed, 5, set(), history)
+    proposals = TpeProposer(seed=2).propose(high_factors, 5, set(), history)
     assert proposals[0].rationale.startswith("TPE fitted to 0 screened configurations")
     assert all(100 <= p.configuration.params["factors"] <= 200 for p in proposals)
     assert len({p.configuration.key() for p in proposals}) == 5

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import ResourceExhausted, Unavailable
+from rectune.domain.errors import ResourceExhausted, Unavailable
 from services.embedding.core.encoder import Vectors
 
 EncodeFn = Callable[[list[str]], Vectors]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.errors import InvalidArgument, Unavailable
+from rectune.domain.errors import InvalidArgument, Unavailable
 from services.embedding.core.batching import MicroBatcher
 from services.embedding.core.cache import VectorCache
 from services.embedding.core.encoder import Encoder, Vectors

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument
 from services.embedding.core.encoder import Vectors
 
 HISTORY_SEPARATOR = " | "

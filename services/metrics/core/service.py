@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from services.common.errors import InvalidArgument
-from services.metrics.core.events import Decision, Event, TimeRules, check_decisions, check_events
+from rectune.domain.errors import InvalidArgument
+from rectune.domain.events import Decision, FeedbackEvent, TimeRules, check_decisions, check_events
 from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
 from services.metrics.core.store import Bucket, LoggedDecision, MetricsStore, Window, WriteResult
 
@@ -62,7 +62,7 @@ class MetricsCore:
     def _time_rules(self) -> TimeRules:
         return TimeRules(self.clock(), self.config.max_future_seconds, self._compacted_before())
 
-    def record_events(self, events: Sequence[Event], field_name: str = "events") -> WriteResult:
+    def record_events(self, events: Sequence[FeedbackEvent], field_name: str = "events") -> WriteResult:
         if len(events) > self.config.max_events_per_batch:
             raise InvalidArgument(
                 field_name, f"at most {self.config.max_events_per_batch} events per batch, got {len(events)}"

@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.common.errors import InvalidArgument
-from services.metrics.core.events import Decision, Event, stored_value
+from rectune.domain.errors import InvalidArgument
+from rectune.domain.events import Decision, FeedbackEvent, listed, stored_value
 from services.metrics.core.stats import ArmCounts
 from services.metrics.core.tables import CompactionStateRow, DecisionRow, EventRow, HourlyAggregateRow
 
@@ -129,7 +129,7 @@ class MetricsStore:
             finally:
                 cursor.close()
 
-    def record_events(self, events: Sequence[Event], received_at: float) -> WriteResult:
+    def record_events(self, events: Sequence[FeedbackEvent], received_at: float) -> WriteResult:
         """Store events; those without a time are stamped ``received_at``."""
         rows = [
             {
@@ -381,7 +381,7 @@ def _decision_from_row(row: Any) -> Decision:
         arm_id=row["arm_id"],
         propensity=row["propensity"],
         propensity_samples=row["propensity_samples"],
-        item_ids=tuple(json.loads(row["item_ids"])),
+        items=listed(json.loads(row["item_ids"])),
         degraded=bool(row["degraded"]),
         algorithm=row["algorithm"],
         context=json.loads(row["context"]),

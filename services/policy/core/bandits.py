@@ -23,7 +23,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from services.common.errors import InvalidArgument
+from rectune.domain.arms import Algorithm
+from rectune.domain.errors import InvalidArgument
 
 Probabilities = npt.NDArray[np.float64]
 
@@ -65,7 +66,7 @@ class Selection:
         return min(bisect.bisect_right(cumulative, uniform * cumulative[-1]), len(cumulative) - 1)
 
 
-class Algorithm(Protocol):
+class Bandit(Protocol):
     @property
     def name(self) -> str: ...
 
@@ -78,7 +79,8 @@ class Algorithm(Protocol):
 class ThompsonSampling:
     """Beta-Bernoulli Thompson sampling; P(arm has the highest draw) by Monte Carlo.
 
-    Discounted Thompson sampling is the same over discounted beliefs (see ``discount``).
+    Discounted Thompson sampling is the same over discounted beliefs (see
+    ``BanditSettings.kept``).
     The prior is centred on the pooled rate of all arms with ``prior_strength`` pseudo
     impressions: with a flat Beta(1, 1), an arm whose evidence has been discounted away
     would look like a 50% arm and take a large share of traffic when rates are a few
@@ -161,7 +163,7 @@ def apply_caps(p: Probabilities, arms: Sequence[ArmBelief], champion_min_share: 
 
 
 def selection(
-    algorithm: Algorithm, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
+    algorithm: Bandit, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
 ) -> Selection:
     """The distribution an arm is drawn from, after caps and the champion's share."""
     if not arms:
@@ -175,26 +177,17 @@ def draw(chosen_from: Selection, rng: np.random.Generator) -> int:
 
 
 def select(
-    algorithm: Algorithm, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
+    algorithm: Bandit, arms: Sequence[ArmBelief], champion_min_share: float, rng: np.random.Generator
 ) -> tuple[int, Selection]:
     """Draw an arm; returns its index and the distribution it was drawn from."""
     chosen_from = selection(algorithm, arms, champion_min_share, rng)
     return draw(chosen_from, rng), chosen_from
 
 
-def discount(arm: ArmBelief, factor: float, steps: float) -> ArmBelief:
-    """Beliefs after ``steps`` requests of discounting by ``factor`` (discounted Thompson sampling)."""
-    keep = factor**steps
-    return ArmBelief(arm.arm_id, arm.impressions * keep, arm.reward * keep, arm.cap, arm.champion)
-
-
-def algorithm_named(name: str, epsilon: float, ucb_c: float, samples: int) -> Algorithm:
-    if name in ("thompson", "discounted_thompson"):
-        return ThompsonSampling(samples=samples, name=name)
-    if name == "epsilon_greedy":
+def bandit_for(algorithm: Algorithm, epsilon: float, ucb_c: float, samples: int) -> Bandit:
+    """The bandit that implements ``algorithm`` (discounting is in the beliefs it is given)."""
+    if algorithm in (Algorithm.THOMPSON, Algorithm.DISCOUNTED_THOMPSON):
+        return ThompsonSampling(samples=samples, name=algorithm.value)
+    if algorithm is Algorithm.EPSILON_GREEDY:
         return EpsilonGreedy(epsilon)
-    if name == "ucb1":
-        return Ucb1(ucb_c)
-    raise InvalidArgument(
-        "settings.algorithm", f"must be one of thompson, discounted_thompson, ucb1, epsilon_greedy, got {name!r}"
-    )
+    return Ucb1(ucb_c)

@@ -1,4 +1,4 @@
-"""Feedback events, and what a group of them does to the policy's state.
+"""What a group of feedback events does to the policy's state.
 
 RecordFeedback requests are written in groups (see GroupCommit): ``plan`` takes the group,
 the decisions they name and the event ids already recorded, and returns each caller's
@@ -12,24 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import FailedPrecondition, NotFound
-from services.policy.core.model import ArmCounts, Decision, PolicySettings
-
-EVENT_KINDS = ("impression", "click", "conversion", "rating", "custom")
-# Feedback that tells what a user likes, and so goes back to scoring as an interaction.
-INTERACTION_KINDS = ("click", "conversion", "rating")
-
-
-@dataclass(frozen=True)
-class FeedbackEvent:
-    event_id: str
-    decision_id: str
-    kind: str
-    custom_name: str
-    item_id: str
-    value: float
-    time: float  # when it happened (the request's time, else when it was received)
-    received: float
+from rectune.domain.errors import FailedPrecondition, NotFound
+from rectune.domain.events import Decision, EventKind, FeedbackEvent
+from services.policy.core.model import ArmCounts, BanditSettings
 
 
 @dataclass(frozen=True)
@@ -50,11 +35,12 @@ def plan(
     group: Sequence[FeedbackEvent],
     decisions: Mapping[str, Decision],
     recorded: set[str],
-    settings: PolicySettings,
+    settings: BanditSettings,
+    now: float,
 ) -> FeedbackPlan:
     """Each event's answer, in order: NOT_FOUND for an unknown decision, FAILED_PRECONDITION
-    past the reward window, a duplicate when its id was recorded (before, or earlier in the
-    group), else counted; and the rows and arm changes of the counted ones."""
+    past the reward window (as of ``now``), a duplicate when its id was recorded (before,
+    or earlier in the group), else counted; and the rows and arm changes of the counted ones."""
     result = FeedbackPlan()
     seen = set(recorded)
     for event in group:
@@ -64,7 +50,7 @@ def plan(
                 NotFound("decision_id", f"no decision {event.decision_id!r} (unknown, or older than the reward window)")
             )
             continue
-        if event.received - decision.created_at > settings.reward_window_seconds:
+        if now - (decision.time or now) > settings.reward_window_seconds:
             result.outcomes.append(
                 FailedPrecondition(
                     f"decision_id: decision {event.decision_id!r} is older than the reward window "
@@ -79,35 +65,31 @@ def plan(
         result.new_event_ids.append((event.event_id, event.decision_id))
         if not decision.degraded:
             _count(result.arm_counts.setdefault(decision.arm_id, ArmCounts()), event.kind, settings)
-        result.outbox.extend(_outbox_rows(event, decision))
+        result.outbox.extend(outbox_rows(event._replace(arm_id=decision.arm_id, user_id=decision.user_id)))
         result.outcomes.append(FeedbackResult(False, decision.arm_id))
     return result
 
 
-def _count(counts: ArmCounts, kind: str, settings: PolicySettings) -> None:
-    counts.reward += {"click": settings.click_weight, "conversion": settings.conversion_weight}.get(kind, 0.0)
-    counts.clicks += int(kind == "click")
-    counts.conversions += int(kind == "conversion")
+def _count(counts: ArmCounts, kind: EventKind | None, settings: BanditSettings) -> None:
+    if kind is EventKind.CLICK:
+        counts.reward += settings.click_weight
+    elif kind is EventKind.CONVERSION:
+        counts.reward += settings.conversion_weight
+    counts.clicks += int(kind is EventKind.CLICK)
+    counts.conversions += int(kind is EventKind.CONVERSION)
 
 
-def _outbox_rows(event: FeedbackEvent, decision: Decision) -> list[tuple[str, dict[str, Any]]]:
-    rows: list[tuple[str, dict[str, Any]]] = [
-        (
-            "event",
-            {
-                "event_id": event.event_id,
-                "decision_id": event.decision_id,
-                "arm_id": decision.arm_id,
-                "user_id": decision.user_id,
-                "item_id": event.item_id,
-                "kind": event.kind,
-                "custom_name": event.custom_name,
-                "value": event.value,
-                "time": event.time,
-            },
-        )
-    ]
-    if event.item_id and decision.user_id and event.kind in INTERACTION_KINDS:
-        interaction = {"user_id": decision.user_id, "item_id": event.item_id, "value": event.value or 1.0}
-        rows.append(("interaction", {**interaction, "time": event.time}))
+def outbox_rows(event: FeedbackEvent) -> list[tuple[str, dict[str, Any]]]:
+    """The event for MetricsService, and the interaction for ScoringService when it tells
+    what the user likes, as outbox rows (kind, JSON payload)."""
+    rows: list[tuple[str, dict[str, Any]]] = [("event", event_payload(event))]
+    interaction = event.interaction()
+    if interaction is not None:
+        rows.append(("interaction", vars(interaction).copy()))
     return rows
+
+
+def event_payload(event: FeedbackEvent) -> dict[str, Any]:
+    payload = event._asdict()
+    payload["kind"] = event.kind.value if event.kind is not None else ""
+    return payload

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from rectune.domain.arms import ArmState
 from services.policy.core.bandits import ArmBelief
+from services.policy.core.model import Arm, BanditSettings, belief_of
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,24 @@ class Guardrail:
             f"guardrail: P(CTR < champion CTR - {self.delta:g}) = {worse:.3f} > {self.threshold:g} "
             f"after {arm.impressions:.0f} impressions"
         )
+
+
+def arms_to_pause(
+    arms: Sequence[Arm], step: int, settings: BanditSettings, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """The active arms that are probably worse than the champion, each with the reason."""
+    if not settings.guardrail.enabled:
+        return []
+    champions = [belief_of(arm, settings, step) for arm in arms if arm.state is ArmState.CHAMPION]
+    if not champions:
+        return []
+    rule = settings.guardrail
+    guardrail = Guardrail(rule.delta, rule.threshold, rule.min_impressions)
+    paused = []
+    for arm in arms:
+        if arm.state is not ArmState.ACTIVE:
+            continue
+        reason = guardrail.verdict(belief_of(arm, settings, step), champions[0], rng)
+        if reason is not None:
+            paused.append((arm.arm_id, reason))
+    return paused

@@ -1,37 +1,16 @@
-"""PolicyService domain types: arms, settings, decisions."""
+"""PolicyService's own types: arms as the policy keeps them, and the bandit's settings.
+
+The shared words (configurations, arm states and origins, algorithms, decisions) are in
+rectune.domain."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from services.common.errors import InvalidArgument
-from services.scoring.core.space import ParamValue
-
-
-class ArmState(enum.Enum):
-    CANDIDATE = "candidate"
-    ACTIVE = "active"
-    PAUSED = "paused"
-    RETIRED = "retired"
-    CHAMPION = "champion"
-
-
-SERVING_STATES = (ArmState.ACTIVE, ArmState.CHAMPION)
-
-
-class ArmOrigin(enum.Enum):
-    CONTROL = "control"
-    MANUAL = "manual"
-    TUNER_LM = "tuner-lm"
-    TUNER_TPE = "tuner-tpe"
-    TUNER_RANDOM = "tuner-random"
-
-
-@dataclass(frozen=True)
-class Configuration:
-    strategy: str
-    params: dict[str, ParamValue]
+from rectune.domain.arms import Algorithm, ArmOrigin, ArmState, decay
+from rectune.domain.configuration import Configuration
+from rectune.domain.errors import InvalidArgument
+from services.policy.core.bandits import ArmBelief
 
 
 @dataclass(frozen=True)
@@ -71,8 +50,10 @@ class GuardrailSettings:
 
 
 @dataclass(frozen=True)
-class PolicySettings:
-    algorithm: str = "thompson"
+class BanditSettings:
+    """How the policy chooses arms and counts rewards (stored; UpdatePolicySettings changes them)."""
+
+    algorithm: Algorithm = Algorithm.THOMPSON
     epsilon: float = 0.1
     discount: float = 0.9997
     ucb_c: float = 1.0
@@ -85,12 +66,17 @@ class PolicySettings:
     propensity_samples: int = 1000
     scoring_deadline_seconds: float = 0.25
 
+    @property
+    def discount_per_step(self) -> float | None:
+        """The factor beliefs decay by per decision; None when the algorithm does not discount."""
+        return self.discount if self.algorithm.discounts else None
+
+    def kept(self, steps: float) -> float:
+        """The share of a belief kept after ``steps`` decisions (1 when nothing decays)."""
+        factor = self.discount_per_step
+        return 1.0 if factor is None else decay(factor, steps)
+
     def check(self) -> None:
-        algorithms = ("thompson", "discounted_thompson", "ucb1", "epsilon_greedy")
-        if self.algorithm not in algorithms:
-            raise InvalidArgument(
-                "settings.algorithm", f"must be one of {', '.join(algorithms)}, got {self.algorithm!r}"
-            )
         rules = [
             ("epsilon", 0.0 <= self.epsilon <= 1.0, "must be in [0, 1]"),
             ("discount", 0.0 < self.discount <= 1.0, "must be in (0, 1]"),
@@ -111,25 +97,21 @@ class PolicySettings:
                 raise InvalidArgument(f"settings.{name}", rule)
 
 
-@dataclass(frozen=True)
-class RecommendedItem:
-    item_id: str
-    score: float
-    probability: float
-    rank: int
+def algorithm_named(name: str) -> Algorithm:
+    """The algorithm a settings update names, or InvalidArgument listing the known ones."""
+    try:
+        return Algorithm(name)
+    except ValueError:
+        shown = name if len(name) <= 32 else name[:32] + "..."
+        raise InvalidArgument(
+            "settings.algorithm", f"must be one of {', '.join(Algorithm.names())}, got {shown!r}"
+        ) from None
 
 
-@dataclass(frozen=True)
-class Decision:
-    decision_id: str
-    request_id: str
-    user_id: str
-    arm_id: str
-    propensity: float
-    propensity_samples: int
-    items: tuple[RecommendedItem, ...]
-    degraded: bool
-    degraded_reason: str
-    algorithm: str
-    context: dict[str, str]
-    created_at: float
+def belief_of(arm: Arm, settings: BanditSettings, step: int) -> ArmBelief:
+    """What the bandit believes of an arm at ``step`` (its counts decayed when the algorithm
+    discounts)."""
+    kept = settings.kept(step - arm.step)
+    return ArmBelief(
+        arm.arm_id, arm.impressions * kept, arm.reward * kept, arm.exposure_cap, arm.state is ArmState.CHAMPION
+    )

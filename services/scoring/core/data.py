@@ -11,28 +11,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from services.common.errors import InvalidArgument, NotFound
-
-
-@dataclass(frozen=True)
-class Item:
-    item_id: str
-    text: str
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Interaction:
-    user_id: str
-    item_id: str
-    value: float
-    time: float
+from rectune.domain.errors import InvalidArgument, NotFound
+from rectune.domain.events import Interaction, Item
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, Row, Table, insert, select
 
-from services.common.errors import RectuneError
-from services.scoring.core.data import Interaction, Item, ScoringData
+from rectune.domain.errors import RectuneError
+from rectune.domain.events import Interaction, Item
+from services.scoring.core.data import ScoringData
 from services.scoring.core.tables import journal_interactions, journal_items
 
 log = structlog.get_logger(__name__)

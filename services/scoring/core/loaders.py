@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.scoring.core.data import Interaction, Item
+from rectune.domain.events import Interaction, Item
 
 
 class DatasetError(ValueError):

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.scoring.core.data import History, Interaction, Item, ScoringData, TrainingData
+from rectune.domain.configuration import Configuration, ParamValue
+from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from rectune.domain.events import Interaction, Item, ScoredItem
+from rectune.domain.space import StrategySpace
+from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.ranking import (
     Calibration,
@@ -22,20 +25,12 @@ from services.scoring.core.ranking import (
     summarise,
     time_split,
 )
-from services.scoring.core.space import ParamValue, StrategySpace, configuration_hash
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
 
 NEGATIVES_PER_POSITIVE = 4
 CALIBRATION_SEED = 7
-
-
-@dataclass(frozen=True)
-class Configuration:
-    strategy: str
-    params: dict[str, ParamValue]  # canonical: every hyperparameter, defaults filled in
-    hash: str
 
 
 @dataclass(frozen=True)
@@ -54,14 +49,6 @@ class FitStatus:
     error: str = ""
     seconds: float = 0.0
     calibration: Calibration = field(default_factory=Calibration)
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    item_id: str
-    score: float
-    probability: float
-    rank: int
 
 
 @dataclass(frozen=True)
@@ -145,7 +132,7 @@ class ScoringCore:
 
     def configuration(self, strategy: str, params: Mapping[str, ParamValue]) -> Configuration:
         canonical = find(self.registry, strategy).space.canonical(params)
-        return Configuration(strategy, canonical, configuration_hash(strategy, canonical))
+        return Configuration(strategy, canonical)
 
     # -- data --------------------------------------------------------------------------------
 
@@ -288,7 +275,7 @@ class ScoringCore:
         k: int,
         exclude_item_ids: Sequence[str],
         seed: int = 0,
-    ) -> list[RankedItem]:
+    ) -> list[ScoredItem]:
         fitted = self.fitted(configuration)
         n_items = fitted.model.n_items
         if not 1 <= k <= min(n_items, self.limits.max_k):
@@ -306,7 +293,7 @@ class ScoringCore:
         probabilities = fitted.calibration.probability(scores[chosen])
         item_ids = self.data.item_ids(chosen.tolist())
         return [
-            RankedItem(item_id, float(scores[index]), float(p), rank)
+            ScoredItem(item_id, float(scores[index]), float(p), rank)
             for rank, (item_id, index, p) in enumerate(
                 zip(item_ids, chosen.tolist(), probabilities.tolist(), strict=True), start=1
             )
@@ -314,7 +301,7 @@ class ScoringCore:
 
     def score_items(
         self, configuration: Configuration, user_id: str, history: Sequence[Interaction], item_ids: Sequence[str]
-    ) -> list[RankedItem]:
+    ) -> list[ScoredItem]:
         if not item_ids:
             raise InvalidArgument("item_ids", "must not be empty")
         fitted = self.fitted(configuration)
@@ -325,7 +312,7 @@ class ScoringCore:
         scores = fitted.model.scores(self._context(fitted, user_id, history))[positions]
         probabilities = fitted.calibration.probability(scores)
         return [
-            RankedItem(item_id, float(s), float(p), 0)
+            ScoredItem(item_id, float(s), float(p), 0)
             for item_id, s, p in zip(item_ids, scores.tolist(), probabilities.tolist(), strict=True)
         ]
 

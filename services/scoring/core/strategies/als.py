@@ -14,8 +14,9 @@ import numpy.typing as npt
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from rectune.domain.configuration import ParamValue
+from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import History, ScoringData, TrainingData
-from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace
 from services.scoring.core.strategies.base import Scores, ScoringContext
 
 SPACE = StrategySpace(

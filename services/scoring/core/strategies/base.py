@@ -9,9 +9,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from rectune.domain.configuration import ParamValue
+from rectune.domain.space import StrategySpace
 from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.ranking import Scores, top_k
-from services.scoring.core.space import ParamValue, StrategySpace
 
 __all__ = ["FittedModel", "Scores", "ScoringContext", "Strategy", "history_vector", "select_items"]
 

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from services.common.errors import FailedPrecondition
+from rectune.domain.configuration import ParamValue
+from rectune.domain.errors import FailedPrecondition
+from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.ranking import top_k
-from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace
 from services.scoring.core.strategies.als import AlsModel
 from services.scoring.core.strategies.base import FittedModel, Scores, ScoringContext, Strategy
 

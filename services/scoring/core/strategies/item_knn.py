@@ -13,8 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from rectune.domain.configuration import ParamValue
+from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.space import Hyperparameter, ParamType, ParamValue, StrategySpace
 from services.scoring.core.strategies.base import Scores, ScoringContext, history_vector
 
 SPACE = StrategySpace(

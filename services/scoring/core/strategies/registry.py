@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument
 from services.scoring.core.strategies.als import Als
 from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.content import Content

@@ -1,0 +1,124 @@
+"""The arms and their states: registration, state changes, and the snapshot of arms that the
+request path reads (reused for ``belief_cache_seconds``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from rectune.domain.arms import ArmOrigin, ArmState
+from rectune.domain.configuration import Configuration
+from rectune.domain.errors import AlreadyExists, Duplicate, FailedPrecondition, InvalidArgument, NotFound
+from services.policy.core.model import Arm
+from services.policy.core.store import PolicyStore
+
+
+class Hasher(Protocol):
+    def configuration_hash(self, configuration: Configuration) -> str: ...
+
+
+class ArmsSnapshot(NamedTuple):
+    read_at: float  # time.monotonic()
+    arms: list[Arm]
+    step: int  # decisions counted when the arms were read
+
+
+class ArmRegistry:
+    def __init__(self, store: PolicyStore, hasher: Hasher, cache_seconds: float) -> None:
+        self.store = store
+        self.hasher = hasher  # ScoringService: validates a configuration and names it
+        self.cache_seconds = cache_seconds
+        self._cached = ArmsSnapshot(float("-inf"), [], 0)
+
+    def snapshot(self, fresh: bool = False) -> ArmsSnapshot:
+        """The arms and the decision count, read together; reused for cache_seconds unless fresh."""
+        cached = self._cached
+        if fresh or time.monotonic() - cached.read_at > self.cache_seconds:
+            arms_now, step = self.store.arms_and_step()
+            cached = self._cached = ArmsSnapshot(time.monotonic(), arms_now, step)
+        return cached
+
+    def list(self, states: Sequence[ArmState] = ()) -> list[Arm]:
+        return [arm for arm in self.snapshot(fresh=True).arms if not states or arm.state in states]
+
+    def put(
+        self,
+        arm_id: str,
+        configuration: Configuration,
+        origin: ArmOrigin,
+        cap: float,
+        state: ArmState,
+        reason: str,
+    ) -> Arm:
+        """Register an arm; ``cap`` is its exposure cap (the caller fills in the default)."""
+        if not 0.0 < cap <= 1.0:
+            raise InvalidArgument("exposure_cap", f"must be in (0, 1], got {cap}")
+        if state in (ArmState.PAUSED, ArmState.RETIRED):
+            raise InvalidArgument("initial_state", "must be CANDIDATE, ACTIVE or CHAMPION")
+        existing = self.snapshot(fresh=True).arms
+        _check_champion_rule(state, existing)
+        configuration_hash = self.hasher.configuration_hash(configuration)
+        for arm in existing:
+            if arm.configuration_hash == configuration_hash:
+                raise AlreadyExists("configuration", f"equals the configuration of arm {arm.arm_id!r}")
+            if arm.arm_id == arm_id:
+                raise AlreadyExists("arm_id", f"arm {arm_id!r} exists")
+        now = time.time()
+        arm = Arm(
+            arm_id=arm_id or f"arm-{uuid.uuid4().hex[:8]}",
+            configuration=configuration,
+            configuration_hash=configuration_hash,
+            origin=origin,
+            state=state,
+            exposure_cap=1.0 if state is ArmState.CHAMPION else cap,
+            created_at=now,
+            updated_at=now,
+            state_reason=reason or f"registered ({origin.value})",
+            step=self.store.current_step(),
+        )
+        try:
+            self.store.insert_arm(arm)
+        except Duplicate:
+            raise AlreadyExists(
+                "arm_id", f"arm {arm.arm_id!r} or its configuration was registered concurrently"
+            ) from None
+        self.snapshot(fresh=True)
+        return arm
+
+    def set_state(self, arm_id: str, state: ArmState, reason: str) -> Arm:
+        with self.store.unit_of_work() as work:
+            arm = work.arm(arm_id)
+            if arm is None:
+                raise NotFound("arm_id", f"no arm {arm_id!r}")
+            if arm.state is ArmState.RETIRED and state is not ArmState.RETIRED:
+                raise FailedPrecondition(f"arm_id: arm {arm_id!r} is retired, which is final")
+            if arm.state is ArmState.CHAMPION and state is not ArmState.CHAMPION:
+                raise FailedPrecondition(f"arm_id: arm {arm_id!r} is the champion; promote another arm first")
+            now = time.time()
+            changed = [
+                dataclasses.replace(arm, state=state, updated_at=now, state_reason=reason or f"set to {state.value}")
+            ]
+            if state is ArmState.CHAMPION:
+                changed[0] = dataclasses.replace(changed[0], exposure_cap=1.0)
+                changed += [
+                    dataclasses.replace(
+                        other, state=ArmState.ACTIVE, updated_at=now, state_reason=f"replaced by {arm_id}"
+                    )
+                    for other in work.arms()
+                    if other.state is ArmState.CHAMPION and other.arm_id != arm_id
+                ]
+            work.save_arms(changed)
+        self.snapshot(fresh=True)
+        return changed[0]
+
+
+def _check_champion_rule(state: ArmState, existing: Sequence[Arm]) -> None:
+    """Exactly one champion: the first arm is it, and a second is promoted, not registered."""
+    has_champion = any(a.state is ArmState.CHAMPION for a in existing)
+    if state is ArmState.CHAMPION and has_champion:
+        raise FailedPrecondition("initial_state: a champion exists; register as ACTIVE and promote it with SetArmState")
+    if state is not ArmState.CHAMPION and not has_champion:
+        raise FailedPrecondition("initial_state: the first arm must be the champion (the control)")
