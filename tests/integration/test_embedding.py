@@ -13,12 +13,12 @@ import grpc
 import numpy as np
 import pytest
 
+from rectune.datasets import item_texts
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from services.embedding.__main__ import EmbeddingSettings, build
 from services.embedding.core.encoder import Encoder, EncoderConfig
 from services.embedding.core.users import HISTORY_SEPARATOR
-from services.loadgen.movielens import item_texts
 
 pytestmark = pytest.mark.integration
 

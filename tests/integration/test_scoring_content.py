@@ -6,9 +6,9 @@ import grpc
 import numpy as np
 import pytest
 
+from rectune.datasets import load_movielens_atomic
 from rectune.v1 import common_pb2, embedding_pb2, scoring_pb2
 from services.common.wait_healthy import wait_serving
-from services.scoring.core.loaders import load_movielens_atomic
 from tests.conftest import MOVIELENS
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
+from rectune.datasets import item_texts
 from services.embedding.core.encoder import Encoder, EncoderConfig, packaged_model_dir
 from services.embedding.core.lean_bert import LeanBert, unsupported_reason
-from services.loadgen.movielens import item_texts
 
 # A BertModel of the real class with random weights, small enough to build in a test.
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}

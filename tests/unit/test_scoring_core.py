@@ -10,6 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from rectune.datasets import DatasetError, load_interactions, load_items
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Interaction, Item
@@ -18,7 +19,6 @@ from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.journal import GAP_SECONDS, DataJournal, _Cursor
-from services.scoring.core.loaders import DatasetError, load_interactions, load_items
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
 from services.scoring.core.strategies.base import ScoringContext
 from services.scoring.core.strategies.popularity import DAY, PopularityModel, decayed_counts

@@ -1,4 +1,4 @@
-"""The simulated users and the click model of the loadgen."""
+"""The simulated users and the click model of the demo."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from demo.simulation import ClickModel, SimulatedUsers, clicks
 from rectune.domain.events import Interaction
-from services.loadgen.simulation import ClickModel, SimulatedUsers, clicks
 
 
 def test_each_user_is_split_by_time_and_the_later_part_is_the_truth() -> None:

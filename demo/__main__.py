@@ -30,14 +30,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from demo import report
+from demo.simulation import ClickModel, SimulatedUsers
+from demo.suite import START_ORDER, LocalSuite
+from demo.traffic import Tally, Traffic
+from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.events import Interaction, Item
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc, scoring_pb2_grpc
-from services.loadgen import report
-from services.loadgen.movielens import MOVIELENS_100K
-from services.loadgen.simulation import ClickModel, SimulatedUsers
-from services.loadgen.suite import START_ORDER, LocalSuite
-from services.loadgen.traffic import Tally, Traffic
-from services.scoring.core.loaders import load_movielens_atomic
 
 DATA = MOVIELENS_100K
 CHAMPION = common_pb2.Configuration(strategy="popularity")

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from demo.traffic import Tally
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc
-from services.loadgen.traffic import Tally
 
 BUCKET_SECONDS = 10
 
@@ -154,10 +154,10 @@ have earned from the same simulated users.
 | | clicks |
 |---|---|
 | bandit (MetricsService) | {served_clicks} |
-| champion alone (counterfactual, loadgen) | {tally.counterfactual_clicks} |
+| champion alone (counterfactual, simulator) | {tally.counterfactual_clicks} |
 | difference | {served_clicks - tally.counterfactual_clicks:+d} ({lift:+.1%}) |
 
-MetricsService counted {impressions} impressions and {served_clicks} clicks; the loadgen
+MetricsService counted {impressions} impressions and {served_clicks} clicks; the simulator
 counted {tally.requests} requests and {tally.clicks} clicks: they {agree}.
 
 ![CTR per arm](ctr.png)

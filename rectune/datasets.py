@@ -1,5 +1,9 @@
-"""Dataset loaders: the MovieLens atomic files and generic CSV. All or nothing: a bad row
-stops the load with its file and line, before anything reaches the store."""
+"""Datasets: loaders of the MovieLens atomic files and generic CSV, and where the MovieLens
+100K copy shipped in data/ lies (terms in data/README.md). ScoringService loads its
+catalogue with these; the demo, the benchmarks and the tests find their data here.
+
+Loading is all or nothing: a bad row stops the load with its file and line, before
+anything reaches a store."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rectune.domain.events import Interaction, Item
+
+MOVIELENS_100K = Path(__file__).resolve().parents[1] / "data" / "movielens-100k"
 
 
 class DatasetError(ValueError):
@@ -97,3 +103,10 @@ def load_movielens_atomic(folder: Path) -> tuple[list[Item], list[Interaction]]:
     if len(item_files) != 1 or len(inter_files) != 1:
         raise DatasetError(f"{folder}: expected one *.item and one *.inter file")
     return load_items(item_files[0], "\t"), load_interactions(inter_files[0], "\t")
+
+
+def item_texts(folder: Path = MOVIELENS_100K) -> list[str]:
+    """The texts the encoder reads for a MovieLens folder's items, in file order (1,682 for
+    MovieLens 100K)."""
+    items, _ = load_movielens_atomic(folder)
+    return [item.text for item in items]

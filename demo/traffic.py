@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from demo.simulation import ClickModel, SimulatedUsers, clicks
 from rectune.v1 import common_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2, scoring_pb2_grpc
-from services.loadgen.simulation import ClickModel, SimulatedUsers, clicks
 
 K = 10
 
 
 @dataclass
 class Tally:
-    """The loadgen's own counters (the report recomputes the served ones from MetricsService)."""
+    """The simulator's own counters (the report recomputes the served ones from MetricsService)."""
 
     requests: int = 0
     degraded: int = 0
@@ -109,7 +109,7 @@ class Traffic:
         user = self.users.pick(self.rng)
         uniforms, noise = self.rng.random(K), self.rng.uniform(1 - self.model.noise, 1 + self.model.noise, K)
         decision = self.policy.Recommend(
-            policy_pb2.RecommendRequest(request_id=f"loadgen-{n}", user_id=user, k=K), timeout=10
+            policy_pb2.RecommendRequest(request_id=f"demo-{n}", user_id=user, k=K), timeout=10
         )
         served = [item.item_id for item in decision.items]
         truth = self.users.truth.get(user, {})

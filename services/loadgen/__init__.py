@@ -1,1 +1,0 @@
-"""loadgen: simulated users and the local demo that drives the whole loop."""
