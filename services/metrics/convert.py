@@ -8,8 +8,8 @@ from rectune.domain.events import FeedbackEvent
 from rectune.v1 import common_pb2, metrics_pb2
 from services.common import convert as shared
 from services.common.prototime import seconds, timestamp
+from services.metrics.core.records import Bucket, LoggedDecision, Window
 from services.metrics.core.stats import ArmStats, Interval
-from services.metrics.core.store import Bucket, LoggedDecision, Window
 
 
 def window(message: common_pb2.TimeWindow, present: bool) -> Window:

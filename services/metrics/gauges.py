@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.metrics.core.records import Window
 from services.metrics.core.service import MetricsCore
-from services.metrics.core.store import Window
 
 
 class ArmGauges(Collector):

@@ -11,8 +11,8 @@ from rectune.domain.space import StrategySpace, configuration_schema
 from rectune.v1 import scoring_pb2
 from services.common import convert as shared
 from services.common.prototime import duration
+from services.scoring.core.fitting import FitStatus
 from services.scoring.core.ranking import Metrics
-from services.scoring.core.service import FitStatus
 
 _FIT_STATES = {
     "pending": scoring_pb2.FIT_STATE_PENDING,

@@ -11,9 +11,10 @@ from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, listed
 from services.common.storage import make_engine
 from services.metrics.core.database import migrate
+from services.metrics.core.records import Window
 from services.metrics.core.service import MetricsConfig, MetricsCore
 from services.metrics.core.stats import RewardWeights
-from services.metrics.core.store import MetricsStore, Window
+from services.metrics.core.store import MetricsStore
 
 pytestmark = pytest.mark.integration
 

@@ -151,7 +151,7 @@ class StandInModel:
 
 
 def test_evaluate_model_by_hand() -> None:
-    from services.scoring.core.service import evaluate_model
+    from services.scoring.core.fitting import evaluate_model
 
     # user 0 trained on item 0, holds out item 1; user 1 trained on item 2, holds out item 0.
     train = TrainingData(("a", "b", "c"), ("u0", "u1"), np.array([0, 1]), np.array([0, 2]), np.ones(2), np.zeros(2))

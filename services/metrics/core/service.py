@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Decision, FeedbackEvent, TimeRules, check_decisions, check_events
+from services.metrics.core.records import Bucket, LoggedDecision, Window, WriteResult
 from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
-from services.metrics.core.store import Bucket, LoggedDecision, MetricsStore, Window, WriteResult
+from services.metrics.core.store import MetricsStore
 
 MAX_BUCKETS = 10_000
 MAX_PAGE_SIZE = 10_000

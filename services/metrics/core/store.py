@@ -3,14 +3,16 @@
 Every write is one transaction. Recording is idempotent by id: rows whose id is already
 stored are counted as duplicates and left alone (INSERT ... ON CONFLICT DO NOTHING also
 covers two writers racing on the same id).
+
+Why one module of this size: every query here depends on the same table layout and on the
+two dialects' insert paths; split up, a change of a column would be spread over files that
+must change together. Its value types and encodings are in records.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -27,8 +29,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rectune.domain.errors import InvalidArgument
-from rectune.domain.events import Decision, FeedbackEvent, listed, stored_value
+from rectune.domain.events import Decision, FeedbackEvent, stored_value
+from services.metrics.core.records import (
+    HOUR_US,
+    MICROS,
+    Bucket,
+    LoggedDecision,
+    Window,
+    WriteResult,
+    decision_from_row,
+    decode_page_token,
+    encode_page_token,
+    to_us,
+)
 from services.metrics.core.stats import ArmCounts
 from services.metrics.core.tables import CompactionStateRow, DecisionRow, EventRow, HourlyAggregateRow
 
@@ -37,44 +50,8 @@ DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
 HOURLY: Table = HourlyAggregateRow.__table__  # type: ignore[attr-defined]
 COMPACTION: Table = CompactionStateRow.__table__  # type: ignore[attr-defined]
 
-MICROS = 1_000_000
-HOUR_US = 3600 * MICROS
 # Larger id lists are looked up in chunks (SQLite's limit on bound parameters).
 ID_CHUNK = 900
-
-
-def to_us(seconds: float) -> int:
-    return round(seconds * MICROS)
-
-
-@dataclass(frozen=True)
-class Window:
-    """[start, end) in unix seconds; None means unbounded on that side."""
-
-    start: float | None = None
-    end: float | None = None
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    accepted: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class Bucket:
-    start: float
-    impressions: int
-    clicks: int
-    conversions: int
-    reward_sum: float
-
-
-@dataclass(frozen=True)
-class LoggedDecision:
-    decision: Decision
-    clicks: int
-    conversions: int
 
 
 def _counted(kind: str, column: Any) -> Any:
@@ -271,7 +248,7 @@ class MetricsStore:
             rows = list(connection.execute(query).mappings())
             page, more = rows[:page_size], len(rows) > page_size
             feedback = self._feedback_counts(connection, [row["decision_id"] for row in page])
-        logged = [LoggedDecision(_decision_from_row(row), *feedback.get(row["decision_id"], (0, 0))) for row in page]
+        logged = [LoggedDecision(decision_from_row(row), *feedback.get(row["decision_id"], (0, 0))) for row in page]
         next_token = encode_page_token(page[-1]["time_us"], page[-1]["decision_id"]) if more else ""
         return logged, next_token
 
@@ -359,31 +336,3 @@ def _pg_array_type(column: Any) -> str:
     """The PostgreSQL array type for a column's values in an unnest() insert."""
     kind = type(column.type).__name__
     return {"BigInteger": "int8[]", "Integer": "int4[]", "Float": "float8[]", "Boolean": "bool[]"}.get(kind, "text[]")
-
-
-def encode_page_token(time_us: int, decision_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([time_us, decision_id]).encode()).decode()
-
-
-def decode_page_token(token: str) -> tuple[int, str]:
-    try:
-        time_us, decision_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(time_us), str(decision_id)
-    except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "is not a token this service returned") from None
-
-
-def _decision_from_row(row: Any) -> Decision:
-    return Decision(
-        decision_id=row["decision_id"],
-        request_id=row["request_id"],
-        user_id=row["user_id"],
-        arm_id=row["arm_id"],
-        propensity=row["propensity"],
-        propensity_samples=row["propensity_samples"],
-        items=listed(json.loads(row["item_ids"])),
-        degraded=bool(row["degraded"]),
-        algorithm=row["algorithm"],
-        context=json.loads(row["context"]),
-        time=row["time_us"] / MICROS,
-    )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,40 +14,23 @@ from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from rectune.domain.events import Interaction, Item, ScoredItem
 from rectune.domain.space import StrategySpace
-from services.scoring.core.data import History, ScoringData, TrainingData
+from services.scoring.core.data import History, ScoringData
+from services.scoring.core.fitting import (
+    FitStatus,
+    Fitted,
+    FittedCache,
+    calibrate,
+    calibration_split,
+    evaluate_model,
+)
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.ranking import (
-    Calibration,
     Metrics,
-    fit_platt,
-    ranking_metrics,
-    summarise,
     time_split,
 )
-from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy, select_items
+from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
-
-NEGATIVES_PER_POSITIVE = 4
-CALIBRATION_SEED = 7
-
-
-@dataclass(frozen=True)
-class Fitted:
-    configuration: Configuration
-    model: FittedModel
-    calibration: Calibration
-    user_rows: dict[str, int]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class FitStatus:
-    configuration_hash: str
-    state: str  # "pending", "running", "ready", "failed"
-    error: str = ""
-    seconds: float = 0.0
-    calibration: Calibration = field(default_factory=Calibration)
 
 
 @dataclass(frozen=True)
@@ -58,45 +40,6 @@ class ScoringLimits:
     sync_fit_max_interactions: int = 200_000
     fitted_cache_bytes: int = 512 * 1024 * 1024
     max_k: int = 1000
-
-
-class FittedCache:
-    """Fitted models by configuration hash, least recently used evicted past a byte bound."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, Fitted] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Fitted | None:
-        with self._lock:
-            fitted = self._entries.get(key)
-            if fitted is not None:
-                self._entries.move_to_end(key)
-            return fitted
-
-    def put(self, fitted: Fitted) -> None:
-        with self._lock:
-            self._entries[fitted.configuration.hash] = fitted
-            self._entries.move_to_end(fitted.configuration.hash)
-            while len(self._entries) > 1 and sum(f.model.nbytes() for f in self._entries.values()) > self.max_bytes:
-                self._entries.popitem(last=False)
-
-
-def calibration_split(data: TrainingData) -> tuple[TrainingData, dict[int, int]]:
-    """Each user's newest interaction (users with two or more) set aside for Platt scaling."""
-    held_out: dict[int, int] = {}
-    keep = np.ones(len(data.users), dtype=bool)
-    newest: dict[int, tuple[float, int]] = {}
-    for row, (user, when) in enumerate(zip(data.users.tolist(), data.times.tolist(), strict=True)):
-        if user not in newest or when >= newest[user][0]:
-            newest[user] = (when, row)
-    counts = np.bincount(data.users, minlength=data.n_users)
-    for user, (_, row) in newest.items():
-        if counts[user] >= 2:
-            keep[row] = False
-            held_out[user] = int(data.items[row])
-    return data.subset(keep), held_out
 
 
 class ScoringCore:
@@ -184,7 +127,7 @@ class ScoringCore:
         strategy = self.registry[configuration.strategy]
         train, calibration_items = calibration_split(data)
         model = strategy.fit(train, configuration.params, self.data)
-        calibration = self._calibrate(model, train, calibration_items)
+        calibration = calibrate(model, train, calibration_items)
         fitted = Fitted(
             configuration,
             model,
@@ -194,25 +137,6 @@ class ScoringCore:
         )
         self.cache.put(fitted)
         return fitted
-
-    @staticmethod
-    def _calibrate(model: FittedModel, train: TrainingData, held_out: dict[int, int]) -> Calibration:
-        """Platt scaling on each user's newest interaction against random items they never touched."""
-        rng = np.random.default_rng(CALIBRATION_SEED)
-        histories = train.histories()
-        scores, labels = [], []
-        for user, positive in held_out.items():
-            history = histories[user]
-            user_scores = model.scores(ScoringContext(history, user, float(train.times.max())))
-            negatives = rng.integers(0, model.n_items, NEGATIVES_PER_POSITIVE)
-            seen = set(history.items.tolist()) | {positive}
-            scores.append(user_scores[positive])
-            labels.append(1.0)
-            for negative in negatives:
-                if int(negative) not in seen:
-                    scores.append(user_scores[negative])
-                    labels.append(0.0)
-        return fit_platt(np.array(scores), np.array(labels))
 
     def fit(self, configuration: Configuration, wait: bool, timeout: float | None = None) -> FitStatus:
         """Fit off the request path (one fit at a time); ``wait`` blocks until it is done."""
@@ -334,20 +258,3 @@ class ScoringCore:
         split = time_split(data, holdout_fraction)
         model = self.registry[configuration.strategy].fit(split.train, configuration.params, None)
         return evaluate_model(model, split.train, split.held_out, k)
-
-
-def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> Metrics:
-    """Full ranking of every item but the user's training items; binary relevance of held-out items."""
-    histories = train.histories()
-    as_of = float(train.times.max()) if len(train.times) else 0.0
-    per_user, covered = [], set()
-    for user, items in sorted(held_out.items()):
-        history = histories[user]
-        relevant = set(items.tolist()) - set(history.items.tolist())
-        if not relevant:
-            continue
-        scores = model.scores(ScoringContext(history, user, as_of))
-        recommended = select_items(model, scores, k, history.items, seed=user + 1)
-        covered.update(recommended.tolist())
-        per_user.append(ranking_metrics(recommended, relevant, k))
-    return summarise(per_user, covered, train.n_items, k)
