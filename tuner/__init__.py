@@ -1,1 +1,3 @@
-"""The tuner controller: proposes configurations and manages arms (not implemented yet)."""
+"""The tuner: a controller that proposes configurations (random, TPE or a language model),
+screens them offline, registers the good ones as arms and retires or promotes them; and its
+CLI (``python -m tuner``)."""

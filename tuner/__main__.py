@@ -61,13 +61,14 @@ def make_proposer(settings: TunerSettings) -> Proposer:
             seed,
             settings.lm_temperature,
             settings.lm_timeout_seconds,
+            k=settings.evaluation_k,
         )
     # Imported here: torch and transformers load only for the language-model proposer.
     from tuner.language_model import LanguageModel
     from tuner.lm_proposer import LanguageModelProposer
 
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
-    return LanguageModelProposer(model, seed, settings.lm_temperature)
+    return LanguageModelProposer(model, seed, settings.lm_temperature, k=settings.evaluation_k)
 
 
 def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:

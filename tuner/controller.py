@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import SearchSpace
+from services.common.config import option
 from tuner.errors import TunerError
 from tuner.proposers import Observation, Proposal, Proposer
 from tuner.space import narrowed
@@ -31,21 +32,42 @@ SAME_CONFIGURATION = "same configuration as an existing arm or an earlier propos
 
 @dataclass(frozen=True)
 class TunerLimits:
-    # Tuner arms competing at once (CANDIDATE or ACTIVE); new ones only fill free slots.
-    max_live_arms: int = 3
-    max_new_arms_per_cycle: int = 2
-    # Traffic share cap of each new arm (the policy's guardrails apply on top).
-    exposure_cap: float = 0.2
-    # Impressions an arm needs before the tuner judges it.
-    min_impressions: int = 1000
-    # Retire a tuner arm whose posterior probability of being best falls below this.
-    retire_probability_best: float = 0.02
-    # Promote a tuner arm to champion at this probability of being best; 0 never promotes
-    # (the default: replacing the control is left to a person unless configured).
-    promote_probability_best: float = 0.0
-    # A proposal goes live only if its offline NDCG@k is at least this share of the champion's.
-    screen_min_ndcg_ratio: float = 0.8
-    evaluation_k: int = 10
+    """What the tuner may do to live traffic. Declared once: TunerSettings inherits these
+    fields, so each is also a flag and an environment variable."""
+
+    max_live_arms: int = option(
+        env="RECTUNE_TUNER_MAX_LIVE_ARMS",
+        default=3,
+        help="tuner arms competing at once (CANDIDATE or ACTIVE); new ones only fill free slots",
+    )
+    max_new_arms_per_cycle: int = option(
+        env="RECTUNE_TUNER_MAX_NEW_ARMS_PER_CYCLE", default=2, help="new arms registered per cycle at most"
+    )
+    exposure_cap: float = option(
+        env="RECTUNE_TUNER_EXPOSURE_CAP",
+        default=0.2,
+        help="traffic share cap of each new arm, in (0, 1] (the policy's guardrails apply on top)",
+    )
+    min_impressions: int = option(
+        env="RECTUNE_TUNER_MIN_IMPRESSIONS", default=1000, help="impressions an arm needs before it is judged"
+    )
+    retire_probability_best: float = option(
+        env="RECTUNE_TUNER_RETIRE_PROBABILITY_BEST",
+        default=0.02,
+        help="retire a tuner arm whose probability of being best falls below this",
+    )
+    # 0, the default, never promotes: replacing the control is left to a person unless configured.
+    promote_probability_best: float = option(
+        env="RECTUNE_TUNER_PROMOTE_PROBABILITY_BEST",
+        default=0.0,
+        help="promote a tuner arm to champion at this probability of being best; 0 never promotes",
+    )
+    screen_min_ndcg_ratio: float = option(
+        env="RECTUNE_TUNER_SCREEN_MIN_NDCG_RATIO",
+        default=0.8,
+        help="a proposal goes live only with offline NDCG@k >= this x the champion's",
+    )
+    evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
 
     def problems(self) -> list[str]:
         """Each broken rule as 'field: rule, got value'."""

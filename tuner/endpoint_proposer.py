@@ -41,7 +41,9 @@ class EndpointProposer:
         seed: int | None = None,
         temperature: float = 1.0,
         timeout_seconds: float = 60.0,
+        k: int = 10,
     ) -> None:
+        self.k = k  # the k of the NDCG@k the screen measures (the tuner's evaluation_k)
         self.url = url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
@@ -52,7 +54,7 @@ class EndpointProposer:
     def propose(
         self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
     ) -> list[Proposal]:
-        prompt = describe(space, history) + "\nAlso give one sentence of rationale."
+        prompt = describe(space, history, self.k) + "\nAlso give one sentence of rationale."
         schema = space.json_schema(extra=RATIONALE)
         return distinct_proposals(lambda: self._draw(space, prompt, schema), count, taken)
 
@@ -70,7 +72,7 @@ class EndpointProposer:
     def _ask(self, prompt: str, schema: dict[str, Any]) -> Any:
         body = {
             "model": self.model,
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+            "messages": [{"role": "system", "content": SYSTEM.format(k=self.k)}, {"role": "user", "content": prompt}],
             "temperature": self.temperature,
             "seed": self._rng.randrange(2**31),
             "response_format": {

@@ -24,7 +24,7 @@ from tuner.proposers import Observation, Proposal
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
-    "Propose a configuration likely to reach a higher NDCG@10 than those tried so far. "
+    "Propose a configuration likely to reach a higher NDCG@{k} than those tried so far. "
     "Answer with one JSON object."
 )
 GRID_POINTS = 7  # values offered across a numeric range (plus the best value seen so far)
@@ -43,8 +43,10 @@ class LanguageModelProposer:
         seed: int | None = None,
         temperature: float = 1.0,
         rationale_tokens: int = RATIONALE_TOKENS,
+        k: int = 10,
     ) -> None:
         self.model = model
+        self.k = k  # the k of the NDCG@k the screen measures (the tuner's evaluation_k)
         self.temperature = temperature
         self.rationale_tokens = rationale_tokens  # 0: no rationale (the benchmark's choice)
         self._rng = random.Random(seed)
@@ -52,7 +54,7 @@ class LanguageModelProposer:
     def propose(
         self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
     ) -> list[Proposal]:
-        prompt = describe(space, history)
+        prompt = describe(space, history, self.k)
         proposals: list[Proposal] = []
         # Read once per call: the configurations taken so far (this call's own proposals join
         # them) and the values offered at each strategy's slots.
@@ -79,7 +81,7 @@ class LanguageModelProposer:
         open_strategies = [s for s in space.strategies if not _exhausted(s.strategy, {}, slots[s.strategy], taken)]
         if not open_strategies:
             return None
-        context = self.model.start(SYSTEM, prompt)
+        context = self.model.start(SYSTEM.format(k=self.k), prompt)
         self.model.extend(context, '{"strategy": "')
         strategy = open_strategies[self._choose(context, [f'{s.strategy}"' for s in open_strategies])].strategy
         self.model.extend(context, ', "params": {')
@@ -122,12 +124,12 @@ def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, t
     return len(matching) >= possible
 
 
-def describe(space: SearchSpace, history: Sequence[Observation]) -> str:
+def describe(space: SearchSpace, history: Sequence[Observation], k: int = 10) -> str:
     """The user message: the space, then the best configurations screened so far."""
     lines = ["Strategies and their hyperparameters:"]
     lines += [f"- {s.strategy}: " + "; ".join(_describe_param(p) for p in s.hyperparameters) for s in space.strategies]
     if history:
-        lines.append("Tried so far, best first (NDCG@10, higher is better):")
+        lines.append(f"Tried so far, best first (NDCG@{k}, higher is better):")
         ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
         lines += [f"{json.dumps(_rounded(o.configuration))} scored {o.value:.4f}" for o in ranked]
     else:

@@ -4,8 +4,9 @@
 - ``tpe``: Optuna's Tree-structured Parzen Estimator, fitted each cycle to every configuration
   screened so far (their offline NDCG, from the audit table), so proposals move towards
   what scored well.
-The language-model proposer of the design is not built yet; the controller takes any
-object with this interface.
+- ``lm``: a language model bound to the space (tuner.lm_proposer, or tuner.endpoint_proposer
+  for an OpenAI-compatible endpoint); built apart, since it loads a model.
+The controller takes any object with this interface.
 """
 
 from __future__ import annotations

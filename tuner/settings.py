@@ -3,6 +3,7 @@ and its limits. Flags, then environment variables, then defaults, read once."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ PROPOSER_NAMES = (*PROPOSERS, "lm")
 
 
 @dataclass(frozen=True)
-class TunerSettings(ClientSettings):
-    """The tuner: proposes configurations and manages the arms it created."""
+class TunerSettings(ClientSettings, TunerLimits):
+    """The tuner: proposes configurations and manages the arms it created (its limits are
+    TunerLimits' fields)."""
 
     policy_address: str = option(
         env="RECTUNE_POLICY_ADDRESS", required=True, help="host:port of PolicyService (arms; needs the admin token)"
@@ -71,34 +73,6 @@ class TunerSettings(ClientSettings):
     interval_seconds: float = option(
         env="RECTUNE_TUNER_INTERVAL_SECONDS", default=300.0, help="time between two cycles of `tuner run`"
     )
-    max_live_arms: int = option(
-        env="RECTUNE_TUNER_MAX_LIVE_ARMS", default=3, help="tuner arms competing at once (CANDIDATE or ACTIVE)"
-    )
-    max_new_arms_per_cycle: int = option(
-        env="RECTUNE_TUNER_MAX_NEW_ARMS_PER_CYCLE", default=2, help="new arms registered per cycle at most"
-    )
-    exposure_cap: float = option(
-        env="RECTUNE_TUNER_EXPOSURE_CAP", default=0.2, help="traffic share cap of each new arm, in (0, 1]"
-    )
-    min_impressions: int = option(
-        env="RECTUNE_TUNER_MIN_IMPRESSIONS", default=1000, help="impressions an arm needs before it is judged"
-    )
-    retire_probability_best: float = option(
-        env="RECTUNE_TUNER_RETIRE_PROBABILITY_BEST",
-        default=0.02,
-        help="retire a tuner arm whose probability of being best falls below this",
-    )
-    promote_probability_best: float = option(
-        env="RECTUNE_TUNER_PROMOTE_PROBABILITY_BEST",
-        default=0.0,
-        help="promote a tuner arm to champion at this probability of being best; 0 never promotes",
-    )
-    screen_min_ndcg_ratio: float = option(
-        env="RECTUNE_TUNER_SCREEN_MIN_NDCG_RATIO",
-        default=0.8,
-        help="a proposal goes live only with offline NDCG@k >= this x the champion's",
-    )
-    evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
     health_port: int = option(
         env="RECTUNE_HEALTH_PORT",
         default=0,
@@ -138,16 +112,7 @@ class TunerSettings(ClientSettings):
             raise SettingsError("; ".join(_as_flag(problem) for problem in problems))
 
     def limits(self) -> TunerLimits:
-        return TunerLimits(
-            max_live_arms=self.max_live_arms,
-            max_new_arms_per_cycle=self.max_new_arms_per_cycle,
-            exposure_cap=self.exposure_cap,
-            min_impressions=self.min_impressions,
-            retire_probability_best=self.retire_probability_best,
-            promote_probability_best=self.promote_probability_best,
-            screen_min_ndcg_ratio=self.screen_min_ndcg_ratio,
-            evaluation_k=self.evaluation_k,
-        )
+        return TunerLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TunerLimits)})
 
 
 def _as_flag(problem: str) -> str:

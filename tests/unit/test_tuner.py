@@ -245,3 +245,11 @@ def test_the_audit_log_reads_only_new_screens_and_sees_other_writers(tmp_path) -
         Observation(first, 0.05),
     ]
     assert audit.observations() == other.observations()  # read whole by a fresh reader too
+
+
+def test_the_language_model_is_told_the_k_the_screen_measures() -> None:
+    from tuner.lm_proposer import SYSTEM, describe
+
+    history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.1}), 0.5)]
+    assert "best first (NDCG@5, higher is better)" in describe(SPACE, history, k=5)
+    assert "higher NDCG@20 than" in SYSTEM.format(k=20)
