@@ -99,7 +99,7 @@ def metrics_service(url: str) -> Iterator[metrics_pb2_grpc.MetricsServiceStub]:
         process.wait()
 
 
-def timed(work: Callable[[], None], events: int) -> float:
+def timed(work: Callable[[], object], events: int) -> float:
     started = time.perf_counter()
     work()
     return events / (time.perf_counter() - started)

@@ -35,7 +35,11 @@ from tests.postgres import create_database, throwaway_cluster
 
 ROUNDS = 4
 UNUSED_ADDRESS = "127.0.0.1:9"  # nothing listens: MetricsService is not started, events wait in the outbox
-ARMS = [("popularity", policy_pb2.ARM_STATE_CHAMPION), ("item_knn", 2), ("als", 2)]
+ARMS = [
+    ("popularity", policy_pb2.ARM_STATE_CHAMPION),
+    ("item_knn", policy_pb2.ARM_STATE_ACTIVE),
+    ("als", policy_pb2.ARM_STATE_ACTIVE),
+]
 
 
 class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
@@ -54,6 +58,11 @@ class InstantScoring(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.RankItemsResponse(items=items)
 
 
+def numbered_from(first: int, call: Callable[[int], object]) -> Callable[[int], object]:
+    """The call with its numbers shifted to start at ``first``."""
+    return lambda n: call(first + n)
+
+
 def alternate(
     clients: int, requests: int, measured: Callable[[int], object], baseline: Callable[[int], object]
 ) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
@@ -66,7 +75,7 @@ def alternate(
         first = round_number * per_round
         count = per_round if round_number < ROUNDS - 1 else requests - first
         for index, call in enumerate((measured, baseline)):
-            rate, round_latencies = run_clients(clients, count, lambda n, call=call, first=first: call(first + n))
+            rate, round_latencies = run_clients(clients, count, numbered_from(first, call))
             seconds[index] += count / rate
             latencies[index] += round_latencies
     return (requests / seconds[0], latencies[0]), (requests / seconds[1], latencies[1])
@@ -169,7 +178,9 @@ def main() -> None:
             "scoring-standin",
             [
                 ServiceRegistration(
-                    SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, InstantScoring()
+                    SCORING_SERVICE,
+                    scoring_pb2_grpc.add_ScoringServiceServicer_to_server,
+                    InstantScoring(),  # type: ignore[abstract]  # the stubs mark every RPC abstract; a stand-in serves only those the bench calls
                 )
             ],
             ServerSettings(port=0),

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 import scipy.sparse as sp
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
@@ -101,7 +102,7 @@ def numpy_item_knn_peer(split: Any) -> dict[str, float]:
     def recommend(user: int, seen: set[int]) -> list[int]:
         scores = similarity[sorted(seen)].sum(axis=0) if seen else np.zeros(train.n_items)
         scores[list(seen)] = -np.inf
-        return np.argsort(-scores, kind="stable")[:K].tolist()
+        return [int(i) for i in np.argsort(-scores, kind="stable")[:K]]
 
     return peer_metrics(split, recommend)
 
@@ -155,7 +156,9 @@ def load_synthetic(address: str, n_items: int, n_users: int, per_user: int) -> l
             for user in range(start, min(start + 200, n_users)):
                 for item in rng.choice(n_items, size=per_user, replace=False, p=popularity):
                     batch.append(
-                        common_pb2.Interaction(user_id=f"su{user}", item_id=f"s{item}", value=1.0, time={"seconds": 1})
+                        common_pb2.Interaction(
+                            user_id=f"su{user}", item_id=f"s{item}", value=1.0, time=Timestamp(seconds=1)
+                        )
                     )
             stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=batch), timeout=60)
     return [f"su{u}" for u in range(n_users)]

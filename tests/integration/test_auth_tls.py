@@ -18,6 +18,7 @@ from services.common.contracts import ADMIN_METHODS
 from services.common.server import RunningService
 from services.common.settings import ServerSettings
 from tests.integration.standins import start_standins
+from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +36,9 @@ def policy_stub(service: RunningService, token: str = "") -> policy_pb2_grpc.Pol
     return policy_pb2_grpc.PolicyServiceStub(make_channel(f"127.0.0.1:{service.port}", ClientOptions(token=token)))
 
 
-def code_and_details(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details()
-
-
 def test_missing_token_is_unauthenticated(authed) -> None:
     stub = policy_stub(authed)
-    assert code_and_details(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1))) == (
+    assert error_of(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1))) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "authorization: missing bearer token (metadata 'authorization: Bearer <token>')",
     )
@@ -51,7 +46,7 @@ def test_missing_token_is_unauthenticated(authed) -> None:
 
 def test_wrong_token_is_unauthenticated(authed) -> None:
     stub = policy_stub(authed, "guess")
-    assert code_and_details(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1))) == (
+    assert error_of(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1))) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "authorization: bearer token is not valid",
     )
@@ -64,12 +59,12 @@ def test_right_token_reaches_the_handler(authed) -> None:
 
 def test_admin_methods_need_the_admin_token(authed) -> None:
     request = policy_pb2.SetArmStateRequest(arm_id="a9")
-    assert code_and_details(lambda: policy_stub(authed, TOKEN).SetArmState(request)) == (
+    assert error_of(lambda: policy_stub(authed, TOKEN).SetArmState(request)) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "/rectune.v1.PolicyService/SetArmState requires the admin token",
     )
     # The admin token gets through auth to the handler, which answers NOT_FOUND.
-    assert code_and_details(lambda: policy_stub(authed, ADMIN).SetArmState(request)) == (
+    assert error_of(lambda: policy_stub(authed, ADMIN).SetArmState(request)) == (
         grpc.StatusCode.NOT_FOUND,
         "arm_id: no arm 'a9'",
     )
@@ -166,7 +161,7 @@ def test_tls_server_accepts_a_verifying_client_and_refuses_plaintext(certificate
         stub = policy_pb2_grpc.PolicyServiceStub(make_channel(f"localhost:{service.port}", options))
         assert stub.Recommend(policy_pb2.RecommendRequest(user_id="u", k=1)).arm_id == "a1"
         plain = policy_stub(service)
-        code, _ = code_and_details(lambda: plain.Recommend(policy_pb2.RecommendRequest(k=1), timeout=2))
+        code, _ = error_of(lambda: plain.Recommend(policy_pb2.RecommendRequest(k=1), timeout=2))
         assert code == grpc.StatusCode.UNAVAILABLE
     finally:
         service.stop(0)
@@ -178,7 +173,7 @@ def test_mtls_server_requires_a_client_certificate(certificates: Path) -> None:
         address = f"localhost:{service.port}"
         anonymous = ClientOptions(ca_cert=str(certificates / "ca.pem"), deadline_seconds=2)
         stub = policy_pb2_grpc.PolicyServiceStub(make_channel(address, anonymous))
-        code, _ = code_and_details(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1)))
+        code, _ = error_of(lambda: stub.Recommend(policy_pb2.RecommendRequest(k=1)))
         assert code == grpc.StatusCode.UNAVAILABLE
         identified = ClientOptions(
             ca_cert=str(certificates / "ca.pem"),
@@ -204,12 +199,12 @@ def test_health_port_answers_plaintext_without_token_while_the_main_port_needs_b
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert response.status == health_pb2.HealthCheckResponse.SERVING
             # Only health lives on that port.
-            code, _ = code_and_details(
+            code, _ = error_of(
                 lambda: policy_pb2_grpc.PolicyServiceStub(channel).Recommend(policy_pb2.RecommendRequest(k=1))
             )
             assert code == grpc.StatusCode.UNIMPLEMENTED
         plain = policy_stub(service, TOKEN)
-        code, _ = code_and_details(lambda: plain.Recommend(policy_pb2.RecommendRequest(k=1), timeout=2))
+        code, _ = error_of(lambda: plain.Recommend(policy_pb2.RecommendRequest(k=1), timeout=2))
         assert code == grpc.StatusCode.UNAVAILABLE
     finally:
         service.stop(0)

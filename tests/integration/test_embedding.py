@@ -19,6 +19,7 @@ from services.common.wait_healthy import wait_serving
 from services.embedding.__main__ import EmbeddingSettings, build
 from services.embedding.core.encoder import Encoder, EncoderConfig
 from services.embedding.core.users import HISTORY_SEPARATOR
+from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,9 @@ def test_bulk_stream_answers_every_chunk_in_order(stub, raw_encoder: Encoder) ->
     assert_same_vectors(served, raw_encoder.encode(texts))
 
 
-def history_request(mode: int, half_life: float = 0.0) -> embedding_pb2.EncodeUserRequest:
+def history_request(
+    mode: embedding_pb2.UserEncodingMode.ValueType, half_life: float = 0.0
+) -> embedding_pb2.EncodeUserRequest:
     request = embedding_pb2.EncodeUserRequest(mode=mode, half_life_seconds=half_life)
     for n, (text, rating) in enumerate(zip(TEXTS[:4], [5.0, 3.0, 4.0, 1.0], strict=True)):
         request.history.add(item_id=str(n), text=text, value=rating).time.seconds = 1_000_000 + 3600 * n
@@ -126,12 +129,6 @@ def test_model_info(stub) -> None:
     info = stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
     assert (info.model_name, info.dimension, info.device, info.dtype) == ("all-MiniLM-L6-v2", 384, "cpu", "float32")
     assert (info.max_length, info.max_texts_per_request, info.max_text_bytes, info.max_batch) == (256, 64, 512, 16)
-
-
-def error_of(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details()
 
 
 @pytest.mark.parametrize(
@@ -167,7 +164,7 @@ def test_bad_user_requests_name_the_field(stub) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "history: must not be empty",
     )
-    bad_mode = history_request(mode=7)
+    bad_mode = history_request(mode=embedding_pb2.UserEncodingMode.ValueType(7))  # no such mode
     assert error_of(lambda: stub.EncodeUser(bad_mode, timeout=10)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "mode: must be a UserEncodingMode, got 7",

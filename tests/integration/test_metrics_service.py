@@ -10,11 +10,14 @@ import grpc
 import pytest
 
 from rectune.v1 import common_pb2, metrics_pb2
+from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
 
 
-def now_event(event_id: str, kind: int, arm: str = "a", decision: str = "d1") -> common_pb2.Event:
+def now_event(
+    event_id: str, kind: common_pb2.EventKind.ValueType, arm: str = "a", decision: str = "d1"
+) -> common_pb2.Event:
     message = common_pb2.Event(event_id=event_id, decision_id=decision, arm_id=arm, user_id="u", kind=kind)
     message.time.GetCurrentTime()
     return message
@@ -30,12 +33,6 @@ def batch(arm: str, impressions: int, clicks: int, prefix: str = "") -> list[com
 def stats_by_arm(stub) -> dict[str, metrics_pb2.ArmStats]:
     response = stub.GetArmStats(metrics_pb2.GetArmStatsRequest(), timeout=10)
     return {s.arm_id: s for s in response.stats}
-
-
-def error_of(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details()
 
 
 def test_record_is_idempotent_and_counts_by_arm(start_service, database_url: str) -> None:
@@ -135,8 +132,8 @@ def test_bad_reads_name_the_field(start_service) -> None:
     )
     request = metrics_pb2.GetArmStatsRequest(posterior_samples=-1)
     assert error_of(lambda: stub.GetArmStats(request, timeout=10))[0] == grpc.StatusCode.INVALID_ARGUMENT
-    request = metrics_pb2.GetTimeSeriesRequest()
-    assert error_of(lambda: stub.GetTimeSeries(request, timeout=10)) == (
+    series = metrics_pb2.GetTimeSeriesRequest()
+    assert error_of(lambda: stub.GetTimeSeries(series, timeout=10)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "bucket: must be at least 1 second, got 0.0",
     )

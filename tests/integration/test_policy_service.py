@@ -8,8 +8,9 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, scoring_pb2
+from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2
 from tests.conftest import MOVIELENS, UNUSED_PEER
+from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +56,15 @@ def put(stub, arm_id: str, strategy: str, state=policy_pb2.ARM_STATE_ACTIVE, cap
     return stub.PutArm(request, timeout=60).arm
 
 
-def error_of(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    return error.value.code(), error.value.details()
-
-
-def recommend(stub, request_id: str, user_id: str = "196", k: int = 5) -> policy_pb2.RecommendResponse:
+def recommend(
+    stub: policy_pb2_grpc.PolicyServiceStub, request_id: str, user_id: str = "196", k: int = 5
+) -> policy_pb2.RecommendResponse:
     return stub.Recommend(policy_pb2.RecommendRequest(request_id=request_id, user_id=user_id, k=k), timeout=30)
 
 
-def click(stub, event_id: str, decision_id: str) -> policy_pb2.RecordFeedbackResponse:
+def click(
+    stub: policy_pb2_grpc.PolicyServiceStub, event_id: str, decision_id: str
+) -> policy_pb2.RecordFeedbackResponse:
     request = policy_pb2.RecordFeedbackRequest(
         event_id=event_id, decision_id=decision_id, kind=common_pb2.EVENT_KIND_CLICK
     )
@@ -112,7 +111,11 @@ def test_arms_are_registered_once_with_a_single_champion(suite) -> None:
     )
     assert promoted.arm.state == policy_pb2.ARM_STATE_CHAMPION
     assert arms_by_id(stub)["pop"].state == policy_pb2.ARM_STATE_ACTIVE
-    assert error_of(lambda: stub.SetArmState(policy_pb2.SetArmStateRequest(arm_id="zz", state=2), timeout=10)) == (
+    assert error_of(
+        lambda: stub.SetArmState(
+            policy_pb2.SetArmStateRequest(arm_id="zz", state=policy_pb2.ARM_STATE_ACTIVE), timeout=10
+        )
+    ) == (
         grpc.StatusCode.NOT_FOUND,
         "arm_id: no arm 'zz'",
     )

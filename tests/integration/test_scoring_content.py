@@ -104,7 +104,7 @@ def test_items_stay_stored_when_embedding_is_down(start_service) -> None:
     with pytest.raises(grpc.RpcError) as error:
         scoring.UpsertItems(scoring_pb2.UpsertItemsRequest(items=items_of(2)), timeout=60)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert error.value.details().startswith(
+    assert (error.value.details() or "").startswith(
         "items: 2 stored; their vectors are pending (embedding: EmbeddingService answered UNAVAILABLE"
     )
     added = scoring.AddInteractions(

@@ -11,7 +11,7 @@ import pytest
 
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import Hyperparameter, ParamType
-from tests.unit.test_tuner import SPACE
+from tests.unit.test_tuner import SPACE, number
 from tuner import language_model as language_model_module
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
@@ -61,7 +61,7 @@ def test_proposals_are_valid_new_configurations_with_a_rationale(language_model)
         assert proposal.rationale.startswith("SmolLM2-135M-Instruct: ") and len(proposal.rationale) > 30
         params = proposal.configuration.params
         if proposal.configuration.strategy == "als":
-            assert 16 <= params["factors"] <= 64 and 1e-4 <= params["regularization"] <= 10
+            assert 16 <= number(params["factors"]) <= 64 and 1e-4 <= number(params["regularization"]) <= 10
         else:
             assert params["mode"] in ("a", "b", "c") and isinstance(params["explore"], bool)
 
@@ -79,7 +79,7 @@ def test_numeric_candidates_span_the_range_and_include_the_best_value() -> None:
     values = candidate_values(factors, 100)
     assert values[0] == 8 and values[-1] == 512 and 100 in values
     assert all(isinstance(v, int) for v in values) and len(values) == len(set(values)) == 8
-    ratios = [b / a for a, b in itertools.pairwise(values) if 100 not in (a, b)]
+    ratios = [number(b) / number(a) for a, b in itertools.pairwise(values) if 100 not in (a, b)]
     assert all(math.isclose(r, 2.0, rel_tol=0.05) for r in ratios)  # log-spaced: 8, 16, ..., 512
     shrinkage = Hyperparameter("shrinkage", FLOAT, 10.0, "", 0.0, 1000.0)
     assert candidate_values(shrinkage, 5000.0) == [0.0, 167.0, 333.0, 500.0, 667.0, 833.0, 1000.0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
@@ -11,7 +13,8 @@ from services.embedding.core.encoder import Encoder, EncoderConfig, packaged_mod
 from services.embedding.core.lean_bert import LeanBert, unsupported_reason
 
 # A BertModel of the real class with random weights, small enough to build in a test.
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+TINY: dict[str, Any] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+RELATIVE_POSITIONS: dict[str, Any] = {"position_embedding_type": "relative_key"}
 
 
 def both_hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +37,7 @@ def test_the_packaged_model_gives_bertmodels_hidden_states_at_every_real_token()
 
 def test_sentence_pairs_keep_their_token_types() -> None:
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=100, **TINY), add_pooling_layer=False).eval()
+    model = BertModel(BertConfig(vocab_size=100, **TINY), add_pooling_layer=False).eval()  # type: ignore[no-untyped-call]
     input_ids = torch.randint(1, 100, (3, 9))
     token_type_ids = torch.tensor([[0] * 4 + [1] * 5] * 3)
     attention_mask = torch.ones(3, 9, dtype=torch.long)
@@ -54,7 +57,7 @@ def test_sentence_pairs_keep_their_token_types() -> None:
         ({"hidden_act": "relu"}, "the activation is not gelu"),
     ],
 )
-def test_a_bert_the_lean_path_does_not_cover_is_refused_naming_why(changes: dict[str, str], reason: str) -> None:
+def test_a_bert_the_lean_path_does_not_cover_is_refused_naming_why(changes: dict[str, Any], reason: str) -> None:
     model = BertModel(BertConfig(vocab_size=100, **TINY, **changes))
     assert unsupported_reason(model) == reason
     with pytest.raises(ValueError, match=f"the lean BERT path does not apply: {reason}"):
@@ -71,7 +74,7 @@ def test_the_encoder_takes_the_lean_path_for_bert_and_transformers_for_the_rest(
     # A local model directory the lean path does not cover: the packaged tokenizer and a
     # BERT with relative positions.
     AutoTokenizer.from_pretrained(packaged_model_dir()).save_pretrained(tmp_path)
-    BertModel(BertConfig(position_embedding_type="relative_key", **TINY)).save_pretrained(tmp_path)
+    BertModel(BertConfig(**TINY, **RELATIVE_POSITIONS)).save_pretrained(tmp_path)
     encoder = Encoder(EncoderConfig(model=str(tmp_path)))
     assert encoder.forward_path == "transformers"
     vectors = encoder.encode(["Toy Story (1995)", "Heat (1995) | Action, Crime, Thriller"])

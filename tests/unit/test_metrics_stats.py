@@ -43,7 +43,7 @@ def exact_probability_best(counts: list[ArmCounts]) -> list[float]:
         others = [p for j, p in enumerate(posteriors) if j != i]
 
         def integrand(x: float, posterior=posterior, others=others) -> float:
-            return posterior.pdf(x) * math.prod(o.cdf(x) for o in others)
+            return float(posterior.pdf(x) * math.prod(o.cdf(x) for o in others))
 
         value, _ = integrate.quad(integrand, 0, 1, limit=200, points=[c.clicks / c.impressions for c in counts])
         result.append(value)

@@ -12,7 +12,7 @@ from services.common.migrations import Schema, migrate
 from services.common.settings import check_database_url
 from services.common.storage import make_engine
 from services.metrics.core.database import SCHEMA as METRICS
-from services.policy.core.store import SCHEMA as POLICY
+from services.policy.core.tables import SCHEMA as POLICY
 from services.scoring.core.tables import SCHEMA as SCORING
 from tuner.audit import SCHEMA as TUNER
 

@@ -55,7 +55,7 @@ def test_defaults_fill_in_and_the_hash_is_stable() -> None:
         ),
     ],
 )
-def test_bad_hyperparameters_name_the_field_and_rule(strategy: str, params: dict, message: str) -> None:
+def test_bad_hyperparameters_name_the_field_and_rule(strategy: str, params: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument) as error:
         canonical(strategy, **params)
     assert error.value.message == message
@@ -95,7 +95,7 @@ def test_ranking_metrics_by_hand() -> None:
     assert (recall, hit) == (1.0, 1.0)
     ndcg, recall, hit = ranking_metrics(np.array([1, 2, 9]), {7, 9, 8}, k=3)
     assert ndcg == pytest.approx((1 / math.log2(4)) / (1 + 1 / math.log2(3) + 1 / math.log2(4)))
-    assert (recall, hit) == (pytest.approx(1 / 3), 1.0)
+    assert recall == pytest.approx(1 / 3) and hit == 1.0
     assert ranking_metrics(np.array([1, 2]), {9}, k=2) == (0.0, 0.0, 0.0)
 
 

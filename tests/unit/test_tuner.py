@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from rectune.domain.configuration import Configuration
+from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, SpaceError, StrategySpace
 from services.common.config import SettingsError, load_settings
 from tuner.audit import AuditLog
@@ -28,6 +28,13 @@ from tuner.settings import TunerSettings
 from tuner.space import narrowed
 
 BOOL, CATEGORICAL, FLOAT, INT = ParamType.BOOL, ParamType.CATEGORICAL, ParamType.FLOAT, ParamType.INT
+
+
+def number(value: ParamValue) -> float:
+    """A numeric hyperparameter's value (a test fails here on a string or a bool)."""
+    assert isinstance(value, int | float) and not isinstance(value, bool), value
+    return float(value)
+
 
 SPACE = SearchSpace(
     (
@@ -55,8 +62,8 @@ def test_samples_stay_in_their_declared_ranges_and_types() -> None:
         configuration = SPACE.sample(rng)
         params = configuration.params
         if configuration.strategy == "als":
-            assert isinstance(params["factors"], int) and 8 <= params["factors"] <= 512
-            assert 1e-4 <= params["regularization"] <= 10.0
+            assert isinstance(params["factors"], int) and 8 <= number(params["factors"]) <= 512
+            assert 1e-4 <= number(params["regularization"]) <= 10.0
         else:
             assert params["mode"] in ("a", "b", "c") and isinstance(params["explore"], bool)
 
@@ -64,7 +71,7 @@ def test_samples_stay_in_their_declared_ranges_and_types() -> None:
 def test_log_scale_parameters_are_sampled_log_uniformly() -> None:
     rng = random.Random(2)
     draws = [SPACE.strategies[0].hyperparameters[1].sample(rng) for _ in range(2000)]
-    below_geometric_middle = sum(1 for d in draws if d < math.sqrt(1e-4 * 10.0)) / len(draws)
+    below_geometric_middle = sum(1 for d in draws if number(d) < math.sqrt(1e-4 * 10.0)) / len(draws)
     assert 0.45 < below_geometric_middle < 0.55
 
 
@@ -181,13 +188,15 @@ def test_tpe_moves_towards_configurations_that_scored_well() -> None:
     for _ in range(40):
         configuration = SPACE.sample(rng)
         # Only als with few factors scores well: TPE should mostly propose that region.
-        good = configuration.strategy == "als" and configuration.params["factors"] <= 32
+        good = configuration.strategy == "als" and number(configuration.params["factors"]) <= 32
         history.append(Observation(configuration, 0.3 if good else 0.05))
     proposals = TpeProposer(seed=1).propose(SPACE, 10, set(), history)
     assert len(proposals) == 10 and proposals[0].origin == "tuner-tpe"
     assert proposals[0].rationale == "TPE fitted to 40 screened configurations, best NDCG 0.3000"
-    good = [p for p in proposals if p.configuration.strategy == "als" and p.configuration.params["factors"] <= 32]
-    assert len(good) >= 6  # uniform draws land there about 1 time in 8
+    near_best = [
+        p for p in proposals if p.configuration.strategy == "als" and number(p.configuration.params["factors"]) <= 32
+    ]
+    assert len(near_best) >= 6  # uniform draws land there about 1 time in 8
 
 
 def test_tpe_ignores_history_outside_todays_space_and_stays_inside_it() -> None:
@@ -196,7 +205,7 @@ def test_tpe_ignores_history_outside_todays_space_and_stays_inside_it() -> None:
     history.append(Observation(Configuration("hybrid", {"mode": "a", "explore": True}), 0.4))
     proposals = TpeProposer(seed=2).propose(high_factors, 5, set(), history)
     assert proposals[0].rationale.startswith("TPE fitted to 0 screened configurations")
-    assert all(100 <= p.configuration.params["factors"] <= 200 for p in proposals)
+    assert all(100 <= number(p.configuration.params["factors"]) <= 200 for p in proposals)
     assert len({p.configuration.key() for p in proposals}) == 5
 
 
