@@ -127,7 +127,14 @@ def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
     """What ``tuner status --json`` prints: the arms and the latest audit entries, newest first."""
     # Each record's own fields, with its configuration as the JSON object the plans print.
     arms = [
-        {**vars(arm), "stats": vars(arm.stats), "configuration": arm.configuration.as_dict()} for arm in backend.arms()
+        {
+            **vars(arm),
+            "origin": arm.origin.value,
+            "state": arm.state.value,
+            "stats": vars(arm.stats),
+            "configuration": arm.configuration.as_dict(),
+        }
+        for arm in backend.arms()
     ]
     entries = [
         {**vars(entry), "configuration": json.loads(entry.configuration) if entry.configuration else None}
@@ -144,8 +151,8 @@ def print_status(backend: GrpcBackend, audit: AuditLog) -> None:
     for arm in backend.arms():
         arms.add_row(
             arm.arm_id,
-            arm.origin,
-            arm.state,
+            arm.origin.value,
+            arm.state.value,
             str(arm.stats.impressions),
             f"{arm.stats.ctr:.4f}",
             f"{arm.stats.probability_best:.3f}",

@@ -60,8 +60,8 @@ class GrpcBackend:
                 arm.arm_id,
                 shared.configuration(arm.configuration),
                 arm.configuration_hash,
-                shared.ORIGINS[arm.origin].value,
-                shared.STATES[arm.state].value,
+                shared.ORIGINS[arm.origin],
+                shared.STATES[arm.state],
                 by_arm.get(arm.arm_id, ArmStats()),
                 seconds(arm.created_at),
             )
@@ -96,15 +96,13 @@ class GrpcBackend:
         request = policy_pb2.PutArmRequest(
             arm_id=action.arm_id,
             configuration=shared.configuration_message(action.configuration),
-            origin=shared.ORIGIN_VALUES[ArmOrigin(action.origin)],
+            origin=shared.ORIGIN_VALUES[action.origin or ArmOrigin.MANUAL],
             exposure_cap=action.exposure_cap,
             initial_state=policy_pb2.ARM_STATE_ACTIVE,
             reason=action.reason,
         )
         _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=PUT_ARM_DEADLINE_SECONDS))
 
-    def set_state(self, arm_id: str, state: str, reason: str) -> None:
-        request = policy_pb2.SetArmStateRequest(
-            arm_id=arm_id, state=shared.STATE_VALUES[ArmState(state)], reason=reason
-        )
+    def set_state(self, arm_id: str, state: ArmState, reason: str) -> None:
+        request = policy_pb2.SetArmStateRequest(arm_id=arm_id, state=shared.STATE_VALUES[state], reason=reason)
         _call("PolicyService.SetArmState", lambda: self.policy.SetArmState(request))

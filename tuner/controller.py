@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import SearchSpace
 from services.common.config import option
@@ -24,9 +25,9 @@ from tuner.errors import TunerError
 from tuner.proposers import Observation, Proposal, Proposer
 from tuner.space import narrowed
 
-LIVE_STATES = ("candidate", "active")
-TUNER_ORIGINS = ("tuner-lm", "tuner-tpe", "tuner-random")
-TARGET_STATES = {"retire": "retired", "promote": "champion"}
+LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
+TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
+TARGET_STATES = {"retire": ArmState.RETIRED, "promote": ArmState.CHAMPION}
 SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
 
 
@@ -100,8 +101,8 @@ class ArmView:
     arm_id: str
     configuration: Configuration
     configuration_hash: str
-    origin: str
-    state: str  # candidate, active, paused, retired, champion
+    origin: ArmOrigin
+    state: ArmState
     stats: ArmStats = ArmStats()
     created_at: float = 0.0
 
@@ -120,7 +121,7 @@ class Action:
     kind: str  # register, retire, promote
     arm_id: str  # for register: the id the tuner asks for
     reason: str
-    origin: str = ""
+    origin: ArmOrigin | None = None  # for register
     configuration: Configuration | None = None
     exposure_cap: float = 0.0
 
@@ -146,7 +147,11 @@ class Plan:
         def action(a: Action) -> dict[str, Any]:
             out: dict[str, Any] = {"kind": a.kind, "arm_id": a.arm_id, "reason": a.reason}
             if a.configuration is not None:
-                out.update(origin=a.origin, configuration=a.configuration.as_dict(), exposure_cap=a.exposure_cap)
+                out.update(
+                    origin=a.origin.value if a.origin else "",
+                    configuration=a.configuration.as_dict(),
+                    exposure_cap=a.exposure_cap,
+                )
             return out
 
         return {
@@ -156,7 +161,7 @@ class Plan:
             "rejected": [
                 {
                     "configuration": r.proposal.configuration.as_dict(),
-                    "origin": r.proposal.origin,
+                    "origin": r.proposal.origin.value,
                     "configuration_hash": r.configuration_hash,
                     "reason": r.reason,
                 }
@@ -182,7 +187,7 @@ class Backend(Protocol):
 
     def register(self, action: Action) -> None: ...
 
-    def set_state(self, arm_id: str, state: str, reason: str) -> None: ...
+    def set_state(self, arm_id: str, state: ArmState, reason: str) -> None: ...
 
 
 def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
@@ -194,7 +199,7 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
     ripe = [
         a
         for a in arms
-        if a.origin in TUNER_ORIGINS and a.state == "active" and a.stats.impressions >= limits.min_impressions
+        if a.origin in TUNER_ORIGINS and a.state is ArmState.ACTIVE and a.stats.impressions >= limits.min_impressions
     ]
     actions = [
         Action(
@@ -286,7 +291,7 @@ class Controller:
         slots = free_slots(arms, plan.actions, self.limits)
         if slots == 0:
             return plan
-        champions = [a for a in arms if a.state == "champion"]
+        champions = [a for a in arms if a.state is ArmState.CHAMPION]
         if not champions:
             return plan  # nothing to compare with: PolicyService has no arms yet
         history = self.history()

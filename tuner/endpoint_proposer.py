@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from rectune.domain.arms import ArmOrigin
 from rectune.domain.space import SearchSpace, SpaceError
 from tuner.errors import TunerError
 from tuner.lm_proposer import SYSTEM, describe
@@ -31,7 +32,7 @@ class EndpointError(TunerError):
 
 
 class EndpointProposer:
-    origin = "tuner-lm"
+    origin = ArmOrigin.TUNER_LM
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ import random
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
 from tuner.language_model import Context, LanguageModel
@@ -35,7 +36,7 @@ Slots = list[tuple[str, list[ParamValue]]]  # each hyperparameter and the values
 
 
 class LanguageModelProposer:
-    origin = "tuner-lm"
+    origin = ArmOrigin.TUNER_LM
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import optuna
 
+from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace
 
@@ -30,7 +31,7 @@ DRAWS_PER_PROPOSAL = 20
 @dataclass(frozen=True)
 class Proposal:
     configuration: Configuration
-    origin: str  # the arm origin: "tuner-random", "tuner-tpe", "tuner-lm"
+    origin: ArmOrigin  # TUNER_RANDOM, TUNER_TPE or TUNER_LM
     rationale: str  # why this configuration, kept in the audit table
 
 
@@ -43,7 +44,7 @@ class Observation:
 
 
 class Proposer(Protocol):
-    origin: str
+    origin: ArmOrigin
 
     def propose(
         self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
@@ -68,7 +69,7 @@ def distinct_proposals(draw: Callable[[], Proposal | None], count: int, taken: C
 
 
 class RandomProposer:
-    origin = "tuner-random"
+    origin = ArmOrigin.TUNER_RANDOM
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
@@ -87,7 +88,7 @@ class TpeProposer:
     """Optuna TPE over the whole space: the strategy is a categorical parameter and each
     strategy's hyperparameters are conditional on it (named ``strategy.param``)."""
 
-    origin = "tuner-tpe"
+    origin = ArmOrigin.TUNER_TPE
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)

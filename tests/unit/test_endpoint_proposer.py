@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import SpaceError
 from tests.unit.test_tuner import SPACE
@@ -81,7 +82,7 @@ def test_answers_outside_the_space_and_repeats_are_refused(endpoint) -> None:
     proposer = EndpointProposer(stand_in.url, "big-model", api_key="k3y", seed=1, temperature=0.7)
     (proposal,) = proposer.propose(SPACE, 1, taken, [])
     assert proposal.configuration == Configuration("als", {"factors": 32, "regularization": 0.1})
-    assert (proposal.origin, proposal.rationale) == ("tuner-lm", "big-model: fewer factors overfit less")
+    assert (proposal.origin, proposal.rationale) == (ArmOrigin.TUNER_LM, "big-model: fewer factors overfit less")
     path, headers, body = stand_in.requests[0]
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer k3y"
     assert body["model"] == "big-model" and body["temperature"] == 0.7

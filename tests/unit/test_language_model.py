@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import Hyperparameter, ParamType
 from tests.unit.test_tuner import SPACE, number
@@ -57,7 +58,7 @@ def test_proposals_are_valid_new_configurations_with_a_rationale(language_model)
     proposals = LanguageModelProposer(language_model, seed=3).propose(space, 3, taken, history)
     assert len(proposals) == 3 and len({p.configuration.key() for p in proposals}) == 3
     for proposal in proposals:
-        assert proposal.origin == "tuner-lm" and proposal.configuration.key() not in taken
+        assert proposal.origin is ArmOrigin.TUNER_LM and proposal.configuration.key() not in taken
         assert proposal.rationale.startswith("SmolLM2-135M-Instruct: ") and len(proposal.rationale) > 30
         params = proposal.configuration.params
         if proposal.configuration.strategy == "als":

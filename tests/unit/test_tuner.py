@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, SpaceError, StrategySpace
 from services.common.config import SettingsError, load_settings
@@ -114,10 +115,16 @@ def test_the_random_proposer_skips_taken_configurations() -> None:
     taken = {Configuration("hybrid", {"mode": "a"}).key()}
     proposals = RandomProposer(seed=3).propose(tiny, 5, taken)
     assert [p.configuration.params for p in proposals] == [{"mode": "b"}]  # the space holds one more
-    assert proposals[0].origin == "tuner-random"
+    assert proposals[0].origin is ArmOrigin.TUNER_RANDOM
 
 
-def arm(arm_id: str, origin: str = "tuner-random", state: str = "active", impressions: int = 0, p_best: float = 0.0):
+def arm(
+    arm_id: str,
+    origin: ArmOrigin = ArmOrigin.TUNER_RANDOM,
+    state: ArmState = ArmState.ACTIVE,
+    impressions: int = 0,
+    p_best: float = 0.0,
+) -> ArmView:
     return ArmView(
         arm_id, Configuration("als", {}), f"hash-{arm_id}", origin, state, ArmStats(impressions, 0.1, p_best)
     )
@@ -125,8 +132,8 @@ def arm(arm_id: str, origin: str = "tuner-random", state: str = "active", impres
 
 def test_judging_retires_ripe_losers_of_the_tuner_only_and_promotes_when_allowed() -> None:
     arms = [
-        arm("champion", origin="control", state="champion", impressions=5000, p_best=0.0),
-        arm("manual-loser", origin="manual", impressions=5000, p_best=0.0),
+        arm("champion", origin=ArmOrigin.CONTROL, state=ArmState.CHAMPION, impressions=5000, p_best=0.0),
+        arm("manual-loser", origin=ArmOrigin.MANUAL, impressions=5000, p_best=0.0),
         arm("young-loser", impressions=10, p_best=0.0),
         arm("loser", impressions=5000, p_best=0.01),
         arm("winner", impressions=5000, p_best=0.97),
@@ -138,14 +145,21 @@ def test_judging_retires_ripe_losers_of_the_tuner_only_and_promotes_when_allowed
 
 def test_free_slots_count_live_tuner_arms_minus_those_leaving() -> None:
     limits = TunerLimits(max_live_arms=3, max_new_arms_per_cycle=5)
-    arms = [arm("a"), arm("b", state="candidate"), arm("c", state="paused"), arm("m", origin="manual")]
+    arms = [
+        arm("a"),
+        arm("b", state=ArmState.CANDIDATE),
+        arm("c", state=ArmState.PAUSED),
+        arm("m", origin=ArmOrigin.MANUAL),
+    ]
     assert free_slots(arms, [], limits) == 1
     assert free_slots(arms, judge([arm("a", impressions=5000)], TunerLimits()), limits) == 2
     assert free_slots(arms, [], TunerLimits(max_live_arms=9, max_new_arms_per_cycle=2)) == 2
 
 
 def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> None:
-    proposals = [Proposal(Configuration("als", {"factors": n}), "tuner-random", f"draw {n}") for n in (8, 9, 10, 11)]
+    proposals = [
+        Proposal(Configuration("als", {"factors": n}), ArmOrigin.TUNER_RANDOM, f"draw {n}") for n in (8, 9, 10, 11)
+    ]
     screens = [
         Screen("h-existing", 0.30, 0.1),
         Screen("h1", 0.10, 0.1),
@@ -191,7 +205,7 @@ def test_tpe_moves_towards_configurations_that_scored_well() -> None:
         good = configuration.strategy == "als" and number(configuration.params["factors"]) <= 32
         history.append(Observation(configuration, 0.3 if good else 0.05))
     proposals = TpeProposer(seed=1).propose(SPACE, 10, set(), history)
-    assert len(proposals) == 10 and proposals[0].origin == "tuner-tpe"
+    assert len(proposals) == 10 and proposals[0].origin is ArmOrigin.TUNER_TPE
     assert proposals[0].rationale == "TPE fitted to 40 screened configurations, best NDCG 0.3000"
     near_best = [
         p for p in proposals if p.configuration.strategy == "als" and number(p.configuration.params["factors"]) <= 32
@@ -227,10 +241,10 @@ def screened_plan(cycle_id: str, registered: Configuration, rejected: Configurat
     """A plan that registers one screened configuration, rejects another and retires an arm."""
     plan = Plan(cycle_id, 0.0)
     plan.actions = [
-        Action("register", f"{cycle_id}-arm", "screened", "tuner-random", registered, 0.2),
+        Action("register", f"{cycle_id}-arm", "screened", ArmOrigin.TUNER_RANDOM, registered, 0.2),
         Action("retire", "old-arm", "P(best) too low"),
     ]
-    plan.rejected = [Rejected(Proposal(rejected, "tuner-random", "a guess"), f"{cycle_id}-h2", "below the bar")]
+    plan.rejected = [Rejected(Proposal(rejected, ArmOrigin.TUNER_RANDOM, "a guess"), f"{cycle_id}-h2", "below the bar")]
     plan.screens = {
         registered.key(): Screen(f"{cycle_id}-h1", 0.15, 0.2),
         rejected.key(): Screen(f"{cycle_id}-h2", 0.05, 0.1),
