@@ -72,6 +72,7 @@ class Duplicate(Exception):
     caller decides what a duplicate means (a retry to answer alike, or ALREADY_EXISTS)."""
 
 
-def short(value: str, limit: int = 32) -> str:
-    """A value as an error message may quote it: at most ``limit`` characters, then an ellipsis."""
-    return value if len(value) <= limit else value[:limit] + "..."
+def quoted(value: str, limit: int = 32) -> str:
+    """A value as an error message may quote it: the repr of at most ``limit`` characters (a
+    message that echoes a large value could overflow the caller's metadata limit)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")

@@ -11,12 +11,20 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from time import time as wall_clock
 from typing import NamedTuple
 
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, quoted
 
 MAX_ID_LENGTH = 128
 MAX_ITEMS_PER_DECISION = 1000
+# How far ahead of the receiving service's clock a time may lie (clocks of apps and services
+# drift by seconds, not minutes). Every service refuses later times by this one rule; a
+# service may be configured to allow more, never less.
+MAX_FUTURE_SECONDS = 300.0
+# A decision's context (key -> value pairs an app attaches, logged for off-policy evaluation).
+MAX_CONTEXT_ENTRIES = 64
+MAX_CONTEXT_TEXT = 1024
 
 
 class EventKind(enum.Enum):
@@ -133,11 +141,26 @@ class TimeRules:
     oldest_accepted: float | None = None
 
 
+def edge_rules(now: float | None = None) -> TimeRules:
+    """The time rules at a service that first accepts a value: not after now + MAX_FUTURE_SECONDS."""
+    return TimeRules(wall_clock() if now is None else now, MAX_FUTURE_SECONDS)
+
+
 def check_id(where: str, value: str, required: bool = True) -> None:
     if required and not value:
         raise InvalidArgument(where, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgument(where, f"at most {MAX_ID_LENGTH} characters, got {len(value)}")
+
+
+def check_context(context: Mapping[str, str], where: str = "context") -> None:
+    """At most MAX_CONTEXT_ENTRIES entries, each key an id and each value at most MAX_CONTEXT_TEXT characters."""
+    if len(context) > MAX_CONTEXT_ENTRIES:
+        raise InvalidArgument(where, f"at most {MAX_CONTEXT_ENTRIES} entries, got {len(context)}")
+    for key, value in context.items():
+        check_id(f"{where} key", key)
+        if len(value) > MAX_CONTEXT_TEXT:
+            raise InvalidArgument(f"{where}[{quoted(key)}]", f"at most {MAX_CONTEXT_TEXT} characters, got {len(value)}")
 
 
 def check_finite(where: str, value: float) -> None:
@@ -150,12 +173,26 @@ def check_time(where: str, time: float | None, rules: TimeRules) -> None:
         return
     if not math.isfinite(time):
         raise InvalidArgument(where, f"must be a finite time, got {time}")
+    if time < 0:
+        raise InvalidArgument(where, f"must not be before 1970 (unix seconds), got {time:.0f}")
     if time > rules.now + rules.max_future_seconds:
         raise InvalidArgument(
             where, f"is {time - rules.now:.0f} s in the future; at most {rules.max_future_seconds:.0f} s is allowed"
         )
     if rules.oldest_accepted is not None and time < rules.oldest_accepted:
         raise InvalidArgument(where, "is older than the retention horizon (already compacted into hourly aggregates)")
+
+
+def check_interaction(where: str, interaction: Interaction, rules: TimeRules, user_required: bool = True) -> None:
+    """An interaction's ids, value and time (0 means not given)."""
+    check_id(f"{where}.user_id", interaction.user_id, required=user_required)
+    check_id(f"{where}.item_id", interaction.item_id)
+    check_finite(f"{where}.value", interaction.value)
+    check_time(f"{where}.time", interaction.time, rules)
+    if interaction.time < 0:
+        raise InvalidArgument(
+            f"{where}.time", f"must not be before 1970 (unix seconds >= 0), got {interaction.time:.0f}"
+        )
 
 
 def check_event(prefix: str, event: FeedbackEvent, rules: TimeRules) -> None:
@@ -190,6 +227,7 @@ def check_decision(prefix: str, decision: Decision, rules: TimeRules) -> None:
     check_id(f"{prefix}.arm_id", decision.arm_id)
     check_id(f"{prefix}.request_id", decision.request_id, required=False)
     check_id(f"{prefix}.user_id", decision.user_id, required=False)
+    check_context(decision.context, f"{prefix}.context")
     if not (0.0 < decision.propensity <= 1.0):
         raise InvalidArgument(f"{prefix}.propensity", f"must be in (0, 1], got {decision.propensity}")
     if decision.propensity_samples < 0:

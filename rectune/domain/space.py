@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rectune.domain.configuration import Configuration, ParamValue
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, quoted
 
 
 class ParamType(enum.Enum):
@@ -113,8 +113,7 @@ def _type_name(value: object) -> str:
 
 
 def _quoted(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return quoted(value) if isinstance(value, str) else quoted(repr(value))[1:-1]
 
 
 def _fmt(number: float) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration, ParamValue
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, quoted
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction, ScoredItem, listed
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, scoring_pb2
@@ -74,7 +74,9 @@ def param_message(value: ParamValue) -> common_pb2.ParamValue:
 def configuration(message: common_pb2.Configuration, present: bool = True) -> Configuration:
     if not present or not message.strategy:
         raise InvalidArgument("configuration.strategy", "must not be empty")
-    params = {name: param_value(value, f"configuration.params[{name!r}]") for name, value in message.params.items()}
+    params = {
+        name: param_value(value, f"configuration.params[{quoted(name)}]") for name, value in message.params.items()
+    }
     return Configuration(message.strategy, params)
 
 

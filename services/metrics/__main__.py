@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from rectune.domain.events import MAX_FUTURE_SECONDS
 from rectune.v1 import metrics_pb2_grpc
 from services.common.background import run_periodically
 from services.common.config import SettingsError, option
@@ -42,7 +43,9 @@ class MetricsSettings(ServerSettings):
         env="RECTUNE_POSTERIOR_SAMPLES", default=10000, help="Monte-Carlo samples for probability best"
     )
     max_future_seconds: float = option(
-        env="RECTUNE_MAX_FUTURE_SECONDS", default=300.0, help="events further in the future are refused"
+        env="RECTUNE_MAX_FUTURE_SECONDS",
+        default=MAX_FUTURE_SECONDS,
+        help=f"events further in the future are refused; at least {MAX_FUTURE_SECONDS:g} (what the policy accepts)",
     )
     retention_hours: float = option(
         env="RECTUNE_RETENTION_HOURS",
@@ -58,9 +61,14 @@ class MetricsSettings(ServerSettings):
         check_database_url(self.database_url)
         if self.posterior_samples < 1:
             raise SettingsError(f"--posterior-samples: must be >= 1, got {self.posterior_samples}")
-        if self.retention_hours < 0 or self.compaction_interval_seconds <= 0 or self.max_future_seconds < 0:
+        if self.retention_hours < 0 or self.compaction_interval_seconds <= 0:
+            raise SettingsError("--retention-hours: must be >= 0; --compaction-interval-seconds: must be > 0")
+        if self.max_future_seconds < MAX_FUTURE_SECONDS:
+            # PolicyService acknowledges times up to MAX_FUTURE_SECONDS ahead: refusing them
+            # here would drop what was acknowledged.
             raise SettingsError(
-                "--retention-hours, --max-future-seconds: must be >= 0; --compaction-interval-seconds > 0"
+                f"--max-future-seconds: must be >= {MAX_FUTURE_SECONDS:g} (what PolicyService accepts), "
+                f"got {self.max_future_seconds:g}"
             )
 
     def config(self) -> MetricsConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rectune.domain.arms import ArmOrigin, ArmState
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, quoted
 from rectune.domain.events import Decision, EventKind
 from rectune.v1 import common_pb2, policy_pb2
 from services.common import convert as shared
@@ -112,7 +112,7 @@ def settings_changes(request: policy_pb2.UpdatePolicySettingsRequest) -> dict[st
     for index, path in enumerate(request.update_mask.paths):
         if path not in SETTING_PATHS:
             raise InvalidArgument(
-                f"update_mask.paths[{index}]", f"unknown field {path!r}; known: {', '.join(SETTING_PATHS)}"
+                f"update_mask.paths[{index}]", f"unknown field {quoted(path)}; known: {', '.join(SETTING_PATHS)}"
             )
         name, read = SETTING_PATHS[path]
         value = read(request.settings)

@@ -138,6 +138,7 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(tmp_path) -> 
         connection.execute(text("DROP INDEX ix_policy_decisions_forwarded"))
         connection.execute(text("ALTER TABLE policy_decisions DROP COLUMN forwarded"))
         connection.execute(text("DROP TABLE policy_alembic_version"))
+        connection.execute(text("DROP TABLE policy_dead_letters"))
     upgraded = PolicyCore(PolicyStore(make_engine(f"sqlite:///{path}")), StandInRanker())
     assert [arm.arm_id for arm in upgraded.list_arms()] == ["popularity", "item_knn"]  # nothing lost
     # Its decisions went to the old outbox table when they were made: not sent a second time.

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rectune.domain.errors import InvalidArgument
-from rectune.domain.events import Decision, FeedbackEvent, TimeRules, check_decisions, check_events
+from rectune.domain.events import MAX_FUTURE_SECONDS, Decision, FeedbackEvent, TimeRules, check_decisions, check_events
 from services.metrics.core.records import Bucket, LoggedDecision, Window, WriteResult
 from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
 from services.metrics.core.store import MetricsStore
@@ -27,7 +27,7 @@ class MetricsConfig:
     posterior_samples: int = 10_000
     max_posterior_samples: int = 1_000_000
     seed: int = 0
-    max_future_seconds: float = 300.0
+    max_future_seconds: float = MAX_FUTURE_SECONDS
     max_events_per_batch: int = 10_000
     # Raw events older than this are compacted into hourly aggregates; 0 keeps them forever.
     retention_hours: float = 168.0

@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
-from rectune.domain.errors import AlreadyExists, Duplicate, FailedPrecondition, InvalidArgument, NotFound
+from rectune.domain.errors import AlreadyExists, Duplicate, FailedPrecondition, InvalidArgument, NotFound, quoted
 from services.policy.core.model import Arm
 from services.policy.core.store import PolicyStore
 
@@ -92,7 +92,7 @@ class ArmRegistry:
         with self.store.unit_of_work() as work:
             arm = work.arm(arm_id)
             if arm is None:
-                raise NotFound("arm_id", f"no arm {arm_id!r}")
+                raise NotFound("arm_id", f"no arm {quoted(arm_id)}")
             if arm.state is ArmState.RETIRED and state is not ArmState.RETIRED:
                 raise FailedPrecondition(f"arm_id: arm {arm_id!r} is retired, which is final")
             if arm.state is ArmState.CHAMPION and state is not ArmState.CHAMPION:

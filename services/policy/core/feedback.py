@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rectune.domain.errors import FailedPrecondition, NotFound
+from rectune.domain.errors import FailedPrecondition, NotFound, quoted
 from rectune.domain.events import Decision, EventKind, FeedbackEvent
 from services.policy.core.model import ArmCounts, BanditSettings
 
@@ -47,13 +47,15 @@ def plan(
         decision = decisions.get(event.decision_id)
         if decision is None:
             result.outcomes.append(
-                NotFound("decision_id", f"no decision {event.decision_id!r} (unknown, or older than the reward window)")
+                NotFound(
+                    "decision_id", f"no decision {quoted(event.decision_id)} (unknown, or older than the reward window)"
+                )
             )
             continue
         if now - (decision.time or now) > settings.reward_window_seconds:
             result.outcomes.append(
                 FailedPrecondition(
-                    f"decision_id: decision {event.decision_id!r} is older than the reward window "
+                    f"decision_id: decision {quoted(event.decision_id)} is older than the reward window "
                     f"({settings.reward_window_seconds:.0f} s)"
                 )
             )

@@ -13,7 +13,8 @@ import structlog
 
 from rectune.domain.errors import Relayed
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction, listed
-from services.policy.core.store import PolicyStore
+from services.policy.core.feedback import event_payload
+from services.policy.core.store import DeadLetter, PolicyStore
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +61,13 @@ class OutboxForwarder:
                 batch = [(row_id, payload) for row_id, row_kind, payload in pending if row_kind == kind]
                 if not batch:
                     continue
-                if not _deliver(send, batch, kind):
+                refused = _deliver(send, batch, kind)
+                if refused is None:
                     self.store.failed_attempt([row_id for row_id, _ in batch])
                     return sent
-                self.store.delivered([row_id for row_id, _ in batch])
-                sent += len(batch)
+                dead = [DeadLetter(kind, payload, reason) for _, payload, reason in refused]
+                self.store.settle([row_id for row_id, _ in batch], dead)
+                sent += len(batch) - len(dead)
 
     def _forward_decisions(self, sink: MetricsSink) -> tuple[int, bool]:
         """Decisions not yet forwarded, oldest first, then their impressions. Returns how many
@@ -75,35 +78,66 @@ class OutboxForwarder:
             if not pending:
                 return sent, True
             ids = [decision.decision_id for decision in pending]
-            impressions = [decision.impression() for decision in pending]
-            if not (
-                _deliver(sink.record_decisions, list(zip(ids, pending, strict=True)), "decision")
-                and _deliver(sink.record_events, list(zip(ids, impressions, strict=True)), "impression")
-            ):
+            refused_decisions = _deliver(sink.record_decisions, list(zip(ids, pending, strict=True)), "decision")
+            if refused_decisions is None:
                 return sent, False
-            self.store.mark_forwarded([decision.decision_id for decision in pending])
-            sent += len(pending)
+            impressions = [decision.impression() for decision in pending]
+            refused_impressions = _deliver(sink.record_events, list(zip(ids, impressions, strict=True)), "impression")
+            if refused_impressions is None:
+                return sent, False  # sent again next round: MetricsService counts a decision once
+            dead = [DeadLetter("decision", decision_payload(d), reason) for _, d, reason in refused_decisions]
+            dead += [DeadLetter("event", event_payload(e), reason) for _, e, reason in refused_impressions]
+            self.store.mark_forwarded(ids, dead)
+            sent += len(pending) - len(refused_decisions)
 
 
-def _deliver(send: Callable[[list[Row]], None], batch: Sequence[tuple[object, Row]], kind: str) -> bool:
-    """Send a batch of (row id, row); False when the peer is down (the rows stay queued). Rows
-    the peer refuses are sent one by one and the refused ones are logged and dropped."""
+def _deliver(
+    send: Callable[[list[Row]], None], batch: Sequence[tuple[object, Row]], kind: str
+) -> list[tuple[object, Row, str]] | None:
+    """Send a batch of (row id, row). Returns the rows the peer refused as invalid, each with
+    its reason (found by sending one by one), or None when the peer is down (the rows stay
+    queued). A refused row never holds up the others."""
     try:
         send([row for _, row in batch])
     except Relayed:
-        _send_one_by_one(send, batch)
+        return _refused_one_by_one(send, batch, kind)
     except Exception as exc:  # the peer is down: keep the rows, retry next round
         log.warning("outbox_send_failed", kind=kind, rows=len(batch), error=str(exc))
-        return False
-    return True
+        return None
+    return []
 
 
-def _send_one_by_one(send: Callable[[list[Row]], None], batch: Sequence[tuple[object, Row]]) -> None:
+def _refused_one_by_one(
+    send: Callable[[list[Row]], None], batch: Sequence[tuple[object, Row]], kind: str
+) -> list[tuple[object, Row, str]] | None:
+    refused = []
     for row_id, row in batch:
         try:
             send([row])
         except Relayed as exc:
-            log.error("outbox_row_refused", row=row_id, error=exc.message)
+            log.error("outbox_row_refused", kind=kind, row=str(row_id), reason=exc.message)
+            refused.append((row_id, row, exc.message))
+        except Exception as exc:  # the peer went down meanwhile: what was sent stays sent (ids dedupe)
+            log.warning("outbox_send_failed", kind=kind, rows=len(batch), error=str(exc))
+            return None
+    return refused
+
+
+def decision_payload(decision: Decision) -> dict[str, Any]:
+    """A decision as an outbox or dead-letter row keeps it (``_stored_decision`` reads it back)."""
+    return {
+        "decision_id": decision.decision_id,
+        "request_id": decision.request_id,
+        "user_id": decision.user_id,
+        "arm_id": decision.arm_id,
+        "propensity": decision.propensity,
+        "propensity_samples": decision.propensity_samples,
+        "item_ids": list(decision.item_ids),
+        "degraded": decision.degraded,
+        "algorithm": decision.algorithm,
+        "context": dict(decision.context),
+        "time": decision.time,
+    }
 
 
 def _stored_event(payload: dict[str, Any]) -> FeedbackEvent:
@@ -123,7 +157,8 @@ def _stored_event(payload: dict[str, Any]) -> FeedbackEvent:
 
 
 def _stored_decision(payload: dict[str, Any]) -> Decision:
-    """A decision row of an outbox written before decisions were their own outbox."""
+    """A decision row of the outbox: a replayed dead letter, or a row written before decisions
+    were their own outbox."""
     return Decision(
         decision_id=payload["decision_id"],
         request_id=payload["request_id"],

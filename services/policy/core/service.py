@@ -16,7 +16,18 @@ import structlog
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import InvalidArgument
-from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction, check_finite
+from rectune.domain.events import (
+    Decision,
+    EventKind,
+    FeedbackEvent,
+    Interaction,
+    check_context,
+    check_finite,
+    check_id,
+    check_interaction,
+    check_time,
+    edge_rules,
+)
 from services.policy.core.arms import ArmRegistry
 from services.policy.core.choosing import ArmChooser, Ranker
 from services.policy.core.feedback import FeedbackResult
@@ -84,6 +95,7 @@ class PolicyCore:
         state: ArmState,
         reason: str,
     ) -> Arm:
+        check_id("arm_id", arm_id, required=False)  # empty: the policy names the arm
         cap = exposure_cap or self.store.settings().default_exposure_cap
         return self.arms.put(arm_id, configuration, origin, cap, state, reason)
 
@@ -97,10 +109,18 @@ class PolicyCore:
     ) -> Decision:
         if not request_id:
             raise InvalidArgument("request_id", "must not be empty (it makes retries return the same decision)")
+        # The shared rules, here at the first service that takes these values: what the
+        # policy acknowledges, MetricsService and ScoringService never refuse.
+        check_id("request_id", request_id)
+        check_id("user_id", user_id, required=False)
+        check_context(context)
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
         if not user_id and not history:
             raise InvalidArgument("user_id", "must be set, or history given for a cold user")
+        rules = edge_rules()
+        for index, interaction in enumerate(history):
+            check_interaction(f"history[{index}]", interaction, rules, user_required=False)
         # A repeated request id is found when its decision is written (the id is unique there),
         # which spares every first request a read.
         decision = self.chooser.decide(
@@ -120,12 +140,16 @@ class PolicyCore:
     ) -> FeedbackResult:
         if not event_id:
             raise InvalidArgument("event_id", "must not be empty (it makes feedback idempotent)")
+        check_id("event_id", event_id)
+        check_id("decision_id", decision_id)
+        check_id("item_id", item_id, required=False)
         if kind is None:
             raise InvalidArgument("kind", f"must be one of {', '.join(EventKind.names())}")
-        if kind is EventKind.CUSTOM and not custom_name:
-            raise InvalidArgument("custom_name", "must not be empty for a custom event")
+        check_id("custom_name", custom_name, required=kind is EventKind.CUSTOM)
         check_finite("value", value)
-        happened = when if when is not None else time.time()
+        rules = edge_rules()
+        check_time("time", when, rules)
+        happened = when if when is not None else rules.now
         event = FeedbackEvent(event_id, decision_id, "", "", item_id, kind, custom_name, value, happened)
         return self.log.record_feedback(event)
 

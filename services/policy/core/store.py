@@ -15,9 +15,10 @@ import json
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rectune.domain.arms import decay
@@ -34,6 +35,7 @@ from services.policy.core.tables import (
     arm_row,
     arms,
     counters,
+    dead_letters,
     decision_of,
     decision_row,
     decisions,
@@ -41,6 +43,29 @@ from services.policy.core.tables import (
     outbox,
     settings_table,
 )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An outbox row a receiver refused: its kind, its JSON payload, and the receiver's reason."""
+
+    kind: str
+    payload: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class StoredDeadLetter:
+    id: int
+    letter: DeadLetter
+    created_at: float
+
+
+def _bury(connection: Connection, dead: Sequence[DeadLetter]) -> None:
+    if dead:
+        now = time.time()
+        rows = [{"kind": d.kind, "payload": json.dumps(d.payload), "reason": d.reason, "created_at": now} for d in dead]
+        connection.execute(insert(dead_letters), rows)
 
 
 class StoreWork:
@@ -182,11 +207,13 @@ class PolicyStore:
         with self.unit_of_work() as work:
             work.connection.execute(insert(arms).values(**arm_row(arm)))
 
-    def mark_forwarded(self, decision_ids: Sequence[str]) -> None:
+    def mark_forwarded(self, decision_ids: Sequence[str], dead: Sequence[DeadLetter] = ()) -> None:
+        """The decisions reached MetricsService, except those refused, kept as dead letters."""
         with self.engine.begin() as connection:
             connection.execute(
                 update(decisions).where(decisions.c.decision_id.in_(list(decision_ids))).values(forwarded=True)
             )
+            _bury(connection, dead)
 
     def forget_before(self, cutoff: float) -> None:
         """Decisions and feedback ids older than the reward window are no longer needed."""
@@ -199,18 +226,60 @@ class PolicyStore:
 
     # -- outbox ----------------------------------------------------------------------------------
 
+    def settle(self, delivered: Sequence[int], dead: Sequence[DeadLetter]) -> None:
+        """In one transaction: outbox rows that were delivered (or refused) leave the outbox, and
+        the refused ones are kept as dead letters."""
+        with self.engine.begin() as connection:
+            if delivered:
+                connection.execute(delete(outbox).where(outbox.c.id.in_(list(delivered))))
+            _bury(connection, dead)
+
     def pending(self, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
         with self.engine.connect() as connection:
             rows = connection.execute(select(outbox).order_by(outbox.c.id).limit(limit))
             return [(row.id, row.kind, json.loads(row.payload)) for row in rows]
 
-    def delivered(self, ids: Sequence[int]) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(delete(outbox).where(outbox.c.id.in_(list(ids))))
-
     def failed_attempt(self, ids: Sequence[int]) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(attempts=outbox.c.attempts + 1))
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def dead_letter_count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(dead_letters)).scalar() or 0)
+
+    def backlog(self) -> int:
+        """What waits to be forwarded: outbox rows and decisions not yet forwarded."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(func.count()).select_from(outbox)).scalar() or 0
+            waiting = decisions.c.forwarded.is_(False)
+            unforwarded = connection.execute(select(func.count()).select_from(decisions).where(waiting)).scalar()
+        return int(rows) + int(unforwarded or 0)
+
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
+        """The oldest dead letters first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(dead_letters).order_by(dead_letters.c.id).limit(limit))
+            return [
+                StoredDeadLetter(row.id, DeadLetter(row.kind, json.loads(row.payload), row.reason), row.created_at)
+                for row in rows
+            ]
+
+    def replay_dead_letters(self, ids: Sequence[int] = ()) -> int:
+        """Move dead letters (all, or those named) back to the outbox, to be sent again (after
+        whatever refused them was fixed). Returns how many."""
+        with self.unit_of_work() as work:
+            chosen = select(dead_letters).order_by(dead_letters.c.id)
+            if ids:
+                chosen = chosen.where(dead_letters.c.id.in_(list(ids)))
+            rows = work.connection.execute(chosen).all()
+            if rows:
+                work.connection.execute(
+                    insert(outbox), [{"kind": row.kind, "payload": row.payload, "attempts": 0} for row in rows]
+                )
+                work.connection.execute(delete(dead_letters).where(dead_letters.c.id.in_([row.id for row in rows])))
+        return len(rows)
 
     # -- settings ------------------------------------------------------------------------------
 

@@ -68,6 +68,16 @@ outbox = Table(
     Column("payload", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
 )
+# Outbox rows a receiver refused as invalid, with its reason: counted, inspectable, replayable.
+dead_letters = Table(
+    "policy_dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # "decision", "event" or "interaction"
+    Column("payload", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
 counters = Table(
     "policy_counters",
     metadata,

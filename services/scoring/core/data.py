@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from rectune.domain.errors import InvalidArgument, NotFound
-from rectune.domain.events import Interaction, Item
+from rectune.domain.errors import NotFound, quoted
+from rectune.domain.events import Interaction, Item, check_interaction, edge_rules
 
 
 @dataclass(frozen=True)
@@ -116,22 +116,20 @@ class ScoringData:
     def item_position(self, item_id: str, where: str) -> int:
         index = self.item_index.get(item_id)
         if index is None:
-            raise NotFound(where, f"no item {item_id!r} in the catalogue")
+            raise NotFound(where, f"no item {quoted(item_id)} in the catalogue")
         return index
 
     def check_interactions(
         self, interactions: Sequence[Interaction], field_name: str = "interactions", user_required: bool = True
     ) -> None:
-        """All or nothing: every interaction is checked before any is added."""
+        """All or nothing: every interaction is checked before any is added, by the shared rules
+        (ids, a finite value, a time between 1970 and a few minutes from now) and against the
+        catalogue."""
+        rules = edge_rules()
         for index, interaction in enumerate(interactions):
             where = f"{field_name}[{index}]"
-            if user_required and not interaction.user_id:
-                raise InvalidArgument(f"{where}.user_id", "must not be empty")
+            check_interaction(where, interaction, rules, user_required)
             self.item_position(interaction.item_id, f"{where}.item_id")
-            if not np.isfinite(interaction.value):
-                raise InvalidArgument(f"{where}.value", f"must be a finite number, got {interaction.value}")
-            if not np.isfinite(interaction.time):
-                raise InvalidArgument(f"{where}.time", "must be a finite time")
 
     def add_interactions(self, interactions: Sequence[Interaction]) -> int:
         with self._lock:

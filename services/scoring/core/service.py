@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rectune.domain.configuration import Configuration, ParamValue
-from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, quoted
 from rectune.domain.events import Interaction, Item, ScoredItem
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import History, ScoringData
@@ -232,7 +232,9 @@ class ScoringCore:
         positions = [self.data.item_position(item_id, f"item_ids[{i}]") for i, item_id in enumerate(item_ids)]
         for index, position in enumerate(positions):
             if position >= fitted.model.n_items:
-                raise FailedPrecondition(f"item_ids[{index}]: {item_ids[index]!r} was added after the last fit; refit")
+                raise FailedPrecondition(
+                    f"item_ids[{index}]: {quoted(item_ids[index])} was added after the last fit; refit"
+                )
         scores = fitted.model.scores(self._context(fitted, user_id, history))[positions]
         probabilities = fitted.calibration.probability(scores)
         return [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, quoted
 from services.scoring.core.strategies.als import Als
 from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.content import Content
@@ -24,5 +24,5 @@ def default_registry(vectors: ItemVectors | None = None) -> dict[str, Strategy]:
 def find(registry: dict[str, Strategy], name: str, where: str = "configuration.strategy") -> Strategy:
     strategy = registry.get(name)
     if strategy is None:
-        raise InvalidArgument(where, f"unknown strategy {name!r}; known: {', '.join(sorted(registry))}")
+        raise InvalidArgument(where, f"unknown strategy {quoted(name)}; known: {', '.join(sorted(registry))}")
     return strategy
