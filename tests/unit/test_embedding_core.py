@@ -165,10 +165,21 @@ def entry(value: float, time: float | None, text: str = "t") -> HistoryEntry:
 
 def test_weights_combine_rating_and_recency_half_life() -> None:
     history = [entry(4.0, 1000.0), entry(2.0, 900.0), entry(0.0, 1000.0)]
+    # Only the ratios matter (the mean is normalised): the largest weight is scaled to 1.
     weights = history_weights(history, half_life_seconds=100.0, as_of=None)
-    assert weights == pytest.approx([4.0, 2.0 * 0.5, 1.0])
-    assert history_weights(history, 0.0, None) == [4.0, 2.0, 1.0]
+    assert weights == pytest.approx([1.0, 2.0 * 0.5 / 4.0, 1.0 / 4.0])
+    assert history_weights(history, 0.0, None) == [1.0, 0.5, 0.25]
     assert history_weights(history, 100.0, as_of=1200.0) == pytest.approx([1.0, 0.25, 0.25])
+
+
+def test_weights_never_all_underflow_so_the_vector_is_never_nan() -> None:
+    """Issue #20, item 6: values 1 and 1e-300, a one-day half-life and as_of in year 9999
+    gave weights that all underflowed to 0, and a NaN vector."""
+    history = [entry(1.0, 1.0e9), entry(1e-300, 1.0e9 + 60)]
+    weights = history_weights(history, half_life_seconds=86400.0, as_of=253402300799.0)
+    assert max(weights) == 1.0 and all(np.isfinite(weights))
+    mean = weighted_mean(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), weights)
+    assert np.all(np.isfinite(mean)) and float(np.linalg.norm(mean)) == pytest.approx(1.0)
 
 
 def test_weighted_mean_is_normalised() -> None:

@@ -179,7 +179,7 @@ class EmbeddingCore:
         half_life_seconds: float,
         as_of: float | None,
     ) -> UserVector:
-        check_history(history, half_life_seconds, self.limits.max_texts_per_request)
+        check_history(history, half_life_seconds, self.limits.max_texts_per_request, as_of)
         for index, entry in enumerate(history):
             if len(entry.text.encode("utf-8")) > self.limits.max_text_bytes:
                 raise InvalidArgument(f"history[{index}].text", f"at most {self.limits.max_text_bytes} bytes")

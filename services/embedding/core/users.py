@@ -36,31 +36,48 @@ class HistoryEntry:
     time: float | None
 
 
-def check_history(history: Sequence[HistoryEntry], half_life_seconds: float, max_entries: int) -> None:
+def check_history(
+    history: Sequence[HistoryEntry], half_life_seconds: float, max_entries: int, as_of: float | None = None
+) -> None:
     if not history:
         raise InvalidArgument("history", "must not be empty")
     if len(history) > max_entries:
         raise InvalidArgument("history", f"at most {max_entries} entries, got {len(history)}")
     if not math.isfinite(half_life_seconds) or half_life_seconds < 0:
         raise InvalidArgument("half_life_seconds", f"must be a finite number >= 0, got {half_life_seconds}")
+    if as_of is not None and not math.isfinite(as_of):
+        raise InvalidArgument("as_of", f"must be a finite time, got {as_of}")
     for index, entry in enumerate(history):
         if not math.isfinite(entry.value) or entry.value < 0:
             raise InvalidArgument(f"history[{index}].value", f"must be a finite number >= 0, got {entry.value}")
+        if entry.time is not None and not math.isfinite(entry.time):
+            raise InvalidArgument(f"history[{index}].time", f"must be a finite time, got {entry.time}")
         if half_life_seconds > 0 and entry.time is None:
             raise InvalidArgument(f"history[{index}].time", "is required when half_life_seconds > 0")
 
 
 def history_weights(history: Sequence[HistoryEntry], half_life_seconds: float, as_of: float | None) -> list[float]:
-    """value (0 -> 1) times 0.5 ** (age / half_life); future entries count as age 0."""
-    weights = [entry.value if entry.value > 0 else 1.0 for entry in history]
+    """value (0 -> 1) times 0.5 ** (age / half_life); future entries count as age 0.
+
+    Only the weights' ratios matter (the mean is L2-normalised), so they are computed in log
+    space and scaled so that the largest is 1: old histories, a far ``as_of`` or tiny values
+    cannot underflow every weight to 0 (which gave a NaN vector)."""
+    values = [entry.value if entry.value > 0 else 1.0 for entry in history]
     if half_life_seconds <= 0:
-        return weights
+        return _scaled([math.log2(value) for value in values])
     times = [entry.time for entry in history if entry.time is not None]
     reference = as_of if as_of is not None else max(times)
-    return [
-        weight * 0.5 ** (max(reference - (entry.time or reference), 0.0) / half_life_seconds)
-        for weight, entry in zip(weights, history, strict=True)
-    ]
+    return _scaled(
+        [
+            math.log2(value) - max(reference - (entry.time or reference), 0.0) / half_life_seconds
+            for value, entry in zip(values, history, strict=True)
+        ]
+    )
+
+
+def _scaled(log2_weights: Sequence[float]) -> list[float]:
+    top = max(log2_weights)
+    return [2.0 ** (weight - top) for weight in log2_weights]
 
 
 def weighted_mean(vectors: Vectors, weights: Sequence[float]) -> Vectors:
