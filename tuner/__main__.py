@@ -49,9 +49,9 @@ TUNER_HEALTH_NAME = "rectune.tuner"
 
 def make_proposer(settings: TunerSettings) -> Proposer:
     seed = settings.seed or None
-    if settings.proposer != "lm":
+    if settings.proposer not in ("lm", "pool"):
         return PROPOSERS[settings.proposer](seed)
-    if settings.lm_endpoint:
+    if settings.lm_endpoint and settings.proposer == "lm":
         from tuner.endpoint_proposer import EndpointProposer
 
         return EndpointProposer(
@@ -68,6 +68,10 @@ def make_proposer(settings: TunerSettings) -> Proposer:
     from tuner.lm_proposer import LanguageModelProposer
 
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
+    if settings.proposer == "pool":
+        from tuner.pool_proposer import PoolProposer
+
+        return PoolProposer(model, seed, k=settings.evaluation_k)
     return LanguageModelProposer(model, seed, settings.lm_temperature, k=settings.evaluation_k)
 
 

@@ -150,6 +150,25 @@ class LanguageModel:
         """The model's probabilities of the options, renormalised over them."""
         return _softmax([self._logprob(context, option) for option in options], 1.0)
 
+    def probabilities_each(self, system: str, users: list[str], options: list[str]) -> list[list[float]]:
+        """The options' probabilities at the start of the answer to each user message (with the
+        same system message). The prompts' common beginning is computed once and shared, so
+        prompts that differ only at their end cost little more than one."""
+        prompts = [
+            self._ids(self._render([{"role": "system", "content": system}, {"role": "user", "content": u}]))
+            for u in users
+        ]
+        shared = _common_prefix_length(prompts)
+        context = Context([], "", DynamicCache())
+        self._feed(context, prompts[0][:shared])
+        answers = []
+        for ids in prompts:
+            self._feed(context, ids[shared:])
+            answers.append(self.probabilities(context, options))
+            context.cache.crop(-len(ids[shared:]))  # back to the shared beginning (negative: how many to drop)
+            context.length = shared
+        return answers
+
     def generate(self, context: Context, max_new_tokens: int, stop: str = "\n") -> str:
         """Greedy free text (for the rationale), up to ``stop`` or the token budget."""
         produced: list[int] = []
@@ -190,6 +209,16 @@ class LanguageModel:
             total += float(logprobs[positions, torch.tensor(ids[1:], device=self.device)].sum())
             context.cache.crop(-(len(ids) - 1))  # drop the option's tokens again (negative: how many)
         return total
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all sequences share, leaving at least one token of each unshared
+    (the last prompt token gives the logits of the answer's first token)."""
+    shortest = min(len(ids) for ids in sequences)
+    length = 0
+    while length < shortest - 1 and all(ids[length] == sequences[0][length] for ids in sequences):
+        length += 1
+    return length
 
 
 def _softmax(scores: list[float], temperature: float) -> list[float]:

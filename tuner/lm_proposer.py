@@ -132,7 +132,7 @@ def describe(space: SearchSpace, history: Sequence[Observation], k: int = 10) ->
     if history:
         lines.append(f"Tried so far, best first (NDCG@{k}, higher is better):")
         ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
-        lines += [f"{json.dumps(_rounded(o.configuration))} scored {o.value:.4f}" for o in ranked]
+        lines += [f"{json.dumps(rounded(o.configuration))} scored {o.value:.4f}" for o in ranked]
     else:
         lines.append("Nothing has been tried yet.")
     lines.append("Propose one new configuration as JSON.")
@@ -153,7 +153,8 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _rounded(configuration: Configuration) -> dict[str, object]:
+def rounded(configuration: Configuration) -> dict[str, object]:
+    """The configuration as the prompt shows it: floats to 3 significant digits (fewer tokens)."""
     params = {k: float(_short(v)) if isinstance(v, float) else v for k, v in configuration.params.items()}
     return {"strategy": configuration.strategy, "params": params}
 

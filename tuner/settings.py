@@ -13,8 +13,8 @@ from services.common.settings import ClientSettings, check_address, check_databa
 from tuner.controller import TunerLimits
 from tuner.proposers import PROPOSERS
 
-# "lm" is built apart from the others: it loads torch and a model only when chosen.
-PROPOSER_NAMES = (*PROPOSERS, "lm")
+# "lm" and "pool" are built apart from the others: they load torch and a model only when chosen.
+PROPOSER_NAMES = (*PROPOSERS, "lm", "pool")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class TunerSettings(ClientSettings, TunerLimits):
         help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
     )
     proposer: str = option(
-        env="RECTUNE_TUNER_PROPOSER", default="random", help="where proposals come from: random, tpe or lm"
+        env="RECTUNE_TUNER_PROPOSER",
+        default="random",
+        help="where proposals come from: random, tpe, lm (the model writes each), "
+        "or pool (TPE draws candidates, the model picks)",
     )
     lm_model: str = option(
         env="RECTUNE_TUNER_LM_MODEL",
@@ -90,6 +93,11 @@ class TunerSettings(ClientSettings, TunerLimits):
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
                 f"got {self.proposer!r}"
+            )
+        if self.proposer == "pool" and self.lm_endpoint:
+            raise SettingsError(
+                "--proposer pool: reads a local model's probabilities of its candidates; "
+                "leave --lm-endpoint empty (an endpoint serves --proposer lm)"
             )
         if self.lm_temperature < 0:
             raise SettingsError(f"--lm-temperature: must be >= 0, got {self.lm_temperature}")

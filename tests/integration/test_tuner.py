@@ -233,6 +233,29 @@ def test_the_language_model_proposer_through_the_command_line(tuner, lm_cache_di
         assert "SmolLM2-135M-Instruct: " in arm.state_reason
 
 
+def test_the_pool_proposer_audits_evidence_that_names_its_own_choice(tuner, lm_cache_dir) -> None:
+    """Every rationale the audit table keeps names the proposal's own strategy, and its numbers
+    are ones that exist: the best screened NDCG in the history TPE was fitted to."""
+    flags = ["--proposer=pool", f"--lm-cache-dir={lm_cache_dir}", "--screen-min-ndcg-ratio=0"]
+    assert tuner.run("propose", *flags)[0] == 0
+    assert tuner.run("propose", *flags)[0] == 0
+    audit = json.loads(tuner.run("status", "--json")[1])["audit"]
+    screened = [entry["ndcg"] for entry in audit if entry["ndcg"] is not None]
+    registered = [entry for entry in audit if entry["kind"] == "register"]
+    assert len(registered) == 3  # two in the first cycle, then the one free slot of --max-live-arms 3
+    for entry in registered:
+        strategy = entry["configuration"]["strategy"]
+        assert (
+            f"SmolLM2-135M-Instruct chose {strategy}(" in entry["rationale"] or "TPE's own pick" in entry["rationale"]
+        )
+        assert entry["origin"] == "tuner-lm"
+    second_cycle = [e for e in registered if "TPE fitted to 0 " not in e["rationale"]]
+    assert second_cycle, "the second cycle's TPE was fitted to the first cycle's screens"
+    for entry in second_cycle:
+        best = entry["rationale"].split("best NDCG ")[1][:6]
+        assert any(f"{ndcg:.4f}" == best for ndcg in screened)
+
+
 def test_a_language_model_that_cannot_be_loaded_is_a_clear_error(tuner, tmp_path) -> None:
     code, _, err = tuner.run("propose", "--dry-run", "--proposer=lm", f"--lm-model={tmp_path / 'no-such-model'}")
     assert code == 1

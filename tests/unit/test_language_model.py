@@ -16,6 +16,7 @@ from tests.unit.test_tuner import SPACE, number
 from tuner import language_model as language_model_module
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
+from tuner.pool_proposer import PoolProposer
 from tuner.proposers import Observation
 from tuner.space import narrowed
 
@@ -110,3 +111,34 @@ def test_the_model_is_steered_to_the_configurations_left_and_stops_when_none_is(
     (last,) = proposer.propose(hybrid, 3, set(every[1:]), [])
     assert last.configuration.key() == every[0]
     assert proposer.propose(hybrid, 2, set(every), []) == []
+
+
+def test_prompts_sharing_a_beginning_are_scored_as_if_alone(language_model) -> None:
+    users = ["Pick a colour. Candidates: A red, B blue.", "Pick a colour. Candidates: A blue, B red."]
+    together = language_model.probabilities_each("Answer with one letter.", users, ["A", "B"])
+    for user, shared in zip(users, together, strict=True):
+        alone = language_model.probabilities(language_model.start("Answer with one letter.", user), ["A", "B"])
+        assert shared == pytest.approx(alone, abs=1e-4)
+
+
+def test_the_pool_proposer_picks_from_tpe_and_says_why_with_numbers(language_model) -> None:
+    history = [
+        Observation(Configuration("als", {"factors": 32, "regularization": 0.1}), 0.15),
+        Observation(Configuration("hybrid", {"mode": "b", "explore": False}), 0.12),
+    ]
+    proposer = PoolProposer(language_model, seed=2, pool_size=3, dataset="943 users, 1682 items")
+    proposals = proposer.propose(SPACE, 2, set(), history)
+    assert len(proposals) == 2 and len({p.configuration.key() for p in proposals}) == 2
+    for proposal in proposals:
+        assert proposal.origin is ArmOrigin.TUNER_LM
+        # Evidence, not prose: what TPE was fitted to, each candidate with the model's
+        # probability, and the choice, which is the proposal's own configuration.
+        assert proposal.rationale.startswith("TPE fitted to 2 screened configurations, best NDCG 0.1500; pool of 3: ")
+        assert proposal.rationale.count(" p=") == 3
+        assert f"SmolLM2-135M-Instruct chose {proposal.configuration.strategy}(" in proposal.rationale
+
+
+def test_the_pool_proposer_leaves_a_share_to_tpe(language_model) -> None:
+    proposer = PoolProposer(language_model, seed=1, pool_size=2, share=0.0)
+    (proposal,) = proposer.propose(SPACE, 1, set(), [])
+    assert "TPE's own pick (the model chooses 0% of proposals)" in proposal.rationale

@@ -4,6 +4,7 @@ the offline evaluation of a fitted model."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -96,16 +97,30 @@ def calibrate(model: FittedModel, train: TrainingData, held_out: dict[int, int])
 
 def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> Metrics:
     """Full ranking of every item but the user's training items; binary relevance of held-out items."""
+    per_user, covered = [], set()
+    for recommended, relevant in ranked_lists(model, train, held_out, k):
+        covered.update(recommended.tolist())
+        per_user.append(ranking_metrics(recommended, relevant, k))
+    return summarise(per_user, covered, train.n_items, k)
+
+
+def user_ndcgs(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> np.ndarray:
+    """NDCG@k of each evaluated user, in user order: the same users for every configuration
+    of one split, so that two configurations can be compared user by user (paired)."""
+    return np.array([ranking_metrics(rec, relevant, k)[0] for rec, relevant in ranked_lists(model, train, held_out, k)])
+
+
+def ranked_lists(
+    model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int
+) -> Iterator[tuple[np.ndarray, set[int]]]:
+    """Each evaluated user's top k (the training items excluded) and relevant held-out items;
+    users whose held-out items were all seen in training are skipped."""
     histories = train.histories()
     as_of = float(train.times.max()) if len(train.times) else 0.0
-    per_user, covered = [], set()
     for user, items in sorted(held_out.items()):
         history = histories[user]
         relevant = set(items.tolist()) - set(history.items.tolist())
         if not relevant:
             continue
         scores = model.scores(ScoringContext(history, user, as_of))
-        recommended = select_items(model, scores, k, history.items, seed=user + 1)
-        covered.update(recommended.tolist())
-        per_user.append(ranking_metrics(recommended, relevant, k))
-    return summarise(per_user, covered, train.n_items, k)
+        yield select_items(model, scores, k, history.items, seed=user + 1), relevant
