@@ -4,8 +4,8 @@ the offline evaluation of a fitted model."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
