@@ -58,8 +58,10 @@ class GrpcRanker:
         try:
             response = self.stub.RankItems(request, timeout=deadline)
         except grpc.RpcError as exc:
-            # Any failure here means "degrade": nothing is passed on as the caller's fault.
-            raise peer_error(exc, "ScoringService", passed_on=()) from None
+            # Any failure here means "degrade". Scoring's verdict on the request (a bad or
+            # unfitted configuration) is told apart from scoring being unreachable or late
+            # (Unavailable), which opens the policy's breaker.
+            raise peer_error(exc, "ScoringService") from None
         return [shared.scored_item(item) for item in response.items]
 
 

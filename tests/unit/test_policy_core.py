@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
+from rectune.domain.errors import Unavailable
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core import feedback
@@ -223,4 +224,41 @@ def test_concurrent_feedback_is_counted_once_per_event_and_errors_stay_with_thei
     assert str(answers[7]) == "decision_id: no decision 'no-such-decision' (unknown, or older than the reward window)"
     (arm,) = [arm for arm in core.list_arms() if arm.arm_id == decision.arm_id]
     assert arm.clicks == 2 and arm.reward == 2.0
+    core.close()
+
+
+class FlakyRanker(StandInRanker):
+    """NOT ScoringService: unreachable while ``down``; counts the calls it gets."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls = 0
+
+    def rank(
+        self, configuration: Configuration, user_id: str, history: Sequence[Any], k: int, deadline: float
+    ) -> list[ScoredItem]:
+        self.calls += 1
+        if self.down:
+            raise Unavailable("ScoringService answered UNAVAILABLE: connection refused")
+        return super().rank(configuration, user_id, history, k, deadline)
+
+
+def test_an_unreachable_scoring_is_not_called_again_until_a_probe_and_recovery_is_prompt(tmp_path) -> None:
+    ranker = FlakyRanker()
+    core = PolicyCore(PolicyStore(make_engine(f"sqlite:///{tmp_path / 'p.db'}")), ranker, seed=1)
+    core.put_arm("pop", Configuration("popularity", {}), ArmOrigin.MANUAL, 0.5, ArmState.CHAMPION, "")
+    core.chooser.breaker.probe_seconds = 0.2
+    assert not core.recommend("r0", "u0", {}, 3, []).degraded
+    ranker.down, calls = True, ranker.calls
+    first = core.recommend("r1", "u1", {}, 3, [])
+    assert first.degraded and ranker.calls == calls + 1  # no second call for the fallback
+    assert first.degraded_reason.endswith("; served the last popularity list")  # the champion is popularity
+    assert [i.item_id for i in first.items] == ["1", "2", "3"]
+    for n in range(20):  # while the breaker is open, scoring is not called at all
+        assert core.recommend(f"r-open-{n}", f"u{n}", {}, 3, []).degraded
+    assert ranker.calls == calls + 1
+    ranker.down = False
+    time.sleep(0.25)  # the next request probes, finds scoring back, and closes the breaker
+    assert not core.recommend("r2", "u2", {}, 3, []).degraded
+    assert not core.recommend("r3", "u3", {}, 3, []).degraded
     core.close()

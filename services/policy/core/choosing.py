@@ -16,7 +16,7 @@ import numpy as np
 
 from rectune.domain.arms import SERVING_STATES, ArmState
 from rectune.domain.configuration import Configuration
-from rectune.domain.errors import FailedPrecondition, RectuneError
+from rectune.domain.errors import FailedPrecondition, RectuneError, Unavailable
 from rectune.domain.events import Decision, Interaction, ScoredItem
 from services.policy.core.arms import ArmsSnapshot, Hasher
 from services.policy.core.bandits import Selection, bandit_for, selection
@@ -24,6 +24,8 @@ from services.policy.core.model import Arm, BanditSettings, belief_of
 
 FALLBACK = Configuration("popularity", {})
 LAST_GOOD_LISTS = 10_000  # users whose last champion list is kept for degraded answers
+# After ScoringService was unreachable or late, requests skip it for this long, then one probes it.
+PROBE_SECONDS = 0.5
 
 
 class Ranker(Hasher, Protocol):
@@ -46,7 +48,9 @@ class ArmChooser:
         # The last selection distribution and the beliefs it came from (see _selection).
         self._selection_cache: tuple[Hashable, Selection] | None = None
         self._last_good: OrderedDict[str, tuple[ScoredItem, ...]] = OrderedDict()
+        self._popular: tuple[ScoredItem, ...] = ()  # the longest popularity list scoring gave
         self._lock = threading.Lock()
+        self.breaker = Breaker()
 
     def decide(
         self,
@@ -103,25 +107,63 @@ class ArmChooser:
     def _ranked_list(
         self, arm: Arm, user_id: str, history: Sequence[Interaction], k: int, settings: BanditSettings
     ) -> tuple[list[ScoredItem], str]:
-        """The arm's list, or a fallback with the reason: never an error for the app."""
+        """The arm's list, or a fallback with the reason: never an error for the app. While
+        ScoringService is unreachable (the breaker is open) it is not called at all, except
+        for one probe request every PROBE_SECONDS, so that degraded answers are immediate and
+        recovery is prompt."""
         deadline = settings.scoring_deadline_seconds
+        if not self.breaker.allows():
+            reason = f"scoring unavailable for arm {arm.arm_id}: {self.breaker.last_error}"
+            return self._fallback(user_id, k, reason, ask_scoring=False, history=history, deadline=deadline)
         try:
             items = self.ranker.rank(arm.configuration, user_id, history, k, deadline)
-        except Exception as exc:  # scoring failed or was late: degrade, do not fail
+        except Unavailable as exc:  # unreachable or late: open the breaker, degrade
+            self.breaker.failed(exc.message)
+            reason = f"scoring failed for arm {arm.arm_id}: {exc.message}"
+            return self._fallback(user_id, k, reason, ask_scoring=False, history=history, deadline=deadline)
+        except Exception as exc:  # this arm's own failure (scoring answered): degrade, do not fail
             reason = f"scoring failed for arm {arm.arm_id}: {_message(exc)}"
-        else:
-            if arm.state is ArmState.CHAMPION and user_id:
-                self._remember(user_id, items)
-            return items, ""
+            return self._fallback(user_id, k, reason, ask_scoring=True, history=history, deadline=deadline)
+        self.breaker.succeeded()
+        if arm.state is ArmState.CHAMPION and user_id:
+            self._remember(user_id, items)
+        if arm.configuration.strategy == FALLBACK.strategy:
+            self._remember_popular(items)
+        return items, ""
+
+    def _fallback(
+        self,
+        user_id: str,
+        k: int,
+        reason: str,
+        ask_scoring: bool,
+        history: Sequence[Interaction],
+        deadline: float,
+    ) -> tuple[list[ScoredItem], str]:
+        """The champion's last list for this user, else popularity (from ScoringService when
+        it answers, else the last popularity list it gave), else an empty list."""
         with self._lock:
             last = self._last_good.get(user_id)
+            popular = self._popular
         if last is not None:
             return list(last)[:k], reason + "; served the champion's last list for this user"
-        try:
-            items = self.ranker.rank(FALLBACK, user_id, history, k, deadline)
-        except Exception as exc:  # even the fallback failed: an empty list, still not an error
-            return [], reason + f"; popularity fallback failed too: {_message(exc)}"
-        return items, reason + "; served popularity"
+        if ask_scoring:
+            try:
+                items = self.ranker.rank(FALLBACK, user_id, history, k, deadline)
+            except Exception as exc:  # even the fallback failed
+                reason += f"; popularity fallback failed too: {_message(exc)}"
+            else:
+                self._remember_popular(items)
+                return items, reason + "; served popularity"
+        if popular:
+            return list(popular)[:k], reason + "; served the last popularity list"
+        return [], reason + "; no list to fall back on"
+
+    def _remember_popular(self, items: list[ScoredItem]) -> None:
+        """Keep the longest popularity list seen: what a degraded answer serves while scoring is away."""
+        with self._lock:
+            if len(items) >= len(self._popular):
+                self._popular = tuple(items)
 
     def _remember(self, user_id: str, items: list[ScoredItem]) -> None:
         with self._lock:
@@ -129,6 +171,36 @@ class ArmChooser:
             self._last_good.move_to_end(user_id)
             while len(self._last_good) > LAST_GOOD_LISTS:
                 self._last_good.popitem(last=False)
+
+
+class Breaker:
+    """Whether ScoringService is worth calling: closed while it answers; open for
+    PROBE_SECONDS after it was unreachable or late, then one request probes it (half-open)."""
+
+    def __init__(self, probe_seconds: float = PROBE_SECONDS) -> None:
+        self.probe_seconds = probe_seconds
+        self.last_error = ""
+        self._open_until = float("-inf")
+        self._lock = threading.Lock()
+
+    def allows(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._open_until:
+                return False
+            if self.last_error:  # half-open: this caller probes; the others wait for its answer
+                self._open_until = now + self.probe_seconds
+            return True
+
+    def failed(self, error: str) -> None:
+        with self._lock:
+            self.last_error = error
+            self._open_until = time.monotonic() + self.probe_seconds
+
+    def succeeded(self) -> None:
+        if self.last_error:
+            with self._lock:
+                self.last_error, self._open_until = "", float("-inf")
 
 
 def _message(exc: Exception) -> str:
