@@ -22,6 +22,8 @@ MAX_ITEMS_PER_DECISION = 1000
 # drift by seconds, not minutes). Every service refuses later times by this one rule; a
 # service may be configured to allow more, never less.
 MAX_FUTURE_SECONDS = 300.0
+# An item's text, as EmbeddingService takes it (its --max-text-bytes must not be smaller).
+MAX_ITEM_TEXT_BYTES = 16384
 # A decision's context (key -> value pairs an app attaches, logged for off-policy evaluation).
 MAX_CONTEXT_ENTRIES = 64
 MAX_CONTEXT_TEXT = 1024
@@ -181,6 +183,16 @@ def check_time(where: str, time: float | None, rules: TimeRules) -> None:
         )
     if rules.oldest_accepted is not None and time < rules.oldest_accepted:
         raise InvalidArgument(where, "is older than the retention horizon (already compacted into hourly aggregates)")
+
+
+def check_item(where: str, item: Item) -> None:
+    """An item's id, its text (at most MAX_ITEM_TEXT_BYTES of UTF-8) and its attributes (as a
+    context: at most 64 entries, keys are ids, values at most 1,024 characters)."""
+    check_id(f"{where}.item_id", item.item_id)
+    size = len(item.text.encode("utf-8", errors="replace"))
+    if size > MAX_ITEM_TEXT_BYTES:
+        raise InvalidArgument(f"{where}.text", f"at most {MAX_ITEM_TEXT_BYTES} bytes of UTF-8, got {size}")
+    check_context(item.attributes, f"{where}.attributes")
 
 
 def check_interaction(where: str, interaction: Interaction, rules: TimeRules, user_required: bool = True) -> None:

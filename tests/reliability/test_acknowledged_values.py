@@ -190,3 +190,19 @@ def test_metrics_refuses_a_time_before_1970_and_its_series_keep_working(suite) -
     )
     series = metrics_pb2.GetTimeSeriesRequest(bucket=Duration(seconds=3600))
     assert metrics.stub.GetTimeSeries(series, timeout=10) is not None
+
+
+def test_an_item_text_over_the_encoders_limit_is_refused_and_blocks_nothing(start_service) -> None:
+    """Issue #20, item 4: such an item was stored with its vector pending, and from then on
+    every UpsertItems answered UNAVAILABLE."""
+    embedding = start_service("embedding")
+    scoring = start_service("scoring", embedding_address=embedding.address)
+    huge = scoring_pb2.Item(item_id="huge", text="word " * 4000)  # 20,000 bytes
+    request = scoring_pb2.UpsertItemsRequest(items=[huge])
+    assert error_of(lambda: scoring.stub.UpsertItems(request, timeout=60)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].text: at most 16384 bytes of UTF-8, got 20000",
+    )
+    ordinary = [scoring_pb2.Item(item_id=f"film-{n}", text=f"An ordinary film {n}") for n in range(3)]
+    answer = scoring.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=ordinary), timeout=60)
+    assert (answer.upserted, answer.embedded) == (3, 3)

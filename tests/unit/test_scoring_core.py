@@ -214,3 +214,14 @@ def test_the_journal_cursor_waits_for_a_missing_id_then_skips_it() -> None:
     cursor.settle(now=200.0)
     cursor.settle(now=200.0 + GAP_SECONDS)
     assert (cursor.settled, cursor.applied, cursor.missing_since) == (7, set(), {})  # 6 given up
+
+
+def test_texts_go_to_the_encoder_in_requests_bounded_by_count_and_bytes() -> None:
+    from services.scoring.core.vectors import EMBED_BATCH, EMBED_BATCH_BYTES, _batches
+
+    big = [(f"i{n}", "sha", "x" * 16384) for n in range(200)]  # 3.2 MiB: over gRPC's 4 MiB with 256
+    batches = list(_batches(big))
+    assert sum(len(b) for b in batches) == 200
+    assert all(sum(len(text) for _, _, text in b) <= EMBED_BATCH_BYTES for b in batches)
+    small = [(f"i{n}", "sha", "short") for n in range(600)]
+    assert [len(b) for b in _batches(small)] == [EMBED_BATCH, EMBED_BATCH, 600 - 2 * EMBED_BATCH]

@@ -12,7 +12,7 @@ import numpy as np
 
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, quoted
-from rectune.domain.events import Interaction, Item, ScoredItem
+from rectune.domain.events import Interaction, Item, ScoredItem, check_item
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import History, ScoringData
 from services.scoring.core.fitting import (
@@ -87,8 +87,7 @@ class ScoringCore:
         if not items:
             raise InvalidArgument("items", "must not be empty")
         for index, item in enumerate(items):
-            if not item.item_id:
-                raise InvalidArgument(f"items[{index}].item_id", "must not be empty")
+            check_item(f"items[{index}]", item)
         if self.journal is None:
             self.data.upsert_items(items)
         else:  # written first, then applied like every journal row (see DataJournal)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +19,8 @@ from services.scoring.core.tables import item_vectors
 
 Vectors = npt.NDArray[np.float32]
 EMBED_BATCH = 256
+# Texts per EmbedTexts request are bounded by bytes too: gRPC refuses messages over 4 MiB.
+EMBED_BATCH_BYTES = 1024 * 1024
 
 
 class TextEncoder(Protocol):
@@ -110,8 +112,7 @@ class ItemVectors:
                     self._vectors[item.item_id] = stored[item.item_id]
                 else:
                     to_embed.append((item.item_id, sha, item.text))
-            for start in range(0, len(to_embed), EMBED_BATCH):
-                batch = to_embed[start : start + EMBED_BATCH]
+            for batch in _batches(to_embed):
                 vectors = self.encoder.embed([text for _, _, text in batch])
                 rows = [(item_id, sha, vector) for (item_id, sha, _), vector in zip(batch, vectors, strict=True)]
                 self.store.save(model, rows)
@@ -124,3 +125,18 @@ class ItemVectors:
         self.ensure()
         item_ids = self.data.item_ids(range(n_items))
         return np.stack([self._vectors[item_id][1] for item_id in item_ids]).astype(np.float32)
+
+
+def _batches(to_embed: list[tuple[str, str, str]]) -> Iterator[list[tuple[str, str, str]]]:
+    """(item id, text sha, text) in requests of at most EMBED_BATCH texts and EMBED_BATCH_BYTES."""
+    batch: list[tuple[str, str, str]] = []
+    size = 0
+    for entry in to_embed:
+        length = len(entry[2].encode("utf-8"))
+        if batch and (len(batch) == EMBED_BATCH or size + length > EMBED_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += length
+    if batch:
+        yield batch
