@@ -15,6 +15,7 @@ from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from rectune.domain.configuration import Configuration
+from rectune.domain.errors import Unavailable
 from services.common.migrations import Schema, migrate
 from services.common.storage import make_engine
 from tuner.controller import Action, Plan
@@ -74,10 +75,12 @@ class AuditLog:
     def open(cls, url: str) -> AuditLog:
         try:
             return cls(make_engine(url))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, Unavailable) as exc:
             shown = make_url(url).render_as_string(hide_password=True)
-            cause = getattr(exc, "orig", None) or exc  # the driver's own message, when there is one
-            raise AuditError(f"audit database {shown}: {type(exc).__name__}: {cause}") from None
+            # The driver's own error, when there is one (storage faults come as Unavailable).
+            cause = exc.__cause__ if isinstance(exc, Unavailable) else getattr(exc, "orig", None)
+            name = type(cause if isinstance(exc, Unavailable) and cause else exc).__name__
+            raise AuditError(f"audit database {shown}: {name}: {cause or exc}") from None
 
     def record(self, plan: Plan, dry_run: bool, outcomes: Sequence[tuple[Action, str]] = ()) -> list[AuditEntry]:
         """One row per action and per rejected proposal of the plan."""

@@ -18,6 +18,7 @@ from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_database_url
 from services.common.storage import make_engine
+from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.metrics.core.database import migrate
 from services.metrics.core.service import MetricsConfig, MetricsCore
 from services.metrics.core.stats import RewardWeights
@@ -91,6 +92,8 @@ def build(settings: MetricsSettings) -> RunningService:
     service.metrics.registry.register(ArmGauges(core))
     service.closers.append(engine.dispose)
     service.closers.append(run_periodically("compaction", settings.compaction_interval_seconds, core.compact))
+    watch = StorageWatch(engine, service.health.set_serving, service.health.set_not_serving)
+    service.closers.append(run_periodically("storage", STORAGE_CHECK_SECONDS, watch.check))
     service.health.set_serving()
     return service
 

@@ -19,6 +19,7 @@ from services.common.entrypoint import run_service
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
+from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.policy.clients import GrpcMetricsSink, GrpcRanker
 from services.policy.core.choosing import Ranker
 from services.policy.core.service import PolicyCore
@@ -89,6 +90,8 @@ def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningServ
     )
     service.closers.append(run_periodically("guardrails", settings.guardrail_interval_seconds, core.check_guardrails))
     service.closers.append(run_periodically("forget", 60.0, core.forget_old_decisions))
+    watch = StorageWatch(engine, service.health.set_serving, service.health.set_not_serving)
+    service.closers.append(run_periodically("storage", STORAGE_CHECK_SECONDS, watch.check))
     service.health.set_serving()
     return service
 

@@ -24,6 +24,7 @@ from services.common.migrations import migrate
 from services.common.server import RunningService, ServiceRegistration, start_service
 from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
+from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.scoring.core.data import ScoringData
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.service import ScoringCore, ScoringLimits
@@ -120,6 +121,8 @@ def build(settings: ScoringSettings) -> RunningService:
     service.closers.extend([core.close, embedding_channel.close, engine.dispose])
     # Stopped first (closers run in reverse): other replicas' writes, read from the shared journal.
     service.closers.append(run_periodically("journal", settings.journal_poll_seconds, lambda: journal.catch_up(data)))
+    watch = StorageWatch(engine, service.health.set_serving, service.health.set_not_serving)
+    service.closers.append(run_periodically("storage", STORAGE_CHECK_SECONDS, watch.check))
     service.health.set_serving()
     return service
 
