@@ -182,7 +182,10 @@ def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> Non
     ("flags", "message"),
     [
         ([], "--policy-address (env RECTUNE_POLICY_ADDRESS) is required"),
-        (["--proposer=gpt"], "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, lm, pool, got 'gpt'"),
+        (
+            ["--proposer=gpt"],
+            "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, lm, pool, got 'gpt'",
+        ),
         (["--lm-temperature=-1"], "--lm-temperature: must be >= 0, got -1.0"),
         (["--exposure-cap=1.5"], "--exposure-cap: must be in (0, 1], got 1.5"),
         (["--database-url=sqlite://"], "an in-memory SQLite database is not shared by threads"),
