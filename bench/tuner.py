@@ -211,6 +211,9 @@ def main() -> None:
                 [a - b for a, b in zip(runs["test"], results["tpe"]["test"], strict=True)]
             ),
             "ratio_to_oracle": round(statistics.mean(runs["test"]) / oracle, 3),
+            "difference_to_tpe_validation_mean_of_proposals_95ci": paired_interval(
+                [a - b for a, b in zip(runs["proposal_mean"], results["tpe"]["proposal_mean"], strict=True)]
+            ),
         }
     print_json(
         {

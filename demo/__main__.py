@@ -11,7 +11,7 @@ arms every DEMO_TUNER_INTERVAL seconds with the DEMO_TUNER proposer, screens the
 against the champion and registers those that pass; it retires its own arms that lose.
 
 Environment: DEMO_MINUTES (float), DEMO_RATE (requests per second, default 20), DEMO_SEED,
-DEMO_TUNER (lm, tpe, random or off; default lm), DEMO_TUNER_INTERVAL (seconds, default 60).
+DEMO_TUNER (pool, lm, tpe, random or off; default pool), DEMO_TUNER_INTERVAL (seconds, default 60).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main() -> int:
     minutes = float(os.environ.get("DEMO_MINUTES", "10"))
     rate = float(os.environ.get("DEMO_RATE", "20"))
     seed = int(os.environ.get("DEMO_SEED", "7"))
-    tuner = os.environ.get("DEMO_TUNER", "lm")
+    tuner = os.environ.get("DEMO_TUNER", "pool")
     tuner_interval = float(os.environ.get("DEMO_TUNER_INTERVAL", "60"))
     console = Console()
     stamp = time.strftime("%Y%m%d-%H%M%S")
