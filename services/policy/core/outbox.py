@@ -15,6 +15,7 @@ from rectune.domain.errors import Relayed
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction, listed
 from services.policy.core.feedback import event_payload
 from services.policy.core.store import DeadLetter, PolicyStore
+from services.policy.core.tables import decision_head
 
 log = structlog.get_logger(__name__)
 
@@ -126,12 +127,7 @@ def _refused_one_by_one(
 def decision_payload(decision: Decision) -> dict[str, Any]:
     """A decision as an outbox or dead-letter row keeps it (``_stored_decision`` reads it back)."""
     return {
-        "decision_id": decision.decision_id,
-        "request_id": decision.request_id,
-        "user_id": decision.user_id,
-        "arm_id": decision.arm_id,
-        "propensity": decision.propensity,
-        "propensity_samples": decision.propensity_samples,
+        **decision_head(decision),
         "item_ids": list(decision.item_ids),
         "degraded": decision.degraded,
         "algorithm": decision.algorithm,

@@ -153,10 +153,9 @@ def _item(stored: Any) -> ScoredItem:
     return ScoredItem(**stored) if isinstance(stored, dict) else ScoredItem(*stored)
 
 
-def decision_row(decision: Decision) -> dict[str, Any]:
-    # Built by hand rather than with dataclasses.asdict: this runs once per Recommend. Items
-    # are [item_id, score, probability, rank] lists, which encode faster than objects.
-    items = [[item.item_id, item.score, item.probability, item.rank] for item in decision.items]
+def decision_head(decision: Decision) -> dict[str, Any]:
+    """Who was served by which arm with what probability: the fields every stored form of a
+    decision (its row, an outbox or dead-letter payload) spells the same way."""
     return {
         "decision_id": decision.decision_id,
         "request_id": decision.request_id,
@@ -164,6 +163,15 @@ def decision_row(decision: Decision) -> dict[str, Any]:
         "arm_id": decision.arm_id,
         "propensity": decision.propensity,
         "propensity_samples": decision.propensity_samples,
+    }
+
+
+def decision_row(decision: Decision) -> dict[str, Any]:
+    # Built by hand rather than with dataclasses.asdict: this runs once per Recommend. Items
+    # are [item_id, score, probability, rank] lists, which encode faster than objects.
+    items = [[item.item_id, item.score, item.probability, item.rank] for item in decision.items]
+    return {
+        **decision_head(decision),
         "items": json.dumps(items),
         "degraded": decision.degraded,
         "degraded_reason": decision.degraded_reason,
