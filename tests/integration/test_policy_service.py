@@ -199,7 +199,7 @@ def test_restart_keeps_arms_posteriors_and_unsent_events_then_the_outbox_drains(
         return stats.impressions, stats.clicks
 
     wait_for(lambda: counted() == (12, 5))
-    assert recommend(back.stub, "r0") == decisions[0]  # decisions survived too
+    assert recommend(back.stub, "r0", user_id="1") == decisions[0]  # decisions survived too
 
 
 def test_scoring_failure_degrades_to_the_last_good_list_then_popularity(suite) -> None:
@@ -290,7 +290,7 @@ def test_two_replicas_on_one_postgresql_share_arms_and_counts(start_service, pos
     put(replicas[0], "pop", "popularity", policy_pb2.ARM_STATE_CHAMPION)
     assert set(arms_by_id(replicas[1])) == {"pop"}
     decisions = [recommend(replicas[n % 2], f"r{n}", user_id=str(n + 1)) for n in range(10)]
-    assert recommend(replicas[1], "r0") == decisions[0]  # the same request on the other replica: same decision
+    assert recommend(replicas[1], "r0", user_id="1") == decisions[0]  # the same request on the other replica
     for n, decision in enumerate(decisions[:4]):
         click(replicas[(n + 1) % 2], f"c{n}", decision.decision_id)
     assert click(replicas[0], "c0", decisions[0].decision_id).duplicate is True

@@ -206,3 +206,36 @@ def test_an_item_text_over_the_encoders_limit_is_refused_and_blocks_nothing(star
     ordinary = [scoring_pb2.Item(item_id=f"film-{n}", text=f"An ordinary film {n}") for n in range(3)]
     answer = scoring.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=ordinary), timeout=60)
     assert (answer.upserted, answer.embedded) == (3, 3)
+
+
+def test_a_request_id_reused_for_another_request_is_refused(suite) -> None:
+    """Issue #20, item 7: a retry gets the same decision; another request under the same id
+    is refused, naming what differs, instead of silently getting someone else's list."""
+    _, _, policy, _ = suite
+    stub = policy.stub
+    first = stub.Recommend(policy_pb2.RecommendRequest(request_id="r1", user_id="1", k=3), timeout=10)
+    retry = stub.Recommend(policy_pb2.RecommendRequest(request_id="r1", user_id="1", k=3), timeout=10)
+    assert retry.decision_id == first.decision_id
+    other = policy_pb2.RecommendRequest(request_id="r1", user_id="2", k=3)
+    assert error_of(lambda: stub.Recommend(other, timeout=10)) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "request_id: was used before for a request with another user_id",
+    )
+
+
+def test_an_apps_impression_of_a_decision_is_counted_once(suite) -> None:
+    """Issue #20, item 7: the decision counts its impression; the app's own IMPRESSION events
+    for it (sent twice, with their own ids) are the same impression."""
+    _, metrics, policy, _ = suite
+    stub = policy.stub
+    decision = stub.Recommend(policy_pb2.RecommendRequest(request_id="r1", user_id="1", k=3), timeout=10)
+    for event_id in ("app-imp-1", "app-imp-2"):
+        request = policy_pb2.RecordFeedbackRequest(
+            event_id=event_id, decision_id=decision.decision_id, kind=common_pb2.EVENT_KIND_IMPRESSION
+        )
+        stub.RecordFeedback(request, timeout=10)
+    stub.RecordFeedback(feedback("c1", decision.decision_id), timeout=10)
+    wait_for(lambda: clicks_counted(metrics) == 1)
+    time.sleep(0.5)  # a second outbox round: nothing more arrives
+    stats = metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(arm_ids=["pop"]), timeout=10).stats[0]
+    assert (stats.impressions, stats.clicks) == (1, 1)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from rectune.domain.arms import decayed_count
-from rectune.domain.errors import Duplicate
+from rectune.domain.errors import AlreadyExists, Duplicate
 from rectune.domain.events import Decision, FeedbackEvent
 from services.common.group_commit import GroupCommit
 from services.policy.core import feedback
@@ -19,6 +19,18 @@ from services.policy.core.store import PolicyStore
 # How long a commit may wait for concurrent requests' decisions to join it (see GroupCommit):
 # a commit of eight decisions costs little more than a commit of one.
 GROUP_COMMIT_MAX_WAIT_SECONDS = 0.002
+
+
+def _same_request(existing: Decision, retry: Decision) -> AlreadyExists | None:
+    """None when a repeated request id is a retry of the same request; else the error that
+    names what differs (a request id is not reused for another user or context)."""
+    for name, before, now in (
+        ("user_id", existing.user_id, retry.user_id),
+        ("context", dict(existing.context), dict(retry.context)),
+    ):
+        if before != now:
+            return AlreadyExists("request_id", f"was used before for a request with another {name}")
+    return None
 
 
 class DecisionLog:
@@ -64,7 +76,9 @@ class DecisionLog:
             self._commit_decisions([decision])
         except Duplicate as exc:
             existing = self.store.decision_by_request(decision.request_id)
-            return exc if existing is None else existing
+            if existing is None:
+                return exc
+            return _same_request(existing, decision) or existing
         except Exception as exc:  # this request's own failure, answered to it alone
             return exc
         return decision

@@ -150,6 +150,10 @@ class PolicyCore:
         rules = edge_rules()
         check_time("time", when, rules)
         happened = when if when is not None else rules.now
+        if kind is EventKind.IMPRESSION:
+            # A decision counts its impression when it is made, under this id: an app's own
+            # impression of the decision is the same impression, counted once everywhere.
+            event_id = f"{decision_id}:impression"
         event = FeedbackEvent(event_id, decision_id, "", "", item_id, kind, custom_name, value, happened)
         return self.log.record_feedback(event)
 
