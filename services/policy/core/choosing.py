@@ -144,7 +144,7 @@ class ArmChooser:
         it answers, else the last popularity list it gave), else an empty list."""
         with self._lock:
             last = self._last_good.get(user_id)
-            popular = self._popular
+        popular = self._popular
         if last is not None:
             return list(last)[:k], reason + "; served the champion's last list for this user"
         if ask_scoring:
@@ -161,9 +161,10 @@ class ArmChooser:
 
     def _remember_popular(self, items: list[ScoredItem]) -> None:
         """Keep the longest popularity list seen: what a degraded answer serves while scoring is away."""
-        with self._lock:
-            if len(items) >= len(self._popular):
-                self._popular = tuple(items)
+        # No lock: replacing the attribute is atomic, and a race between two requests only
+        # decides which of two lists of the same length is kept.
+        if len(items) >= len(self._popular):
+            self._popular = tuple(items)
 
     def _remember(self, user_id: str, items: list[ScoredItem]) -> None:
         with self._lock:
@@ -184,6 +185,8 @@ class Breaker:
         self._lock = threading.Lock()
 
     def allows(self) -> bool:
+        if not self.last_error:  # closed, the request path's usual case: no lock, no clock
+            return True
         now = time.monotonic()
         with self._lock:
             if now < self._open_until:
