@@ -27,7 +27,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from rectune.domain.space import SearchSpace
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.fitting import user_ndcgs
 from services.scoring.core.ranking import Split, time_split
+from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.registry import default_registry
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer
@@ -65,9 +66,9 @@ RESTRICTION = {
 class Evaluator:
     """Per-user NDCG@K of a configuration on one split, cached on disk by configuration hash."""
 
-    def __init__(self, name: str, split: Split, cache: Path) -> None:
+    def __init__(self, name: str, split: Split, cache: Path, registry: Mapping[str, Strategy]) -> None:
         self.split = split
-        self.registry = default_registry()
+        self.registry = registry
         self.path = cache / f"{name}.json"
         self.cache: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.seconds = 0.0
@@ -96,6 +97,17 @@ def dataset_line(data: TrainingData) -> str:
         f"{data.n_users} users, {data.n_items} items, {len(data.users)} interactions (density {density:.3f}); "
         f"history length median {int(np.median(lengths))}, max {int(lengths.max())}"
     )
+
+
+def proposer_makers(names: Sequence[str], shape: str, lm_cache_dir: str) -> dict[str, Callable[[int], Proposer]]:
+    """Each named proposer by seed; the language model is loaded only when one needs it."""
+    makers: dict[str, Callable[[int], Proposer]] = {"random": RandomProposer, "tpe": TpeProposer}
+    if {"pool", "pool-half", "lm"} & set(names):
+        model = LanguageModel("", lm_cache_dir)
+        makers["pool"] = lambda seed: PoolProposer(model, seed, dataset=shape)
+        makers["pool-half"] = lambda seed: PoolProposer(model, seed, dataset=shape, share=0.5)
+        makers["lm"] = lambda seed: LanguageModelProposer(model, seed, rationale_tokens=0)
+    return makers
 
 
 def search(
@@ -158,21 +170,14 @@ def main() -> None:
     data.upsert_items(items)
     data.add_interactions(interactions)
     test_split = time_split(data.snapshot(), 0.2)
-    validation = Evaluator("validation", time_split(test_split.train, 0.2), cache)
-    test = Evaluator("test", test_split, cache)
     registry = default_registry()
+    validation = Evaluator("validation", time_split(test_split.train, 0.2), cache, registry)
+    test = Evaluator("test", test_split, cache, registry)
     space = narrowed(SearchSpace(tuple(registry[name].space for name in sorted(registry))), RESTRICTION)
     defaults = [Configuration(name, {}) for name in space.names()]
     shape = dataset_line(validation.split.train)
 
-    model = LanguageModel("", args.lm_cache_dir) if {"pool", "pool-half", "lm"} & set(names) else None
-    makers: dict[str, Callable[[int], Proposer]] = {
-        "random": RandomProposer,
-        "tpe": TpeProposer,
-        "pool": lambda seed: PoolProposer(model, seed, dataset=shape),  # type: ignore[arg-type]
-        "pool-half": lambda seed: PoolProposer(model, seed, dataset=shape, share=0.5),  # type: ignore[arg-type]
-        "lm": lambda seed: LanguageModelProposer(model, seed, rationale_tokens=0),  # type: ignore[arg-type]
-    }
+    makers = proposer_makers(names, shape, args.lm_cache_dir)
     started = time.perf_counter()
     default_validation = {c.key(): float(validation.scores(c).mean()) for c in defaults}
     best_default = max(defaults, key=lambda c: default_validation[c.key()])

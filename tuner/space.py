@@ -27,15 +27,15 @@ def narrowed(space: SearchSpace, restriction: Mapping[str, Any], where: str = "s
     if not isinstance(strategies, dict) or not strategies:
         raise SpaceError(f"{where}: 'strategies' must be a non-empty object of strategy -> parameters")
     declared = space.by_strategy()
-    narrowed = []
+    kept = []
     for name, overrides in strategies.items():
         field = f"{where}: strategies.{name}"
         if name not in declared:
             raise SpaceError(f"{field}: not a strategy of ScoringService (known: {', '.join(declared)})")
         if not isinstance(overrides, dict):
             raise SpaceError(f"{field}: must be an object of parameter -> bounds")
-        narrowed.append(_narrow_strategy(declared[name], overrides, field))
-    return SearchSpace(tuple(narrowed))
+        kept.append(_narrow_strategy(declared[name], overrides, field))
+    return SearchSpace(tuple(kept))
 
 
 def _narrow_strategy(space: StrategySpace, overrides: Mapping[str, Any], field: str) -> StrategySpace:
