@@ -17,36 +17,21 @@ from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, scoring_pb2
 from services.common.prototime import seconds, timestamp
 
+# Each protobuf enum value is the domain enum's name with the enum's prefix (EVENT_KIND_CLICK
+# for EventKind.CLICK): the maps are derived, and a value missing on either side fails at import.
 EVENT_KINDS: dict[common_pb2.EventKind.ValueType, EventKind] = {
-    common_pb2.EVENT_KIND_IMPRESSION: EventKind.IMPRESSION,
-    common_pb2.EVENT_KIND_CLICK: EventKind.CLICK,
-    common_pb2.EVENT_KIND_CONVERSION: EventKind.CONVERSION,
-    common_pb2.EVENT_KIND_RATING: EventKind.RATING,
-    common_pb2.EVENT_KIND_CUSTOM: EventKind.CUSTOM,
+    common_pb2.EventKind.Value(f"EVENT_KIND_{kind.name}"): kind for kind in EventKind
 }
 EVENT_KIND_VALUES = {kind: value for value, kind in EVENT_KINDS.items()}
 ORIGINS: dict[policy_pb2.ArmOrigin.ValueType, ArmOrigin] = {
-    policy_pb2.ARM_ORIGIN_CONTROL: ArmOrigin.CONTROL,
-    policy_pb2.ARM_ORIGIN_MANUAL: ArmOrigin.MANUAL,
-    policy_pb2.ARM_ORIGIN_TUNER_LM: ArmOrigin.TUNER_LM,
-    policy_pb2.ARM_ORIGIN_TUNER_TPE: ArmOrigin.TUNER_TPE,
-    policy_pb2.ARM_ORIGIN_TUNER_RANDOM: ArmOrigin.TUNER_RANDOM,
+    policy_pb2.ArmOrigin.Value(f"ARM_ORIGIN_{origin.name}"): origin for origin in ArmOrigin
 }
 ORIGIN_VALUES = {origin: value for value, origin in ORIGINS.items()}
 STATES: dict[policy_pb2.ArmState.ValueType, ArmState] = {
-    policy_pb2.ARM_STATE_CANDIDATE: ArmState.CANDIDATE,
-    policy_pb2.ARM_STATE_ACTIVE: ArmState.ACTIVE,
-    policy_pb2.ARM_STATE_PAUSED: ArmState.PAUSED,
-    policy_pb2.ARM_STATE_RETIRED: ArmState.RETIRED,
-    policy_pb2.ARM_STATE_CHAMPION: ArmState.CHAMPION,
+    policy_pb2.ArmState.Value(f"ARM_STATE_{state.name}"): state for state in ArmState
 }
 STATE_VALUES = {state: value for value, state in STATES.items()}
-PARAM_TYPES = {
-    ParamType.FLOAT: scoring_pb2.PARAM_TYPE_FLOAT,
-    ParamType.INT: scoring_pb2.PARAM_TYPE_INT,
-    ParamType.CATEGORICAL: scoring_pb2.PARAM_TYPE_CATEGORICAL,
-    ParamType.BOOL: scoring_pb2.PARAM_TYPE_BOOL,
-}
+PARAM_TYPES = {kind: scoring_pb2.ParamType.Value(f"PARAM_TYPE_{kind.name}") for kind in ParamType}
 PARAM_TYPE_OF = {message: kind for kind, message in PARAM_TYPES.items()}
 
 
