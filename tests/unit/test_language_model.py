@@ -121,6 +121,28 @@ def test_prompts_sharing_a_beginning_are_scored_as_if_alone(language_model) -> N
         assert shared == pytest.approx(alone, abs=1e-4)
 
 
+def test_a_prompt_reuses_the_beginning_it_shares_with_the_last_and_scores_as_if_read_alone(
+    language_model, lm_cache_dir
+) -> None:
+    system = "Answer with one letter."
+    first = "Scores so far: red 0.2, blue 0.1. Candidates: A red, B blue."
+    second = "Scores so far: red 0.2, blue 0.1, green 0.3. Candidates: A green, B blue."
+    language_model.probabilities_each(system, [first], ["A", "B"])
+    fed: list[int] = []
+    feed = language_model._feed
+    language_model._feed = lambda context, ids: (fed.append(len(ids)), feed(context, ids))
+    try:
+        (reused,) = language_model.probabilities_each(system, [second], ["A", "B"])
+        started = language_model.probabilities(language_model.start(system, second), ["A", "B"])
+    finally:
+        del language_model._feed
+    fresh = LanguageModel("", lm_cache_dir)
+    alone = fresh.probabilities(fresh.start(system, second), ["A", "B"])
+    assert reused == pytest.approx(alone, abs=1e-4) and started == pytest.approx(alone, abs=1e-4)
+    whole = len(fresh._ids(fresh._render([{"role": "system", "content": system}, {"role": "user", "content": second}])))
+    assert sum(fed) < whole  # only what follows the common beginning was read again
+
+
 def test_the_pool_proposer_picks_from_tpe_and_says_why_with_numbers(language_model) -> None:
     history = [
         Observation(Configuration("als", {"factors": 32, "regularization": 0.1}), 0.15),
