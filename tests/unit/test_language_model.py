@@ -130,7 +130,12 @@ def test_a_prompt_reuses_the_beginning_it_shares_with_the_last_and_scores_as_if_
     language_model.probabilities_each(system, [first], ["A", "B"])
     fed: list[int] = []
     feed = language_model._feed
-    language_model._feed = lambda context, ids: (fed.append(len(ids)), feed(context, ids))
+
+    def counted_feed(context, ids):
+        fed.append(len(ids))
+        feed(context, ids)
+
+    language_model._feed = counted_feed
     try:
         (reused,) = language_model.probabilities_each(system, [second], ["A", "B"])
         started = language_model.probabilities(language_model.start(system, second), ["A", "B"])
