@@ -37,6 +37,7 @@ import optuna
 from bench.common import print_json
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.configuration import Configuration
+from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.fitting import user_ndcgs
@@ -46,7 +47,7 @@ from services.scoring.core.strategies.registry import default_registry
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer
 from tuner.pool_proposer import PoolProposer
-from tuner.proposers import Observation, Proposer, RandomProposer, TpeProposer
+from tuner.proposers import Briefing, Observation, Proposer, RandomProposer, TpeProposer
 from tuner.selection import choose
 from tuner.space import narrowed
 
@@ -90,28 +91,28 @@ class Evaluator:
         self.path.write_text(json.dumps(self.cache))
 
 
-def dataset_line(data: TrainingData) -> str:
-    lengths = np.bincount(data.users, minlength=data.n_users)
-    density = len(data.users) / (data.n_users * data.n_items)
-    return (
-        f"{data.n_users} users, {data.n_items} items, {len(data.users)} interactions (density {density:.3f}); "
-        f"history length median {int(np.median(lengths))}, max {int(lengths.max())}"
-    )
+def data_shape(data: TrainingData) -> DataShape:
+    return DataShape.of(np.bincount(data.users, minlength=data.n_users).tolist(), data.n_items)
 
 
-def proposer_makers(names: Sequence[str], shape: str, lm_cache_dir: str) -> dict[str, Callable[[int], Proposer]]:
+def proposer_makers(names: Sequence[str], lm_cache_dir: str) -> dict[str, Callable[[int], Proposer]]:
     """Each named proposer by seed; the language model is loaded only when one needs it."""
     makers: dict[str, Callable[[int], Proposer]] = {"random": RandomProposer, "tpe": TpeProposer}
     if {"pool", "pool-half", "lm"} & set(names):
         model = LanguageModel("", lm_cache_dir)
-        makers["pool"] = lambda seed: PoolProposer(model, seed, dataset=shape)
-        makers["pool-half"] = lambda seed: PoolProposer(model, seed, dataset=shape, share=0.5)
+        makers["pool"] = lambda seed: PoolProposer(model, seed)
+        makers["pool-half"] = lambda seed: PoolProposer(model, seed, share=0.5)
         makers["lm"] = lambda seed: LanguageModelProposer(model, seed, rationale_tokens=0)
     return makers
 
 
 def search(
-    proposer: Proposer, space: SearchSpace, validation: Evaluator, defaults: list[Configuration], budget: int
+    proposer: Proposer,
+    space: SearchSpace,
+    validation: Evaluator,
+    defaults: list[Configuration],
+    budget: int,
+    shape: str,
 ) -> tuple[dict[str, np.ndarray], dict[str, Configuration], list[float], float]:
     """Validation scores of the defaults and of each proposal; also the proposals' mean
     scores in order and the seconds spent proposing."""
@@ -122,7 +123,7 @@ def search(
     proposal_means, proposing = [], 0.0
     for _ in range(budget):
         started = time.perf_counter()
-        proposals = proposer.propose(space, 1, taken, history)
+        proposals = proposer.propose(space, 1, taken, history, Briefing(data=shape))
         proposing += time.perf_counter() - started
         if not proposals:
             break
@@ -175,9 +176,9 @@ def main() -> None:
     test = Evaluator("test", test_split, cache, registry)
     space = narrowed(SearchSpace(tuple(registry[name].space for name in sorted(registry))), RESTRICTION)
     defaults = [Configuration(name, {}) for name in space.names()]
-    shape = dataset_line(validation.split.train)
+    shape = data_shape(validation.split.train).summary()
 
-    makers = proposer_makers(names, shape, args.lm_cache_dir)
+    makers = proposer_makers(names, args.lm_cache_dir)
     started = time.perf_counter()
     default_validation = {c.key(): float(validation.scores(c).mean()) for c in defaults}
     best_default = max(defaults, key=lambda c: default_validation[c.key()])
@@ -185,7 +186,7 @@ def main() -> None:
     for name in names:
         runs: dict[str, list[Any]] = {"test": [], "naive_test": [], "proposal_mean": [], "seconds": [], "kept": []}
         for seed in range(1, args.seeds + 1):
-            scores, by_key, means, seconds = search(makers[name](seed), space, validation, defaults, args.budget)
+            scores, by_key, means, seconds = search(makers[name](seed), space, validation, defaults, args.budget, shape)
             choice = choose(scores, [c.key() for c in defaults], seed=seed)
             naive = max(scores, key=lambda key: float(scores[key].mean()))
             runs["test"].append(float(test.scores(by_key[choice.key]).mean()))

@@ -10,6 +10,7 @@ import grpc
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
+from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
 from rectune.v1 import (
     common_pb2,
@@ -80,6 +81,11 @@ class GrpcBackend:
         request = scoring_pb2.DescribeSearchSpaceRequest()
         answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
         return SearchSpace(tuple(map(shared.strategy_space, answer.strategies)))
+
+    def data_shape(self) -> DataShape:
+        request = scoring_pb2.DescribeSearchSpaceRequest()
+        answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
+        return shared.data_shape(answer.data_shape)
 
     def evaluate(self, configuration: Configuration, k: int) -> Screen:
         request = scoring_pb2.EvaluateConfigurationRequest(

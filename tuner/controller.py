@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from rectune.domain.arms import ArmOrigin, ArmState
+from rectune.domain.arms import SERVING_STATES, ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
+from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
 from services.common.config import option
 from tuner.errors import TunerError
-from tuner.proposers import Observation, Proposal, Proposer
+from tuner.proposers import Briefing, Observation, Proposal, Proposer
 from tuner.space import narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
@@ -183,6 +184,10 @@ class Backend(Protocol):
 
     def search_space(self) -> SearchSpace: ...
 
+    def data_shape(self) -> DataShape:
+        """The data ScoringService fits to now (for the language model's briefing)."""
+        ...
+
     def evaluate(self, configuration: Configuration, k: int) -> Screen: ...
 
     def register(self, action: Action) -> None: ...
@@ -298,7 +303,7 @@ class Controller:
         # Arms and configurations screened before: a proposal equal to one of them would
         # only repeat a screen whose answer is known.
         taken = {a.configuration.key() for a in arms} | {o.configuration.key() for o in history}
-        plan.proposals = self.proposer.propose(self.space(), slots, taken, history)
+        plan.proposals = self.proposer.propose(self.space(), slots, taken, history, self.briefing(arms))
         if not plan.proposals:
             return plan
         # Screened again every cycle, not taken from the audit table: ScoringService's
@@ -317,6 +322,16 @@ class Controller:
         )
         plan.actions.extend(registered)
         return plan
+
+    def briefing(self, arms: Sequence[ArmView]) -> Briefing:
+        """The data's shape and the serving arms' click rates, for proposers that read them."""
+        serving = sorted((a for a in arms if a.state in SERVING_STATES), key=lambda a: a.stats.ctr, reverse=True)
+        live = tuple(
+            f"{a.arm_id} ({a.state.value}): {a.configuration.strategy}, click rate {a.stats.ctr:.4f} "
+            f"over {a.stats.impressions} impressions"
+            for a in serving
+        )
+        return Briefing(self.backend.data_shape().summary(), live)
 
     def concurrent(self, arm: ArmView) -> ArmView:
         """A live tuner arm with its statistics, and its rivals', since it went live."""

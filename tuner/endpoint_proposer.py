@@ -20,7 +20,7 @@ from rectune.domain.arms import ArmOrigin
 from rectune.domain.space import SearchSpace, SpaceError
 from tuner.errors import TunerError
 from tuner.lm_proposer import SYSTEM, describe
-from tuner.proposers import Observation, Proposal, distinct_proposals
+from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, distinct_proposals
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,12 @@ class EndpointProposer:
         self._rng = random.Random(seed)
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         prompt = describe(space, history, self.k) + "\nAlso give one sentence of rationale."
         schema = space.json_schema(extra=RATIONALE)

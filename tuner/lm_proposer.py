@@ -21,7 +21,7 @@ from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
 from tuner.language_model import Context, LanguageModel
-from tuner.proposers import Observation, Proposal
+from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
@@ -53,7 +53,12 @@ class LanguageModelProposer:
         self._rng = random.Random(seed)
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         prompt = describe(space, history, self.k)
         proposals: list[Proposal] = []

@@ -14,16 +14,15 @@ probability of each candidate, and which was chosen.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Collection, Sequence
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
-from rectune.domain.space import SearchSpace
+from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
 from tuner.language_model import LanguageModel
-from tuner.lm_proposer import describe, rounded
-from tuner.proposers import Observation, Proposal, TpeProposer
+from tuner.lm_proposer import HISTORY_SHOWN
+from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, TpeProposer
 
 SYSTEM = (
     "You tune a recommender system. A configuration is a strategy and its hyperparameters. "
@@ -42,7 +41,6 @@ class PoolProposer:
         seed: int | None = None,
         pool_size: int = 4,
         k: int = 10,
-        dataset: str = "",
         share: float = 1.0,
     ) -> None:
         if not 2 <= pool_size <= len(LETTERS):
@@ -54,12 +52,16 @@ class PoolProposer:
         self.model = model
         self.pool_size = pool_size
         self.k = k
-        self.dataset = dataset  # a line on the data's shape (users, items, interactions, ...)
         self._rng = random.Random(seed)
         self._tpe = TpeProposer(seed=self._rng.randrange(2**31))
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         pool = self._tpe.propose(space, self.pool_size * count, taken, history)
         basis = pool[0].rationale if pool else ""
@@ -73,15 +75,17 @@ class PoolProposer:
                 own = f"{basis}; TPE's own pick (the model chooses {self.share:.0%} of proposals)"
                 chosen.append(Proposal(group[0], self.origin, own))
                 continue
-            chances = self._chances(space, history, group)
+            chances = self._chances(space, history, briefing, group)
             best = max(range(len(group)), key=chances.__getitem__)
             chosen.append(Proposal(group[best], self.origin, _evidence(basis, group, chances, best, self.model.name)))
         return chosen
 
-    def _chances(self, space: SearchSpace, history: Sequence[Observation], group: list[Configuration]) -> list[float]:
+    def _chances(
+        self, space: SearchSpace, history: Sequence[Observation], briefing: Briefing, group: list[Configuration]
+    ) -> list[float]:
         """Each candidate's probability of being picked, averaged over two orders of the pool."""
         orders = [list(range(len(group))), list(reversed(range(len(group))))]
-        prompts = [self._prompt(space, history, [group[i] for i in order]) for order in orders]
+        prompts = [prompt(space, history, briefing, [group[i] for i in order], self.k) for order in orders]
         answers = self.model.probabilities_each(SYSTEM.format(k=self.k), prompts, list(LETTERS[: len(group)]))
         totals = [0.0] * len(group)
         for order, shown in zip(orders, answers, strict=True):
@@ -89,13 +93,70 @@ class PoolProposer:
                 totals[candidate] += shown[position] / len(orders)
         return totals
 
-    def _prompt(self, space: SearchSpace, history: Sequence[Observation], shown: list[Configuration]) -> str:
-        lines = [f"Data: {self.dataset}"] if self.dataset else []
-        lines.append(describe(space, history, self.k).rsplit("\n", 1)[0])  # without its closing request
-        lines.append("Candidates:")
-        lines += [f"{LETTERS[i]}: {json.dumps(rounded(c))}" for i, c in enumerate(shown)]
-        lines.append("Which candidate will score highest? Answer with one letter.")
-        return "\n".join(lines)
+
+def prompt(
+    space: SearchSpace, history: Sequence[Observation], briefing: Briefing, shown: list[Configuration], k: int
+) -> str:
+    """The user message. What stays the same from one proposal to the next comes first (the
+    data, the strategies), then the best screens, then the candidates: the model reads again
+    only what follows the part a prompt shares with the one before (LanguageModel)."""
+    lines = [f"Data: {briefing.data}"] if briefing.data else []
+    lines.append("Strategies and their hyperparameters:")
+    lines += [_strategy_line(s) for s in space.strategies]
+    if briefing.live_arms:
+        lines.append("Serving now:")
+        lines += [f"- {arm}" for arm in briefing.live_arms]
+    if history:
+        ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
+        lines.append(f"Screened so far: {len(history)}; the best, by NDCG@{k} on held-out interactions:")
+        lines += [f"{compact(space, o.configuration)}: {o.value:.4f}" for o in ranked]
+    else:
+        lines.append("Nothing has been screened yet.")
+    lines.append("Candidates:")
+    lines += [f"{LETTERS[i]}: {compact(space, c)}" for i, c in enumerate(shown)]
+    lines.append("Which candidate will score highest? Answer with one letter.")
+    return "\n".join(lines)
+
+
+def _strategy_line(strategy: StrategySpace) -> str:
+    free = [p for p in strategy.hyperparameters if not _fixed(p)]
+    params = "; ".join(f"{p.name}: {p.description}, {_range(p)}" for p in free)
+    return f"- {strategy.strategy}: {strategy.description}" + (f" Hyperparameters: {params}." if params else "")
+
+
+def _range(param: Hyperparameter) -> str:
+    if param.type is ParamType.BOOL:
+        return "true or false"
+    if param.type is ParamType.CATEGORICAL:
+        return "one of " + ", ".join(param.choices)
+    kind = "integer" if param.type is ParamType.INT else "number"
+    return f"{kind} {_number(param.low)} to {_number(param.high)}" + (" (log scale)" if param.log_scale else "")
+
+
+def _fixed(param: Hyperparameter) -> bool:
+    """A hyperparameter the space leaves one value (an operator's narrowing can)."""
+    if param.type in (ParamType.INT, ParamType.FLOAT):
+        return param.low == param.high
+    return param.type is ParamType.CATEGORICAL and len(param.choices) == 1
+
+
+def compact(space: SearchSpace, configuration: Configuration) -> str:
+    """``strategy(name=value, ...)``, a default's values spelled out, 3 significant digits, and
+    without the hyperparameters the space fixes: a third of the tokens of its JSON."""
+    own = next((s for s in space.strategies if s.strategy == configuration.strategy), None)
+    params = dict(configuration.params)
+    if own is not None:
+        params = {p.name: params.get(p.name, p.default) for p in own.hyperparameters if not _fixed(p)}
+    shown = ", ".join(
+        f"{name}={_number(value)}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in sorted(params.items())
+    )
+    return f"{configuration.strategy}({shown})"
+
+
+def _number(value: float) -> str:
+    """3 significant digits, without an exponent for large numbers (fewer tokens, easier to read)."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _evidence(basis: str, group: list[Configuration], chances: list[float], best: int, model: str) -> str:

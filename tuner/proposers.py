@@ -43,11 +43,28 @@ class Observation:
     value: float
 
 
+@dataclass(frozen=True)
+class Briefing:
+    """What a person tuning the recommender reads besides the screened scores; the
+    language-model proposers show it to the model, the others need none of it."""
+
+    data: str = ""  # the data's shape, one line (DataShape.summary)
+    live_arms: tuple[str, ...] = ()  # each serving arm, its configuration and click rate, one line each
+
+
+NO_BRIEFING = Briefing()
+
+
 class Proposer(Protocol):
     origin: ArmOrigin
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         """Up to ``count`` configurations whose ``key()`` is not in ``taken``."""
         ...
@@ -75,7 +92,12 @@ class RandomProposer:
         self._rng = random.Random(seed)
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         def draw() -> Proposal:
             configuration = space.sample(self._rng)
@@ -94,7 +116,12 @@ class TpeProposer:
         self._rng = random.Random(seed)
 
     def propose(
-        self, space: SearchSpace, count: int, taken: Collection[str], history: Sequence[Observation] = ()
+        self,
+        space: SearchSpace,
+        count: int,
+        taken: Collection[str],
+        history: Sequence[Observation] = (),
+        briefing: Briefing = NO_BRIEFING,
     ) -> list[Proposal]:
         # constant_liar: trials asked in one cycle count as pending, so they spread out.
         sampler = optuna.samplers.TPESampler(seed=self._rng.randrange(2**31), constant_liar=True)

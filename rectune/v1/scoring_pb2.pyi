@@ -574,26 +574,65 @@ class DescribeSearchSpaceRequest(_message.Message):
 Global___DescribeSearchSpaceRequest: _TypeAlias = DescribeSearchSpaceRequest  # noqa: Y015
 
 @_typing.final
+class DataShape(_message.Message):
+    """The data the strategies are fitted to now, in numbers (the tuner's prompt shows it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    MEDIAN_HISTORY_FIELD_NUMBER: _builtins.int
+    MAX_HISTORY_FIELD_NUMBER: _builtins.int
+    users: _builtins.int
+    """Users with at least one interaction."""
+    items: _builtins.int
+    interactions: _builtins.int
+    median_history: _builtins.float
+    """Interactions per user with any."""
+    max_history: _builtins.int
+    def __init__(
+        self,
+        *,
+        users: _builtins.int = ...,
+        items: _builtins.int = ...,
+        interactions: _builtins.int = ...,
+        median_history: _builtins.float = ...,
+        max_history: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "items", b"items", "max_history", b"max_history", "median_history", b"median_history", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataShape: _TypeAlias = DataShape  # noqa: Y015
+
+@_typing.final
 class DescribeSearchSpaceResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STRATEGIES_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    DATA_SHAPE_FIELD_NUMBER: _builtins.int
     json_schema: _builtins.str
     """JSON Schema of a whole configuration ({"strategy": ..., "params": ...}), one
     branch per strategy: the schema the tuner's language model is constrained to.
     """
     @_builtins.property
     def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___StrategySpace]: ...
+    @_builtins.property
+    def data_shape(self) -> Global___DataShape: ...
     def __init__(
         self,
         *,
         strategies: _abc.Iterable[Global___StrategySpace] | None = ...,
         json_schema: _builtins.str = ...,
+        data_shape: Global___DataShape | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_shape", b"data_shape"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "strategies", b"strategies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_shape", b"data_shape", "json_schema", b"json_schema", "strategies", b"strategies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration, ParamValue
+from rectune.domain.data import DataShape
 from rectune.domain.errors import InvalidArgument, quoted
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction, ScoredItem, listed
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
@@ -83,6 +84,20 @@ def hyperparameter(message: scoring_pb2.Hyperparameter) -> Hyperparameter:
         high=message.max,
         log_scale=message.log_scale,
         choices=tuple(message.choices),
+    )
+
+
+def data_shape(message: scoring_pb2.DataShape) -> DataShape:
+    return DataShape(message.users, message.items, message.interactions, message.median_history, message.max_history)
+
+
+def data_shape_message(shape: DataShape) -> scoring_pb2.DataShape:
+    return scoring_pb2.DataShape(
+        users=shape.users,
+        items=shape.items,
+        interactions=shape.interactions,
+        median_history=shape.median_history,
+        max_history=shape.max_history,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from rectune.domain.data import DataShape
 from rectune.domain.events import Item
 from rectune.domain.space import StrategySpace, configuration_schema
 from rectune.v1 import scoring_pb2
@@ -48,8 +49,9 @@ def metrics_message(metrics: Metrics) -> scoring_pb2.EvaluationMetrics:
     )
 
 
-def search_space_response(spaces: list[StrategySpace]) -> scoring_pb2.DescribeSearchSpaceResponse:
+def search_space_response(spaces: list[StrategySpace], shape: DataShape) -> scoring_pb2.DescribeSearchSpaceResponse:
     return scoring_pb2.DescribeSearchSpaceResponse(
         strategies=[shared.space_message(s) for s in spaces],
         json_schema=json.dumps(configuration_schema(spaces), sort_keys=True),
+        data_shape=shared.data_shape_message(shape),
     )

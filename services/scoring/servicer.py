@@ -74,4 +74,4 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def DescribeSearchSpace(
         self, request: scoring_pb2.DescribeSearchSpaceRequest, context: Any
     ) -> scoring_pb2.DescribeSearchSpaceResponse:
-        return convert.search_space_response(self.core.spaces(list(request.strategies)))
+        return convert.search_space_response(self.core.spaces(list(request.strategies)), self.core.data.shape())

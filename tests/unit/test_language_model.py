@@ -11,13 +11,13 @@ import pytest
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
-from rectune.domain.space import Hyperparameter, ParamType
+from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
 from tests.unit.test_tuner import SPACE, number
 from tuner import language_model as language_model_module
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer, candidate_values, describe
-from tuner.pool_proposer import PoolProposer
-from tuner.proposers import Observation
+from tuner.pool_proposer import PoolProposer, prompt
+from tuner.proposers import Briefing, Observation
 from tuner.space import narrowed
 
 FLOAT, INT = ParamType.FLOAT, ParamType.INT
@@ -153,8 +153,8 @@ def test_the_pool_proposer_picks_from_tpe_and_says_why_with_numbers(language_mod
         Observation(Configuration("als", {"factors": 32, "regularization": 0.1}), 0.15),
         Observation(Configuration("hybrid", {"mode": "b", "explore": False}), 0.12),
     ]
-    proposer = PoolProposer(language_model, seed=2, pool_size=3, dataset="943 users, 1682 items")
-    proposals = proposer.propose(SPACE, 2, set(), history)
+    proposer = PoolProposer(language_model, seed=2, pool_size=3)
+    proposals = proposer.propose(SPACE, 2, set(), history, Briefing(data="943 users, 1682 items"))
     assert len(proposals) == 2 and len({p.configuration.key() for p in proposals}) == 2
     for proposal in proposals:
         assert proposal.origin is ArmOrigin.TUNER_LM
@@ -169,3 +169,45 @@ def test_the_pool_proposer_leaves_a_share_to_tpe(language_model) -> None:
     proposer = PoolProposer(language_model, seed=1, pool_size=2, share=0.0)
     (proposal,) = proposer.propose(SPACE, 1, set(), [])
     assert "TPE's own pick (the model chooses 0% of proposals)" in proposal.rationale
+
+
+def test_the_pool_prompt_reads_like_a_brief_to_a_person_tuning() -> None:
+    space = SearchSpace(
+        (
+            StrategySpace(
+                "als",
+                "Matrix factorisation.",
+                (
+                    Hyperparameter("factors", INT, 64, "latent dimensions", 8, 512, log_scale=True),
+                    Hyperparameter("alpha", FLOAT, 0.0, "confidence scale", 0.0, 0.0),  # fixed by a narrowing
+                ),
+            ),
+            StrategySpace("popularity", "Most interacted first.", ()),
+        )
+    )
+    history = [
+        Observation(Configuration("als", {"factors": 16, "alpha": 0.0}), 0.11),
+        Observation(Configuration("popularity", {}), 0.09),
+        Observation(Configuration("als", {}), 0.13),
+    ]
+    briefing = Briefing(
+        "943 users, 1682 items", ("champion-1 (champion): als, click rate 0.0400 over 900 impressions",)
+    )
+    text = prompt(space, history, briefing, [Configuration("als", {"factors": 2000, "alpha": 0.0})], 10)
+    assert text == "\n".join(
+        [
+            "Data: 943 users, 1682 items",
+            "Strategies and their hyperparameters:",
+            "- als: Matrix factorisation. Hyperparameters: factors: latent dimensions, integer 8 to 512 (log scale).",
+            "- popularity: Most interacted first.",
+            "Serving now:",
+            "- champion-1 (champion): als, click rate 0.0400 over 900 impressions",
+            "Screened so far: 3; the best, by NDCG@10 on held-out interactions:",
+            "als(factors=64): 0.1300",
+            "als(factors=16): 0.1100",
+            "popularity(): 0.0900",
+            "Candidates:",
+            "A: als(factors=2000)",
+            "Which candidate will score highest? Answer with one letter.",
+        ]
+    )

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from rectune.domain.data import DataShape
 from rectune.domain.errors import NotFound, quoted
 from rectune.domain.events import Interaction, Item, check_interaction, edge_rules
 
@@ -97,6 +98,10 @@ class ScoringData:
     @property
     def n_interactions(self) -> int:
         return len(self._users)
+
+    def shape(self) -> DataShape:
+        with self._lock:
+            return DataShape.of([len(rows) for rows in self._by_user.values()], len(self.items))
 
     def item_ids(self, positions: Sequence[int]) -> list[str]:
         with self._lock:
