@@ -51,26 +51,24 @@ def make_proposer(settings: TunerSettings) -> Proposer:
     seed = settings.seed or None
     if settings.proposer not in ("lm", "pool"):
         return PROPOSERS[settings.proposer](seed)
-    if settings.lm_endpoint and settings.proposer == "lm":
+    if settings.lm_endpoint:
+        from tuner.endpoint import ChatEndpoint, EndpointModel
         from tuner.endpoint_proposer import EndpointProposer
+        from tuner.pool_proposer import PoolProposer
 
-        return EndpointProposer(
-            settings.lm_endpoint,
-            settings.lm_model,
-            settings.lm_api_key,
-            seed,
-            settings.lm_temperature,
-            settings.lm_timeout_seconds,
-            k=settings.evaluation_k,
+        endpoint = ChatEndpoint(
+            settings.lm_endpoint, settings.lm_model, settings.lm_api_key, settings.lm_timeout_seconds
         )
-    # Imported here: torch and transformers load only for the language-model proposer.
+        if settings.proposer == "pool":
+            return PoolProposer(EndpointModel(endpoint), seed, k=settings.evaluation_k)
+        return EndpointProposer(endpoint, seed, settings.lm_temperature, k=settings.evaluation_k)
+    # Imported here: torch and transformers load only for the language-model proposers.
     from tuner.language_model import LanguageModel
     from tuner.lm_proposer import LanguageModelProposer
+    from tuner.pool_proposer import PoolProposer
 
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
     if settings.proposer == "pool":
-        from tuner.pool_proposer import PoolProposer
-
         return PoolProposer(model, seed, k=settings.evaluation_k)
     return LanguageModelProposer(model, seed, settings.lm_temperature, k=settings.evaluation_k)
 

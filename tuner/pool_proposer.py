@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
-from tuner.language_model import LanguageModel
 from tuner.lm_proposer import HISTORY_SHOWN
 from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, TpeProposer
 
@@ -32,12 +32,23 @@ SYSTEM = (
 LETTERS = "ABCDEFGH"
 
 
+class Chooser(Protocol):
+    """What the pool proposer needs of a language model: tuner.language_model.LanguageModel
+    (local) or tuner.endpoint.EndpointModel (an OpenAI-compatible endpoint)."""
+
+    name: str
+
+    def probabilities_each(self, system: str, users: list[str], options: list[str]) -> list[list[float]]:
+        """For each user message, the model's probabilities of the options as its answer."""
+        ...
+
+
 class PoolProposer:
     origin = ArmOrigin.TUNER_LM
 
     def __init__(
         self,
-        model: LanguageModel,
+        model: Chooser,
         seed: int | None = None,
         pool_size: int = 4,
         k: int = 10,

@@ -38,29 +38,32 @@ class TunerSettings(ClientSettings, TunerLimits):
     )
     proposer: str = option(
         env="RECTUNE_TUNER_PROPOSER",
-        default="random",
-        help="where proposals come from: random, tpe, lm (the model writes each), "
-        "or pool (TPE draws candidates, the model picks)",
+        default="pool",
+        help="where proposals come from: pool (TPE draws candidates, the language model picks one; "
+        "the measured best, see README), tpe, random, or lm (the model writes each)",
     )
     lm_model: str = option(
         env="RECTUNE_TUNER_LM_MODEL",
         default="",
-        help="lm proposer: a local Hugging Face model directory (empty = the packaged SmolLM2-135M-Instruct), "
-        "or with --lm-endpoint the model name the endpoint serves",
+        help="pool and lm proposers: a local Hugging Face model directory (empty = the packaged "
+        "SmolLM2-135M-Instruct), or with --lm-endpoint the model name the endpoint serves",
     )
     lm_endpoint: str = option(
         env="RECTUNE_TUNER_LM_ENDPOINT",
         default="",
-        help="lm proposer: base URL of an OpenAI-compatible API (e.g. http://vllm:8000/v1); empty = a local model",
+        help="pool and lm proposers: base URL of an OpenAI-compatible API (e.g. http://vllm:8000/v1); "
+        "empty = a local model. The pool proposer reads the answer's top_logprobs",
     )
-    lm_api_key: str = option(env="RECTUNE_TUNER_LM_API_KEY", default="", help="lm proposer: bearer key of the endpoint")
+    lm_api_key: str = option(env="RECTUNE_TUNER_LM_API_KEY", default="", help="the endpoint's bearer key")
     lm_timeout_seconds: float = option(
-        env="RECTUNE_TUNER_LM_TIMEOUT_SECONDS", default=60.0, help="lm proposer: deadline of one endpoint request"
+        env="RECTUNE_TUNER_LM_TIMEOUT_SECONDS",
+        default=60.0,
+        help="deadline of one endpoint request (transient failures are retried twice, with backoff)",
     )
     lm_cache_dir: str = option(
         env="RECTUNE_TUNER_LM_CACHE_DIR",
         default=str(Path(tempfile.gettempdir()) / "rectune-lm"),
-        help="lm proposer: where the packaged model's dequantised weights are kept (made on first use)",
+        help="pool and lm proposers: where the packaged model's dequantised weights are kept (made on first use)",
     )
     lm_temperature: float = option(
         env="RECTUNE_TUNER_LM_TEMPERATURE",
@@ -93,11 +96,6 @@ class TunerSettings(ClientSettings, TunerLimits):
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
                 f"got {self.proposer!r}"
-            )
-        if self.proposer == "pool" and self.lm_endpoint:
-            raise SettingsError(
-                "--proposer pool: reads a local model's probabilities of its candidates; "
-                "leave --lm-endpoint empty (an endpoint serves --proposer lm)"
             )
         if self.lm_temperature < 0:
             raise SettingsError(f"--lm-temperature: must be >= 0, got {self.lm_temperature}")

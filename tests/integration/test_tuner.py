@@ -15,11 +15,15 @@ from typing import Any
 import pytest
 
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
+from services.common.clients import ClientOptions
 from services.common.prototime import timestamp
 from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS, ROOT
 from tests.integration.test_policy_service import arms_by_id, put
 from tuner.__main__ import main
+from tuner.clients import GrpcBackend
+from tuner.controller import Controller, TunerLimits
+from tuner.proposers import RandomProposer
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +52,7 @@ def tuner(start_service, tmp_path, capsys):
         f"--database-url=sqlite:///{tmp_path / 'tuner.db'}",
         f"--search-space-file={space_file}",
         "--seed=5",
+        "--proposer=random",  # tests of the controller; the language-model proposers' tests name theirs
     ]
 
     def run(command: str, *flags: str) -> tuple[int, str, str]:
@@ -272,3 +277,18 @@ def test_flags_of_another_command_and_an_unreachable_audit_database_are_refused(
     assert code == 1
     assert "tuner: audit database postgresql+psycopg://tuner:***@127.0.0.1:9/audit: OperationalError" in err
     assert "secret" not in err
+
+
+def test_the_briefing_gives_the_data_shape_and_the_serving_arms_click_rates(tuner) -> None:
+    record_impressions(tuner.metrics, "champion", impressions=40, clicks=3)
+    addresses = {flag.split("=", 1)[0]: flag.split("=", 1)[1] for flag in tuner.flags if "-address=" in flag}
+    backend = GrpcBackend(
+        addresses["--policy-address"], addresses["--scoring-address"], addresses["--metrics-address"], ClientOptions()
+    )
+    try:
+        briefing = Controller(backend, RandomProposer(1), TunerLimits()).briefing(backend.arms())
+    finally:
+        backend.close()
+    # MovieLens 100K as ScoringService holds it: every user has at least 20 ratings.
+    assert briefing.data.startswith("943 users, 1682 items, 100000 interactions (density 0.063); ")
+    assert briefing.live_arms == ("champion (champion): popularity, click rate 0.0750 over 40 impressions",)
