@@ -87,15 +87,20 @@ class GrpcBackend:
         answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
         return shared.data_shape(answer.data_shape)
 
-    def evaluate(self, configuration: Configuration, k: int) -> Screen:
+    def evaluate(
+        self, configuration: Configuration, k: int, baseline: Configuration | None = None, ratio: float = 1.0
+    ) -> Screen:
         request = scoring_pb2.EvaluateConfigurationRequest(
-            configuration=shared.configuration_message(configuration), k=k
+            configuration=shared.configuration_message(configuration), k=k, baseline_ratio=ratio
         )
+        if baseline is not None:
+            request.baseline.CopyFrom(shared.configuration_message(baseline))
         answer = _call(
             "ScoringService.EvaluateConfiguration",
             lambda: self.scoring.EvaluateConfiguration(request, timeout=EVALUATE_DEADLINE_SECONDS),
         )
-        return Screen(answer.configuration_hash, answer.metrics.ndcg, answer.metrics.recall)
+        clears = answer.comparison.probability_clears if answer.HasField("comparison") else None
+        return Screen(answer.configuration_hash, answer.metrics.ndcg, answer.metrics.recall, clears)
 
     def register(self, action: Action) -> None:
         assert action.configuration is not None, "register actions carry their configuration"

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from rectune.domain.arms import SERVING_STATES, ArmOrigin, ArmState
+from rectune.domain.comparison import CONFIDENCE, RESAMPLES
 from rectune.domain.configuration import Configuration
 from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
@@ -30,6 +31,7 @@ LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
 TARGET_STATES = {"retire": ArmState.RETIRED, "promote": ArmState.CHAMPION}
 SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
+MAX_SCREEN_RATIO = 10.0  # ScoringService's bound on a baseline ratio
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,13 @@ class TunerLimits:
     screen_min_ndcg_ratio: float = option(
         env="RECTUNE_TUNER_SCREEN_MIN_NDCG_RATIO",
         default=0.8,
-        help="a proposal goes live only with offline NDCG@k >= this x the champion's",
+        help="the offline bar: a proposal's NDCG@k against this x the champion's, on the same holdout users",
+    )
+    screen_confidence: float = option(
+        env="RECTUNE_TUNER_SCREEN_CONFIDENCE",
+        default=CONFIDENCE,
+        help="a proposal goes live only if it clears the bar in at least this share of paired bootstrap "
+        "resamples of the holdout users (the rule that also chooses after a search)",
     )
     evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
 
@@ -80,7 +88,12 @@ class TunerLimits:
             ("min_impressions", self.min_impressions >= 0, ">= 0"),
             ("retire_probability_best", 0.0 <= self.retire_probability_best < 1.0, "in [0, 1)"),
             ("promote_probability_best", 0.0 <= self.promote_probability_best <= 1.0, "in [0, 1]"),
-            ("screen_min_ndcg_ratio", self.screen_min_ndcg_ratio >= 0.0, ">= 0"),
+            (
+                "screen_min_ndcg_ratio",
+                0.0 <= self.screen_min_ndcg_ratio <= MAX_SCREEN_RATIO,
+                f"in [0, {MAX_SCREEN_RATIO:g}]",
+            ),
+            ("screen_confidence", 0.0 <= self.screen_confidence <= 1.0, "in [0, 1]"),
             ("evaluation_k", self.evaluation_k >= 1, ">= 1"),
         ]
         return [f"{name}: must be {rule}, got {getattr(self, name)}" for name, ok, rule in rules if not ok]
@@ -115,6 +128,9 @@ class Screen:
     configuration_hash: str
     ndcg: float
     recall: float
+    # Screened against the champion on the same holdout users: the share of paired bootstrap
+    # resamples in which this NDCG@k clears screen_min_ndcg_ratio x the champion's.
+    probability_clears: float | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +204,11 @@ class Backend(Protocol):
         """The data ScoringService fits to now (for the language model's briefing)."""
         ...
 
-    def evaluate(self, configuration: Configuration, k: int) -> Screen: ...
+    def evaluate(
+        self, configuration: Configuration, k: int, baseline: Configuration | None = None, ratio: float = 1.0
+    ) -> Screen:
+        """Offline metrics; with a baseline, also the paired comparison against ratio x its NDCG."""
+        ...
 
     def register(self, action: Action) -> None: ...
 
@@ -242,8 +262,8 @@ def screen_proposals(
     limits: TunerLimits,
     cycle_id: str,
 ) -> tuple[list[Action], list[Rejected]]:
-    """Register proposals that are new and good enough offline; say why the others are not."""
-    bar = limits.screen_min_ndcg_ratio * champion.ndcg
+    """Register proposals that are new and clear the offline bar with confidence; say why the
+    others do not."""
     registered: list[Action] = []
     rejected: list[Rejected] = []
     seen = set(existing_hashes)
@@ -252,22 +272,38 @@ def screen_proposals(
             rejected.append(Rejected(proposal, screen.configuration_hash, SAME_CONFIGURATION))
             continue
         seen.add(screen.configuration_hash)
-        if screen.ndcg < bar:
-            reason = (
-                f"offline NDCG@{limits.evaluation_k} {screen.ndcg:.4f} < {limits.screen_min_ndcg_ratio} x "
-                f"champion's {champion.ndcg:.4f}"
-            )
-            rejected.append(Rejected(proposal, screen.configuration_hash, reason))
+        verdict = _screen_verdict(screen, champion, limits)
+        if verdict is None:
+            rejected.append(Rejected(proposal, screen.configuration_hash, _screen_numbers(screen, champion, limits)))
             continue
-        reason = (
-            f"{proposal.rationale}; offline NDCG@{limits.evaluation_k} {screen.ndcg:.4f} "
-            f"(champion {champion.ndcg:.4f}), recall {screen.recall:.4f}"
-        )
+        reason = f"{proposal.rationale}; {verdict}, recall {screen.recall:.4f}"
         arm_id = f"{proposal.configuration.strategy.replace('_', '-')}-{cycle_id[:6]}-{index}"
         registered.append(
             Action("register", arm_id, reason, proposal.origin, proposal.configuration, limits.exposure_cap)
         )
     return registered, rejected
+
+
+def _screen_verdict(screen: Screen, champion: Screen, limits: TunerLimits) -> str | None:
+    """The screen's numbers when the proposal passes, None when it does not."""
+    clears = screen.probability_clears
+    passed = (
+        screen.ndcg >= limits.screen_min_ndcg_ratio * champion.ndcg
+        if clears is None  # a screen without the paired comparison: the point estimate decides
+        else clears >= limits.screen_confidence
+    )
+    return _screen_numbers(screen, champion, limits) if passed else None
+
+
+def _screen_numbers(screen: Screen, champion: Screen, limits: TunerLimits) -> str:
+    k, ratio = limits.evaluation_k, limits.screen_min_ndcg_ratio
+    numbers = f"offline NDCG@{k} {screen.ndcg:.4f} against {ratio:g} x champion's {champion.ndcg:.4f}"
+    if screen.probability_clears is None:
+        return numbers
+    return (
+        f"{numbers}: clears it in {screen.probability_clears:.0%} of {RESAMPLES} paired resamples of the "
+        f"holdout users (needs {limits.screen_confidence:.0%})"
+    )
 
 
 class Controller:
@@ -309,8 +345,11 @@ class Controller:
         # Screened again every cycle, not taken from the audit table: ScoringService's
         # interactions grow (feedback, AddInteractions) and so does its holdout, and the bar
         # must come from the same data as the proposals' screens beside it.
-        plan.champion_screen = self.backend.evaluate(champions[0].configuration, self.limits.evaluation_k)
-        screens = [self.backend.evaluate(p.configuration, self.limits.evaluation_k) for p in plan.proposals]
+        champion, k, ratio = champions[0].configuration, self.limits.evaluation_k, self.limits.screen_min_ndcg_ratio
+        plan.champion_screen = self.backend.evaluate(champion, k)
+        # A bar of 0 lets every new proposal through: no comparison is needed for that.
+        baseline = champion if ratio > 0 else None
+        screens = [self.backend.evaluate(p.configuration, k, baseline, ratio) for p in plan.proposals]
         plan.screens = {p.configuration.key(): s for p, s in zip(plan.proposals, screens, strict=True)}
         registered, plan.rejected = screen_proposals(
             plan.proposals,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from rectune.domain.comparison import CONFIDENCE, RESAMPLES, resampled_users
+
 Scores = npt.NDArray[np.float64]  # one configuration's score per validation user, users aligned
 
 
@@ -35,8 +37,8 @@ def choose(
     scores: Mapping[str, Scores],
     defaults: Collection[str],
     finalists: int = 3,
-    resamples: int = 1000,
-    confidence: float = 0.9,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> Choice:
     """The configuration to use, of those scored (``defaults`` name the untuned ones)."""
@@ -47,7 +49,7 @@ def choose(
         return Choice(default_key, True, means[default_key], default_key, means[default_key], 0.0, "nothing tuned")
     users = len(scores[default_key])
     matrix = np.stack([scores[key] for key in [*tuned, default_key]])
-    picks = np.random.default_rng(seed).integers(0, users, size=(resamples, users))
+    picks = resampled_users(users, resamples, seed)
     boot = matrix[:, picks].mean(axis=2)  # (finalists + 1, resamples)
     wins = np.bincount(boot[:-1].argmax(axis=0), minlength=len(tuned))
     best = int(wins.argmax())

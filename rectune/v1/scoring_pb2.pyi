@@ -390,26 +390,83 @@ class EvaluateConfigurationRequest(_message.Message):
     CONFIGURATION_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
     HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    BASELINE_RATIO_FIELD_NUMBER: _builtins.int
     k: _builtins.int
     """Cut-off of the ranking metrics; 0 means 10."""
     holdout_fraction: _builtins.float
     """Share of each user's interactions, by time, held out; 0 means 0.2."""
+    baseline_ratio: _builtins.float
+    """The bar of that comparison: NDCG@k at least this times the baseline's; 0 means 1."""
     @_builtins.property
     def configuration(self) -> _common_pb2.Configuration: ...
+    @_builtins.property
+    def baseline(self) -> _common_pb2.Configuration:
+        """Optional: compare with this configuration on the same holdout users (paired), the
+        tuner's screen of a proposal against the champion.
+        """
+
     def __init__(
         self,
         *,
         configuration: _common_pb2.Configuration | None = ...,
         k: _builtins.int = ...,
         holdout_fraction: _builtins.float = ...,
+        baseline: _common_pb2.Configuration | None = ...,
+        baseline_ratio: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "configuration", b"configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "holdout_fraction", b"holdout_fraction", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_ratio", b"baseline_ratio", "configuration", b"configuration", "holdout_fraction", b"holdout_fraction", "k", b"k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluateConfigurationRequest: _TypeAlias = EvaluateConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class BaselineComparison(_message.Message):
+    """A configuration against a baseline on the same holdout users, resampled with replacement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASELINE_HASH_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    RATIO_FIELD_NUMBER: _builtins.int
+    PROBABILITY_CLEARS_FIELD_NUMBER: _builtins.int
+    NDCG_DIFFERENCE_FIELD_NUMBER: _builtins.int
+    NDCG_DIFFERENCE_LOW_FIELD_NUMBER: _builtins.int
+    NDCG_DIFFERENCE_HIGH_FIELD_NUMBER: _builtins.int
+    RESAMPLES_FIELD_NUMBER: _builtins.int
+    baseline_hash: _builtins.str
+    ratio: _builtins.float
+    probability_clears: _builtins.float
+    """Share of the resamples in which the configuration's NDCG@k clears ratio x the baseline's."""
+    ndcg_difference: _builtins.float
+    """Configuration's NDCG@k minus the baseline's, and its 95% bootstrap interval."""
+    ndcg_difference_low: _builtins.float
+    ndcg_difference_high: _builtins.float
+    resamples: _builtins.int
+    @_builtins.property
+    def baseline(self) -> Global___EvaluationMetrics: ...
+    def __init__(
+        self,
+        *,
+        baseline_hash: _builtins.str = ...,
+        baseline: Global___EvaluationMetrics | None = ...,
+        ratio: _builtins.float = ...,
+        probability_clears: _builtins.float = ...,
+        ndcg_difference: _builtins.float = ...,
+        ndcg_difference_low: _builtins.float = ...,
+        ndcg_difference_high: _builtins.float = ...,
+        resamples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_hash", b"baseline_hash", "ndcg_difference", b"ndcg_difference", "ndcg_difference_high", b"ndcg_difference_high", "ndcg_difference_low", b"ndcg_difference_low", "probability_clears", b"probability_clears", "ratio", b"ratio", "resamples", b"resamples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BaselineComparison: _TypeAlias = BaselineComparison  # noqa: Y015
 
 @_typing.final
 class EvaluationMetrics(_message.Message):
@@ -453,21 +510,27 @@ class EvaluateConfigurationResponse(_message.Message):
     CONFIGURATION_HASH_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
     configuration_hash: _builtins.str
     @_builtins.property
     def metrics(self) -> Global___EvaluationMetrics: ...
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def comparison(self) -> Global___BaselineComparison:
+        """Set when the request named a baseline."""
+
     def __init__(
         self,
         *,
         configuration_hash: _builtins.str = ...,
         metrics: Global___EvaluationMetrics | None = ...,
         duration: _duration_pb2.Duration | None = ...,
+        comparison: Global___BaselineComparison | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration_hash", b"configuration_hash", "duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "configuration_hash", b"configuration_hash", "duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,12 +57,12 @@ def param_message(value: ParamValue) -> common_pb2.ParamValue:
     return common_pb2.ParamValue(string_value=value)
 
 
-def configuration(message: common_pb2.Configuration, present: bool = True) -> Configuration:
+def configuration(
+    message: common_pb2.Configuration, present: bool = True, field: str = "configuration"
+) -> Configuration:
     if not present or not message.strategy:
-        raise InvalidArgument("configuration.strategy", "must not be empty")
-    params = {
-        name: param_value(value, f"configuration.params[{quoted(name)}]") for name, value in message.params.items()
-    }
+        raise InvalidArgument(f"{field}.strategy", "must not be empty")
+    params = {name: param_value(value, f"{field}.params[{quoted(name)}]") for name, value in message.params.items()}
     return Configuration(message.strategy, params)
 
 

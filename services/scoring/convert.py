@@ -14,6 +14,7 @@ from services.common import convert as shared
 from services.common.prototime import duration
 from services.scoring.core.fitting import FitStatus
 from services.scoring.core.ranking import Metrics
+from services.scoring.core.service import Evaluation
 
 _FIT_STATES = {
     "pending": scoring_pb2.FIT_STATE_PENDING,
@@ -47,6 +48,30 @@ def metrics_message(metrics: Metrics) -> scoring_pb2.EvaluationMetrics:
         catalog_coverage=metrics.catalog_coverage,
         users_evaluated=metrics.users_evaluated,
     )
+
+
+def evaluation_response(configuration_hash: str, evaluation: Evaluation) -> scoring_pb2.EvaluateConfigurationResponse:
+    response = scoring_pb2.EvaluateConfigurationResponse(
+        configuration_hash=configuration_hash,
+        metrics=metrics_message(evaluation.metrics),
+        duration=duration(evaluation.seconds),
+    )
+    compared = evaluation.comparison
+    if compared is not None:
+        paired = compared.paired
+        response.comparison.CopyFrom(
+            scoring_pb2.BaselineComparison(
+                baseline_hash=compared.baseline_hash,
+                baseline=metrics_message(compared.baseline),
+                ratio=paired.ratio,
+                probability_clears=paired.probability_clears,
+                ndcg_difference=paired.mean_difference,
+                ndcg_difference_low=paired.interval[0],
+                ndcg_difference_high=paired.interval[1],
+                resamples=paired.resamples,
+            )
+        )
+    return response
 
 
 def search_space_response(spaces: list[StrategySpace], shape: DataShape) -> scoring_pb2.DescribeSearchSpaceResponse:

@@ -7,7 +7,6 @@ from typing import Any
 from rectune.domain.configuration import Configuration
 from rectune.v1 import scoring_pb2, scoring_pb2_grpc
 from services.common import convert as shared
-from services.common import prototime
 from services.scoring import convert
 from services.scoring.core.service import ScoringCore
 
@@ -19,9 +18,9 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def __init__(self, core: ScoringCore) -> None:
         self.core = core
 
-    def _configuration(self, request: Any) -> Configuration:
-        given = shared.configuration(request.configuration, request.HasField("configuration"))
-        return self.core.configuration(given.strategy, given.params)
+    def _configuration(self, request: Any, field: str = "configuration") -> Configuration:
+        given = shared.configuration(getattr(request, field), request.HasField(field), field)
+        return self.core.configuration(given.strategy, given.params, field)
 
     def UpsertItems(self, request: scoring_pb2.UpsertItemsRequest, context: Any) -> scoring_pb2.UpsertItemsResponse:
         embedded = self.core.upsert_items(convert.items(request.items), embed=not request.defer_embedding)
@@ -62,14 +61,15 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.EvaluateConfigurationRequest, context: Any
     ) -> scoring_pb2.EvaluateConfigurationResponse:
         configuration = self._configuration(request)
-        metrics, seconds = self.core.timed_evaluate(
-            configuration, request.k or DEFAULT_K, request.holdout_fraction or DEFAULT_HOLDOUT
+        baseline = self._configuration(request, "baseline") if request.HasField("baseline") else None
+        evaluation = self.core.evaluate(
+            configuration,
+            request.k or DEFAULT_K,
+            request.holdout_fraction or DEFAULT_HOLDOUT,
+            baseline,
+            request.baseline_ratio or 1.0,
         )
-        return scoring_pb2.EvaluateConfigurationResponse(
-            configuration_hash=configuration.hash,
-            metrics=convert.metrics_message(metrics),
-            duration=prototime.duration(seconds),
-        )
+        return convert.evaluation_response(configuration.hash, evaluation)
 
     def DescribeSearchSpace(
         self, request: scoring_pb2.DescribeSearchSpaceRequest, context: Any

@@ -134,6 +134,33 @@ def test_offline_evaluation_reports_metrics(stub) -> None:
     assert 0 < metrics.catalog_coverage <= 1
 
 
+def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> None:
+    def compare(baseline: common_pb2.Configuration, ratio: float = 0.0) -> scoring_pb2.EvaluateConfigurationResponse:
+        request = scoring_pb2.EvaluateConfigurationRequest(
+            configuration=configuration("item_knn"), k=10, baseline=baseline, baseline_ratio=ratio
+        )
+        return stub.EvaluateConfiguration(request, timeout=120)
+
+    itself = compare(configuration("item_knn")).comparison  # ratio 0 means 1
+    assert (itself.ratio, itself.probability_clears, itself.ndcg_difference, itself.resamples) == (1.0, 1.0, 0.0, 1000)
+    answer = compare(configuration("popularity"), ratio=1.2)
+    against = answer.comparison
+    assert against.baseline.users_evaluated == answer.metrics.users_evaluated == 943
+    assert against.ndcg_difference == pytest.approx(answer.metrics.ndcg - against.baseline.ndcg)
+    assert against.ndcg_difference_low < against.ndcg_difference < against.ndcg_difference_high
+    assert against.ratio == 1.2 and 0.0 <= against.probability_clears <= 1.0
+    plain = stub.EvaluateConfiguration(scoring_pb2.EvaluateConfigurationRequest(configuration=configuration("als")))
+    assert not plain.HasField("comparison")
+    assert error_of(lambda: compare(configuration("deep"))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "baseline.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity",
+    )
+    assert error_of(lambda: compare(configuration("als"), ratio=11)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "baseline_ratio: must be in (0, 10], got 11",
+    )
+
+
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [

@@ -163,11 +163,13 @@ def test_an_arm_is_judged_against_its_rivals_traffic_since_it_went_live(tuner) -
 
 def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) -> None:
     run, policy = tuner.run, tuner.policy
-    code, out, _ = run("propose", "--screen-min-ndcg-ratio=50")
+    code, out, _ = run("propose", "--screen-min-ndcg-ratio=10")
     assert code == 0
     plan = json.loads(out)
     assert plan["actions"] == [] and len(plan["rejected"]) == 2
-    assert all(" < 50.0 x champion's " in r["reason"] for r in plan["rejected"])
+    for rejected in plan["rejected"]:  # screened against the champion on the same users, paired
+        assert " against 10 x champion's " in rejected["reason"]
+        assert rejected["reason"].endswith(" of 1000 paired resamples of the holdout users (needs 90%)")
     assert list(arms_by_id(policy.stub)) == ["champion"]
 
 

@@ -4,7 +4,9 @@ the validation noise; among close finalists, the one best in most resamples wins
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from rectune.domain.comparison import compare_paired
 from tuner.selection import choose
 
 USERS = 900
@@ -42,3 +44,16 @@ def test_the_choice_is_the_same_for_the_same_seed() -> None:
     base = scores(0.2, 3)
     candidates = {"d": base, "x": base + 0.01, "y": base + 0.0105, "z": base + 0.002}
     assert choose(candidates, ["d"], seed=4) == choose(candidates, ["d"], seed=4)
+
+
+def test_a_paired_comparison_counts_the_resamples_that_clear_the_bar() -> None:
+    rng = np.random.default_rng(3)
+    baseline = rng.uniform(0.0, 1.0, 500)
+    clearly_better = compare_paired(baseline + 0.05, baseline)
+    assert clearly_better.probability_clears == 1.0 and clearly_better.mean_difference == pytest.approx(0.05)
+    assert clearly_better.interval == pytest.approx((0.05, 0.05))
+    noisy = compare_paired(baseline + rng.normal(0.0, 0.3, 500), baseline)  # no better on average: a coin flip
+    assert 0.05 < noisy.probability_clears < 0.95 and noisy.interval[0] < 0 < noisy.interval[1]
+    assert compare_paired(baseline * 0.85, baseline, ratio=0.8).probability_clears == 1.0
+    with pytest.raises(ValueError, match="paired scores must be two equal 1-d arrays"):
+        compare_paired(baseline, baseline[:-1])

@@ -170,11 +170,29 @@ def test_the_screen_rejects_duplicates_and_configurations_below_the_bar() -> Non
         proposals, screens, Screen("h-champion", 0.30, 0.2), {"h-existing"}, TunerLimits(), "cycle123456"
     )
     assert [(a.arm_id, a.exposure_cap) for a in registered] == [("als-cycle1-2", 0.2)]
-    assert "offline NDCG@10 0.2500 (champion 0.3000)" in registered[0].reason
+    assert registered[0].reason == "draw 10; offline NDCG@10 0.2500 against 0.8 x champion's 0.3000, recall 0.2000"
     assert [r.reason for r in rejected] == [
         "same configuration as an existing arm or an earlier proposal",
-        "offline NDCG@10 0.1000 < 0.8 x champion's 0.3000",
+        "offline NDCG@10 0.1000 against 0.8 x champion's 0.3000",
         "same configuration as an existing arm or an earlier proposal",
+    ]
+
+
+def test_with_a_paired_comparison_the_screen_needs_confidence_not_a_lucky_mean() -> None:
+    proposals = [Proposal(Configuration("als", {"factors": n}), ArmOrigin.TUNER_TPE, "tpe") for n in (8, 9)]
+    # Both means clear 0.8 x 0.30 = 0.24; only the first does so in 90% of the resamples.
+    screens = [Screen("h1", 0.27, 0.1, probability_clears=0.97), Screen("h2", 0.25, 0.1, probability_clears=0.61)]
+    registered, rejected = screen_proposals(
+        proposals, screens, Screen("h-champion", 0.30, 0.2), set(), TunerLimits(), "cycle123456"
+    )
+    assert [a.arm_id for a in registered] == ["als-cycle1-0"]
+    assert registered[0].reason == (
+        "tpe; offline NDCG@10 0.2700 against 0.8 x champion's 0.3000: clears it in 97% of 1000 paired resamples "
+        "of the holdout users (needs 90%), recall 0.1000"
+    )
+    assert [r.reason for r in rejected] == [
+        "offline NDCG@10 0.2500 against 0.8 x champion's 0.3000: clears it in 61% of 1000 paired resamples "
+        "of the holdout users (needs 90%)"
     ]
 
 

@@ -97,17 +97,25 @@ def calibrate(model: FittedModel, train: TrainingData, held_out: dict[int, int])
 
 def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> Metrics:
     """Full ranking of every item but the user's training items; binary relevance of held-out items."""
+    return evaluate_users(model, train, held_out, k)[0]
+
+
+def user_ndcgs(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> np.ndarray:
+    return evaluate_users(model, train, held_out, k)[1]
+
+
+def evaluate_users(
+    model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int
+) -> tuple[Metrics, np.ndarray]:
+    """The metrics, and the NDCG@k of each evaluated user in user order: the same users for
+    every configuration of one split, so that two configurations can be compared user by user
+    (paired)."""
     per_user, covered = [], set()
     for recommended, relevant in ranked_lists(model, train, held_out, k):
         covered.update(recommended.tolist())
         per_user.append(ranking_metrics(recommended, relevant, k))
-    return summarise(per_user, covered, train.n_items, k)
-
-
-def user_ndcgs(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> np.ndarray:
-    """NDCG@k of each evaluated user, in user order: the same users for every configuration
-    of one split, so that two configurations can be compared user by user (paired)."""
-    return np.array([ranking_metrics(rec, relevant, k)[0] for rec, relevant in ranked_lists(model, train, held_out, k)])
+    ndcgs = np.array([ndcg for ndcg, _recall, _hit in per_user], dtype=np.float64)
+    return summarise(per_user, covered, train.n_items, k), ndcgs
 
 
 def ranked_lists(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rectune.domain.comparison import PairedComparison, compare_paired
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, quoted
 from rectune.domain.events import Interaction, Item, ScoredItem, check_item
@@ -21,16 +23,30 @@ from services.scoring.core.fitting import (
     FittedCache,
     calibrate,
     calibration_split,
-    evaluate_model,
+    evaluate_users,
 )
 from services.scoring.core.journal import DataJournal
-from services.scoring.core.ranking import (
-    Metrics,
-    time_split,
-)
+from services.scoring.core.ranking import Metrics, Split, time_split
 from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
+
+# A baseline ratio beyond this is a typo (the tuner's screen uses about 0.8 to 1).
+MAX_BASELINE_RATIO = 10.0
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    baseline_hash: str
+    baseline: Metrics
+    paired: PairedComparison
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: Metrics
+    comparison: BaselineComparison | None  # when a baseline was given
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,10 @@ class ScoringCore:
         chosen = names or sorted(self.registry)
         return [self.registry[name].space for name in chosen]
 
-    def configuration(self, strategy: str, params: Mapping[str, ParamValue]) -> Configuration:
-        canonical = find(self.registry, strategy).space.canonical(params)
+    def configuration(
+        self, strategy: str, params: Mapping[str, ParamValue], field: str = "configuration"
+    ) -> Configuration:
+        canonical = find(self.registry, strategy, f"{field}.strategy").space.canonical(params, f"{field}.params")
         return Configuration(strategy, canonical)
 
     # -- data --------------------------------------------------------------------------------
@@ -243,19 +261,35 @@ class ScoringCore:
 
     # -- offline evaluation ---------------------------------------------------------------------------
 
-    def timed_evaluate(self, configuration: Configuration, k: int, holdout_fraction: float) -> tuple[Metrics, float]:
+    def evaluate(
+        self,
+        configuration: Configuration,
+        k: int,
+        holdout_fraction: float,
+        baseline: Configuration | None = None,
+        ratio: float = 1.0,
+    ) -> Evaluation:
+        """Metrics on a time-based holdout; with a baseline, both are scored on the same users
+        and compared user by user (rectune.domain.comparison)."""
         started = time.perf_counter()
-        metrics = self.evaluate(configuration, k, holdout_fraction)
-        return metrics, time.perf_counter() - started
-
-    def evaluate(self, configuration: Configuration, k: int, holdout_fraction: float) -> Metrics:
         if not 1 <= k <= self.limits.max_k:
             raise InvalidArgument("k", f"must be between 1 and {self.limits.max_k}, got {k}")
         if not 0.0 < holdout_fraction < 1.0:
             raise InvalidArgument("holdout_fraction", f"must be between 0 and 1 (exclusive), got {holdout_fraction}")
+        if not (math.isfinite(ratio) and 0.0 < ratio <= MAX_BASELINE_RATIO):
+            raise InvalidArgument("baseline_ratio", f"must be in (0, {MAX_BASELINE_RATIO:g}], got {ratio:g}")
         data = self.data.snapshot()
         if len(data.users) == 0:
             raise FailedPrecondition("no interactions yet: load a dataset or add interactions first")
         split = time_split(data, holdout_fraction)
+        metrics, ndcgs = self._evaluate_on(split, configuration, k)
+        comparison = None
+        if baseline is not None:
+            baseline_metrics, baseline_ndcgs = self._evaluate_on(split, baseline, k)
+            paired = compare_paired(ndcgs, baseline_ndcgs, ratio)
+            comparison = BaselineComparison(baseline.hash, baseline_metrics, paired)
+        return Evaluation(metrics, comparison, time.perf_counter() - started)
+
+    def _evaluate_on(self, split: Split, configuration: Configuration, k: int) -> tuple[Metrics, np.ndarray]:
         model = self.registry[configuration.strategy].fit(split.train, configuration.params, None)
-        return evaluate_model(model, split.train, split.held_out, k)
+        return evaluate_users(model, split.train, split.held_out, k)
