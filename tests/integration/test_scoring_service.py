@@ -135,7 +135,7 @@ def test_offline_evaluation_reports_metrics(stub) -> None:
 
 
 def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> None:
-    def compare(baseline: common_pb2.Configuration, ratio: float = 0.0) -> scoring_pb2.EvaluateConfigurationResponse:
+    def compare(baseline: common_pb2.Configuration, ratio: float = 0.0):
         request = scoring_pb2.EvaluateConfigurationRequest(
             configuration=configuration("item_knn"), k=10, baseline=baseline, baseline_ratio=ratio
         )
