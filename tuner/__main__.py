@@ -61,7 +61,8 @@ def make_proposer(settings: TunerSettings) -> Proposer:
         )
         if settings.proposer == "pool":
             return PoolProposer(EndpointModel(endpoint), seed, k=settings.evaluation_k)
-        return EndpointProposer(endpoint, seed, settings.lm_temperature, k=settings.evaluation_k)
+        keep_words = settings.lm_rationale_tokens > 0
+        return EndpointProposer(endpoint, seed, settings.lm_temperature, settings.evaluation_k, keep_words)
     # Imported here: torch and transformers load only for the language-model proposers.
     from tuner.language_model import LanguageModel
     from tuner.lm_proposer import LanguageModelProposer
@@ -70,7 +71,9 @@ def make_proposer(settings: TunerSettings) -> Proposer:
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
     if settings.proposer == "pool":
         return PoolProposer(model, seed, k=settings.evaluation_k)
-    return LanguageModelProposer(model, seed, settings.lm_temperature, k=settings.evaluation_k)
+    return LanguageModelProposer(
+        model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=settings.evaluation_k
+    )
 
 
 def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:

@@ -18,7 +18,7 @@ import structlog
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.space import SearchSpace, SpaceError
 from tuner.endpoint import ChatEndpoint
-from tuner.lm_proposer import SYSTEM, describe
+from tuner.lm_proposer import SYSTEM, describe, lm_evidence
 from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, distinct_proposals
 
 log = structlog.get_logger(__name__)
@@ -29,7 +29,15 @@ RATIONALE = {"rationale": {"type": "string", "description": "one sentence: why t
 class EndpointProposer:
     origin = ArmOrigin.TUNER_LM
 
-    def __init__(self, endpoint: ChatEndpoint, seed: int | None = None, temperature: float = 1.0, k: int = 10) -> None:
+    def __init__(
+        self,
+        endpoint: ChatEndpoint,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        k: int = 10,
+        keep_words: bool = False,
+    ) -> None:
+        self.keep_words = keep_words  # keep the model's one-sentence rationale, labelled as its words
         self.k = k  # the k of the NDCG@k the screen measures (the tuner's evaluation_k)
         self.endpoint = endpoint
         self.temperature = temperature
@@ -45,9 +53,11 @@ class EndpointProposer:
     ) -> list[Proposal]:
         prompt = describe(space, history, self.k) + "\nAlso give one sentence of rationale."
         schema = space.json_schema(extra=RATIONALE)
-        return distinct_proposals(lambda: self._draw(space, prompt, schema), count, taken)
+        return distinct_proposals(lambda: self._draw(space, prompt, schema, history), count, taken)
 
-    def _draw(self, space: SearchSpace, prompt: str, schema: dict[str, Any]) -> Proposal | None:
+    def _draw(
+        self, space: SearchSpace, prompt: str, schema: dict[str, Any], history: Sequence[Observation]
+    ) -> Proposal | None:
         """One answer of the endpoint as a proposal; None (logged) when it is outside the space."""
         answer = self._ask(prompt, schema)
         try:
@@ -55,8 +65,11 @@ class EndpointProposer:
         except SpaceError as exc:
             log.warning("endpoint_answer_refused", reason=str(exc))
             return None
-        rationale = str(answer.get("rationale", "")).strip() or "(none given)"
-        return Proposal(configuration, self.origin, f"{self.endpoint.name} (the model's words): {rationale}")
+        evidence = lm_evidence(self.endpoint.name, history)
+        words = str(answer.get("rationale", "")).strip()
+        if self.keep_words and words:
+            evidence += f"; the model's words: {words}"
+        return Proposal(configuration, self.origin, evidence)
 
     def _ask(self, prompt: str, schema: dict[str, Any]) -> Any:
         reply = self.endpoint.complete(

@@ -30,7 +30,6 @@ SYSTEM = (
 )
 GRID_POINTS = 7  # values offered across a numeric range (plus the best value seen so far)
 HISTORY_SHOWN = 8  # best screened configurations shown in the prompt
-RATIONALE_TOKENS = 40
 
 Slots = list[tuple[str, list[ParamValue]]]  # each hyperparameter and the values offered for it
 
@@ -43,13 +42,14 @@ class LanguageModelProposer:
         model: LanguageModel,
         seed: int | None = None,
         temperature: float = 1.0,
-        rationale_tokens: int = RATIONALE_TOKENS,
+        rationale_tokens: int = 0,
         k: int = 10,
     ) -> None:
         self.model = model
         self.k = k  # the k of the NDCG@k the screen measures (the tuner's evaluation_k)
         self.temperature = temperature
-        self.rationale_tokens = rationale_tokens  # 0: no rationale (the benchmark's choice)
+        # > 0: the model is also asked for a sentence, kept labelled as its words (costs ~2.5 s).
+        self.rationale_tokens = rationale_tokens
         self._rng = random.Random(seed)
 
     def propose(
@@ -72,8 +72,11 @@ class LanguageModelProposer:
                 break  # every configuration the model may write here is taken
             configuration, context = made
             taken_configurations.append(configuration.as_dict())
-            rationale = self._rationale(context) or "(none given)"
-            proposals.append(Proposal(configuration, self.origin, f"{self.model.name}: {rationale}"))
+            evidence = lm_evidence(self.model.name, history)
+            words = self._rationale(context)
+            if words:
+                evidence += f"; the model's words: {words}"
+            proposals.append(Proposal(configuration, self.origin, evidence))
         return proposals
 
     def _configuration(
@@ -110,6 +113,18 @@ class LanguageModelProposer:
 
     def _choose(self, context: Context, options: list[str]) -> int:
         return self.model.choose(context, options, self.temperature, self._rng)
+
+
+def lm_evidence(model: str, history: Sequence[Observation]) -> str:
+    """What a configuration the model wrote came from, computed (not the model's words)."""
+    if not history:
+        return f"{model} wrote it among the values the space allows, with nothing screened yet"
+    best = max(o.value for o in history)
+    shown = min(len(history), HISTORY_SHOWN)
+    return (
+        f"{model} wrote it among the values the space allows, shown the {shown} best of {len(history)} "
+        f"screened configurations (best NDCG {best:.4f})"
+    )
 
 
 def _slots(strategy: StrategySpace, best: dict[str, ParamValue]) -> Slots:

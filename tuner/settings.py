@@ -15,6 +15,7 @@ from tuner.proposers import PROPOSERS
 
 # "lm" and "pool" are built apart from the others: they load torch and a model only when chosen.
 PROPOSER_NAMES = (*PROPOSERS, "lm", "pool")
+MAX_RATIONALE_TOKENS = 200  # one sentence; more only slows each proposal
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class TunerSettings(ClientSettings, TunerLimits):
         default=1.0,
         help="lm proposer: sampling temperature over the allowed values; 0 always takes the likeliest",
     )
+    lm_rationale_tokens: int = option(
+        env="RECTUNE_TUNER_LM_RATIONALE_TOKENS",
+        default=0,
+        help="lm proposer: also keep the model's one-sentence rationale (at most this many tokens; with an "
+        "endpoint, any length), labelled as its words; 0 keeps only the computed evidence",
+    )
     seed: int = option(env="RECTUNE_TUNER_SEED", default=0, help="seed of the proposer; 0 draws a fresh one")
     search_space_file: str = option(
         env="RECTUNE_TUNER_SEARCH_SPACE",
@@ -96,6 +103,10 @@ class TunerSettings(ClientSettings, TunerLimits):
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
                 f"got {self.proposer!r}"
+            )
+        if not 0 <= self.lm_rationale_tokens <= MAX_RATIONALE_TOKENS:
+            raise SettingsError(
+                f"--lm-rationale-tokens: must be between 0 and {MAX_RATIONALE_TOKENS}, got {self.lm_rationale_tokens}"
             )
         if self.lm_temperature < 0:
             raise SettingsError(f"--lm-temperature: must be >= 0, got {self.lm_temperature}")

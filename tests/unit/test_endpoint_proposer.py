@@ -84,11 +84,15 @@ def test_answers_outside_the_space_and_repeats_are_refused(endpoint) -> None:
         ]
     )
     taken = {Configuration("als", {"factors": 16, "regularization": 0.1}).key()}
-    proposer = EndpointProposer(ChatEndpoint(stand_in.url, "big-model", api_key="k3y"), seed=1, temperature=0.7)
+    client = ChatEndpoint(stand_in.url, "big-model", api_key="k3y")
+    proposer = EndpointProposer(client, seed=1, temperature=0.7, keep_words=True)
     (proposal,) = proposer.propose(SPACE, 1, taken, [])
     assert proposal.configuration == Configuration("als", {"factors": 32, "regularization": 0.1})
     assert proposal.origin is ArmOrigin.TUNER_LM
-    assert proposal.rationale == "big-model (the model's words): fewer factors overfit less"
+    assert proposal.rationale == (
+        "big-model wrote it among the values the space allows, with nothing screened yet; "
+        "the model's words: fewer factors overfit less"
+    )
     path, headers, body = stand_in.requests[0]
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer k3y"
     assert body["model"] == "big-model" and body["temperature"] == 0.7

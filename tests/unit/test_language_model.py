@@ -56,11 +56,17 @@ def test_proposals_are_valid_new_configurations_with_a_rationale(language_model)
     history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.05}), 0.2)]
     # The model likes to copy the best screen: taken (as the controller passes it) holds it.
     taken = {Configuration("hybrid", {"mode": "a", "explore": False}).key(), history[0].configuration.key()}
-    proposals = LanguageModelProposer(language_model, seed=3).propose(space, 3, taken, history)
+    proposer = LanguageModelProposer(language_model, seed=3, rationale_tokens=40)
+    proposals = proposer.propose(space, 3, taken, history)
     assert len(proposals) == 3 and len({p.configuration.key() for p in proposals}) == 3
     for proposal in proposals:
         assert proposal.origin is ArmOrigin.TUNER_LM and proposal.configuration.key() not in taken
-        assert proposal.rationale.startswith("SmolLM2-135M-Instruct: ") and len(proposal.rationale) > 30
+        evidence, words = proposal.rationale.split("; the model's words: ")
+        assert evidence == (
+            "SmolLM2-135M-Instruct wrote it among the values the space allows, shown the 1 best of 1 screened "
+            "configurations (best NDCG 0.2000)"
+        )
+        assert len(words) > 10
         params = proposal.configuration.params
         if proposal.configuration.strategy == "als":
             assert 16 <= number(params["factors"]) <= 64 and 1e-4 <= number(params["regularization"]) <= 10
