@@ -140,6 +140,8 @@ class RunningService:
     grace_seconds: float
     metrics: RpcMetrics
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Run when stopping starts, before the grace period: for example ending open streams.
+    on_stopping: list[Callable[[], None]] = field(default_factory=list)
     # Why the service gave up (for example its model failed to load); None while healthy.
     failure: str | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -152,6 +154,8 @@ class RunningService:
             return
         self._stopping.set()
         self.health.shutdown()
+        for begin in self.on_stopping:
+            begin()
         grace = self.grace_seconds if grace_seconds is None else grace_seconds
         self.server.stop(grace).wait()
         for close in reversed(self.closers):

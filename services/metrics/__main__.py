@@ -56,6 +56,12 @@ class MetricsSettings(ServerSettings):
     compaction_interval_seconds: float = option(
         env="RECTUNE_COMPACTION_INTERVAL_SECONDS", default=600.0, help="how often compaction runs"
     )
+    max_watch_streams: int = option(
+        env="RECTUNE_MAX_WATCH_STREAMS",
+        default=4,
+        help="WatchArmStats streams open at once; more are refused with RESOURCE_EXHAUSTED "
+        "(each holds one of --max-workers threads)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +70,11 @@ class MetricsSettings(ServerSettings):
             raise SettingsError(f"--posterior-samples: must be >= 1, got {self.posterior_samples}")
         if self.retention_hours < 0 or self.compaction_interval_seconds <= 0:
             raise SettingsError("--retention-hours: must be >= 0; --compaction-interval-seconds: must be > 0")
+        if not 1 <= self.max_watch_streams < self.max_workers:
+            raise SettingsError(
+                f"--max-watch-streams: must be between 1 and --max-workers - 1 ({self.max_workers - 1}), so that "
+                f"unary calls and health always find a thread; got {self.max_watch_streams}"
+            )
         if self.max_future_seconds < MAX_FUTURE_SECONDS:
             # PolicyService acknowledges times up to MAX_FUTURE_SECONDS ahead: refusing them
             # here would drop what was acknowledged.
@@ -78,6 +89,7 @@ class MetricsSettings(ServerSettings):
             posterior_samples=self.posterior_samples,
             max_future_seconds=self.max_future_seconds,
             retention_hours=self.retention_hours,
+            max_watch_streams=self.max_watch_streams,
         )
 
 
@@ -90,6 +102,7 @@ def build(settings: MetricsSettings) -> RunningService:
     )
     service = start_service("metrics", [registration], settings)
     service.metrics.registry.register(ArmGauges(core))
+    service.on_stopping.append(core.stop_streams)
     service.closers.append(engine.dispose)
     service.closers.append(run_periodically("compaction", settings.compaction_interval_seconds, core.compact))
     watch = StorageWatch(engine, service.health.set_serving, service.health.set_not_serving)

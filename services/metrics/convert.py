@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from rectune.domain.events import FeedbackEvent
 from rectune.v1 import common_pb2, metrics_pb2
 from services.common import convert as shared
-from services.common.prototime import seconds, timestamp
+from services.common.prototime import checked_seconds, timestamp
 from services.metrics.core.records import Bucket, LoggedDecision, Window
 from services.metrics.core.stats import ArmStats, Interval
 
@@ -16,8 +16,8 @@ def window(message: common_pb2.TimeWindow, present: bool) -> Window:
     if not present:
         return Window()
     return Window(
-        seconds(message.start) if message.HasField("start") else None,
-        seconds(message.end) if message.HasField("end") else None,
+        checked_seconds(message.start, "window.start") if message.HasField("start") else None,
+        checked_seconds(message.end, "window.end") if message.HasField("end") else None,
     )
 
 

@@ -55,11 +55,15 @@ def encode_page_token(time_us: int, decision_id: str) -> str:
 
 
 def decode_page_token(token: str) -> tuple[int, str]:
+    refused = InvalidArgument("page_token", "is not a token this service returned")
     try:
         time_us, decision_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(time_us), str(decision_id)
     except (ValueError, TypeError):
-        raise InvalidArgument("page_token", "is not a token this service returned") from None
+        raise refused from None
+    # A token is [microseconds as a 64-bit integer, a decision id]: anything else was not issued here.
+    if not isinstance(time_us, int) or not -(2**63) <= time_us < 2**63 or not isinstance(decision_id, str):
+        raise refused
+    return time_us, decision_id
 
 
 def decision_from_row(row: Any) -> Decision:

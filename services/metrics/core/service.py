@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, ResourceExhausted
 from rectune.domain.events import MAX_FUTURE_SECONDS, Decision, FeedbackEvent, TimeRules, check_decisions, check_events
 from services.metrics.core.records import Bucket, LoggedDecision, Window, WriteResult
 from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
@@ -17,6 +17,9 @@ MAX_BUCKETS = 10_000
 MAX_PAGE_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 1_000
 MIN_WATCH_INTERVAL = 0.1
+MAX_WATCH_INTERVAL = 3600.0  # a stream that pushes less often than hourly is better served by GetArmStats
+MAX_WATCH_WINDOW = 10 * 365 * 86400.0
+WATCH_POLL_SECONDS = 0.2
 # Other replicas may compact; re-read the horizon this often.
 HORIZON_CACHE_SECONDS = 30.0
 
@@ -31,6 +34,9 @@ class MetricsConfig:
     max_events_per_batch: int = 10_000
     # Raw events older than this are compacted into hourly aggregates; 0 keeps them forever.
     retention_hours: float = 168.0
+    # Each open WatchArmStats stream holds a server thread: beyond this many, a new one is
+    # refused, so unary calls and health always find a thread.
+    max_watch_streams: int = 4
 
 
 def check_window(window: Window) -> None:
@@ -51,6 +57,8 @@ class MetricsCore:
         self.clock = clock
         self._horizon: tuple[float, float | None] = (float("-inf"), None)  # (read at, value)
         self._lock = threading.Lock()
+        self._watchers = 0
+        self._stopping = threading.Event()  # set on shutdown: every stream ends at once
 
     def _compacted_before(self) -> float | None:
         read_at, value = self._horizon
@@ -114,21 +122,54 @@ class MetricsCore:
     ) -> Iterator[tuple[float, list[ArmStats]]]:
         """Stats over the sliding window, pushed when the counts change, at most once per min_interval."""
         check_arm_ids(arm_ids)
-        if window_seconds < 0:
-            raise InvalidArgument("window", f"must be >= 0, got {window_seconds}")
+        if not 0 <= window_seconds <= MAX_WATCH_WINDOW:
+            raise InvalidArgument(
+                "window", f"must be between 0 and {MAX_WATCH_WINDOW:g} s (10 years), got {window_seconds:g}"
+            )
+        if not 0 <= min_interval <= MAX_WATCH_INTERVAL:
+            raise InvalidArgument(
+                "min_interval", f"must be between 0 and {MAX_WATCH_INTERVAL:g} s, got {min_interval:g}"
+            )
         interval = max(min_interval, MIN_WATCH_INTERVAL)
-        last: list[tuple[str, int, int, int]] | None = None
-        while is_active():
-            now = self.clock()
-            window = Window(now - window_seconds if window_seconds else None, None)
-            stats, _ = self.arm_stats(window, arm_ids)
-            fingerprint = [
-                (s.counts.arm_id, s.counts.impressions, s.counts.clicks, s.counts.conversions) for s in stats
-            ]
-            if fingerprint != last:
-                last = fingerprint
-                yield now, stats
-            time.sleep(interval)
+        self._open_watch()
+        try:
+            last: list[tuple[str, int, int, int]] | None = None
+            while is_active() and not self._stopping.is_set():
+                now = self.clock()
+                window = Window(now - window_seconds if window_seconds else None, None)
+                stats, _ = self.arm_stats(window, arm_ids)
+                fingerprint = [
+                    (s.counts.arm_id, s.counts.impressions, s.counts.clicks, s.counts.conversions) for s in stats
+                ]
+                if fingerprint != last:
+                    last = fingerprint
+                    yield now, stats
+                self._pause(interval, is_active)
+        finally:
+            with self._lock:
+                self._watchers -= 1
+
+    def _open_watch(self) -> None:
+        with self._lock:
+            if self._watchers >= self.config.max_watch_streams:
+                raise ResourceExhausted(
+                    f"WatchArmStats: {self._watchers} streams are open, the most this server keeps "
+                    "(max_watch_streams); retry later or poll GetArmStats"
+                )
+            self._watchers += 1
+
+    def _pause(self, seconds: float, is_active: Callable[[], bool]) -> None:
+        """Sleep, waking early on shutdown, and noticing a cancelled stream within WATCH_POLL_SECONDS."""
+        deadline = time.monotonic() + seconds
+        while is_active() and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stopping.wait(min(left, WATCH_POLL_SECONDS))
+
+    def stop_streams(self) -> None:
+        """End every open stream now (at shutdown, before the grace period starts counting)."""
+        self._stopping.set()
 
     def export_decisions(
         self, window: Window, arm_ids: Sequence[str], page_size: int, page_token: str

@@ -1,0 +1,95 @@
+"""Streams are bounded and never starve the rest (issue #20, item 9), on a real
+MetricsService: WatchArmStats beyond max_watch_streams is refused with RESOURCE_EXHAUSTED,
+unary calls and health keep answering while the streams are open, a cancelled stream frees
+its slot even with an hour-long min_interval, and stopping ends every stream at once rather
+than waiting out the grace period."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rectune.v1 import metrics_pb2
+from tests.rpc import error_of
+
+pytestmark = pytest.mark.integration
+
+HOUR = Duration(seconds=3600)
+
+
+def open_watch(stub, min_interval: Duration = HOUR):
+    """A started WatchArmStats stream (its first push read) and the call, to cancel it."""
+    call = stub.WatchArmStats(metrics_pb2.WatchArmStatsRequest(min_interval=min_interval), timeout=60)
+    next(call)
+    return call
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_streams_beyond_the_bound_are_refused_and_the_rest_keeps_answering(start_service) -> None:
+    metrics = start_service("metrics", max_watch_streams=2, max_workers=4)
+    first, second = open_watch(metrics.stub), open_watch(metrics.stub)
+    assert error_of(lambda: open_watch(metrics.stub)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "WatchArmStats: 2 streams are open, the most this server keeps (max_watch_streams); "
+        "retry later or poll GetArmStats",
+    )
+    # With both streams open (each asleep for an hour), unary calls and health still get a thread.
+    assert list(metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(), timeout=5).stats) == []
+    health = health_pb2_grpc.HealthStub(metrics.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    # Cancelled, a stream frees its slot although its next push is an hour away.
+    first.cancel()
+    assert wait_until(lambda: _opens(metrics.stub))
+    second.cancel()
+
+
+def _opens(stub) -> bool:
+    try:
+        open_watch(stub).cancel()
+    except grpc.RpcError as error:
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        return False
+    return True
+
+
+def test_stopping_ends_open_streams_at_once_instead_of_cancelling_them_after_the_grace(start_service) -> None:
+    metrics = start_service("metrics", max_watch_streams=3)
+    calls = [open_watch(metrics.stub) for _ in range(3)]
+    endings: list[str] = []
+
+    def drain(call) -> None:
+        try:
+            for _ in call:
+                pass
+            endings.append("ended")
+        except grpc.RpcError as error:
+            endings.append(error.code().name)
+
+    readers = [threading.Thread(target=drain, args=(call,)) for call in calls]
+    for reader in readers:
+        reader.start()
+    metrics.service.stop(30.0)  # a long grace: the streams must not need it
+    for reader in readers:
+        reader.join(timeout=30)
+    assert endings == ["ended", "ended", "ended"]
+
+
+def test_the_stream_bound_must_leave_threads_for_unary_calls() -> None:
+    from services.common.config import SettingsError
+    from services.metrics.__main__ import MetricsSettings
+
+    with pytest.raises(SettingsError, match=r"--max-watch-streams: must be between 1 and --max-workers - 1 \(3\)"):
+        MetricsSettings(port=0, max_workers=4, max_watch_streams=4)
