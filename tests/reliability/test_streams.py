@@ -29,7 +29,7 @@ def open_watch(stub, min_interval: Duration = HOUR):
     return call
 
 
-def wait_until(condition, seconds: float = 10.0) -> bool:
+def wait_until(condition, seconds: float = 10.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
