@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 
-from rectune.domain.errors import PermissionDenied, RectuneError, Unauthenticated
+from rectune.domain.errors import InvalidArgument, PermissionDenied, RectuneError, Unauthenticated
 from services.common.observability import RpcObserver
 
 log = structlog.get_logger(__name__)
@@ -37,10 +37,12 @@ def _rebuild_handler(
     handler: grpc.RpcMethodHandler[Any, Any],
     wrap_unary: Callable[[Behavior], Behavior],
     wrap_streaming: Callable[[Behavior], Behavior],
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler with its behaviour wrapped; unary and streaming responses differ."""
+    """The same handler with its behaviour wrapped (and its request deserializer replaced,
+    when one is given); unary and streaming responses differ."""
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -51,6 +53,38 @@ def _rebuild_handler(
         return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **serializers)
     stream_stream = typing.cast(Behavior, handler.stream_stream)
     return grpc.stream_stream_rpc_method_handler(wrap_streaming(stream_stream), **serializers)
+
+
+class _Unparsable:
+    """What a request that does not parse becomes: grpcio would answer it INTERNAL
+    ("Exception deserializing request!"); the handler answers INVALID_ARGUMENT instead."""
+
+
+UNPARSABLE = _Unparsable()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError, or a string field that is not UTF-8
+            return UNPARSABLE
+
+    return parse
+
+
+def _parsed(request: Any, method: str) -> Any:
+    """The request, or (for a client stream) an iterator that checks each message."""
+    if request is UNPARSABLE:
+        raise InvalidArgument(
+            "request", f"does not parse as the request of {method} (bad protobuf bytes or a string that is not UTF-8)"
+        )
+    if isinstance(request, Iterator):
+        return (_parsed(message, method) for message in request)
+    return request
 
 
 def grpc_code(exc: RectuneError) -> grpc.StatusCode:
@@ -108,7 +142,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 started, code = time.perf_counter(), grpc.StatusCode.OK
                 with structlog.contextvars.bound_contextvars(**log_context):
                     try:
-                        return behavior(request, context)
+                        return behavior(_parsed(request, method), context)
                     except Exception as exc:
                         code = _status_of(exc, context)
                         _abort_for_exception(exc, context, method)
@@ -122,7 +156,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 started, code = time.perf_counter(), grpc.StatusCode.OK
                 with structlog.contextvars.bound_contextvars(**log_context):
                     try:
-                        yield from behavior(request, context)
+                        yield from behavior(_parsed(request, method), context)
                     except Exception as exc:
                         code = _status_of(exc, context)
                         _abort_for_exception(exc, context, method)
@@ -131,7 +165,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
             return guarded
 
-        return _rebuild_handler(handler, wrap_unary, wrap_streaming)
+        return _rebuild_handler(handler, wrap_unary, wrap_streaming, _tolerant(handler.request_deserializer))
 
 
 def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, wanted: str) -> str | None:

@@ -8,6 +8,7 @@ stops it at start-up with the file and line.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from services.common.server import RunningService, ServiceRegistration, start_se
 from services.common.settings import ServerSettings, check_address, check_database_url
 from services.common.storage import make_engine
 from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
-from services.scoring.core.data import ScoringData
+from services.scoring.core.data import ScoringData, shifted_to_end_at
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
@@ -84,7 +85,7 @@ class ScoringSettings(ServerSettings):
             raise SettingsError(f"--journal-poll-seconds: must be > 0, got {self.journal_poll_seconds}")
 
 
-def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
+def load_dataset(core: ScoringCore, settings: ScoringSettings, live_start: float) -> None:
     if settings.dataset:
         items, interactions = load_movielens_atomic(Path(settings.dataset))
     elif settings.items_csv:
@@ -94,6 +95,10 @@ def load_dataset(core: ScoringCore, settings: ScoringSettings) -> None:
     # Straight into the data, not through the RPC path: the files are read again at every
     # start, so they are not journaled. Vectors are made on the first content fit or upsert:
     # start-up does not wait for EmbeddingService.
+    # The dataset ends where live data begins (the first journaled interaction, or now): the
+    # same shift at every start, so the journal's interactions always come after it.
+    interactions, offset = shifted_to_end_at(interactions, live_start)
+    log.info("dataset_loaded", items=len(items), interactions=len(interactions), shifted_days=round(offset / 86400, 1))
     core.data.upsert_items(items)
     core.data.add_interactions(interactions)
 
@@ -109,7 +114,7 @@ def build(settings: ScoringSettings) -> RunningService:
     journal = DataJournal(engine)
     core = ScoringCore(default_registry(vectors), limits, data, vectors, journal)
     try:
-        load_dataset(core, settings)
+        load_dataset(core, settings, journal.earliest_interaction_time() or time.time())
     except DatasetError as exc:
         raise OSError(f"dataset: {exc}") from None
     items, interactions = journal.catch_up(data)

@@ -239,3 +239,29 @@ def test_an_apps_impression_of_a_decision_is_counted_once(suite) -> None:
     time.sleep(0.5)  # a second outbox round: nothing more arrives
     stats = metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(arm_ids=["pop"]), timeout=10).stats[0]
     assert (stats.impressions, stats.clicks) == (1, 1)
+
+
+def test_one_click_today_does_not_outrank_the_datasets_history_and_a_restart_keeps_the_order(
+    start_service, tmp_path
+) -> None:
+    """Item 5, MovieLens's clock: its interactions end in 1998. Loaded as they are, one click
+    today on an item rated once puts it first in a recency-weighted popularity for everyone."""
+    database = f"sqlite:///{tmp_path / 'scoring.db'}"
+    rare = "1596"  # rated by one user in MovieLens 100K
+    popularity = common_pb2.Configuration(strategy="popularity")
+    popularity.params["half_life_days"].double_value = 30.0
+
+    def top_ten(scoring) -> list[str]:
+        request = scoring_pb2.RankItemsRequest(configuration=popularity, user_id="1", k=10)
+        return [item.item_id for item in scoring.stub.RankItems(request, timeout=60).items]
+
+    scoring = start_service("scoring", dataset=str(MOVIELENS), database_url=database)
+    click = common_pb2.Interaction(user_id="2", item_id=rare, value=1.0)
+    click.time.FromSeconds(int(time.time()))
+    scoring.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=[click]), timeout=30)
+    before_restart = top_ten(scoring)
+    assert rare not in before_restart and len(before_restart) == 10
+    scoring.service.stop(0)
+    # At the next start the dataset ends where the journal's interactions begin, as before.
+    again = start_service("scoring", dataset=str(MOVIELENS), database_url=database)
+    assert top_ten(again) == before_restart

@@ -182,3 +182,16 @@ class ScoringData:
             times = np.array([self._times[r] for r in rows], dtype=np.float64)
         order = np.argsort(times, kind="stable")
         return History(items[order], values[order], times[order])
+
+
+def shifted_to_end_at(interactions: Sequence[Interaction], end: float) -> tuple[list[Interaction], float]:
+    """The interactions moved forward in time so that the newest is at ``end``, and by how
+    many seconds. A dataset recorded long ago (MovieLens ends in 1998) is history up to the
+    moment live data begins: unshifted, one click today would outweigh decades of decayed
+    interactions in every recency-weighted strategy. Never moved backwards."""
+    if not interactions:
+        return [], 0.0
+    offset = max(0.0, end - max(i.time for i in interactions))
+    if offset == 0.0:
+        return list(interactions), 0.0
+    return [Interaction(i.user_id, i.item_id, i.value, i.time + offset) for i in interactions], offset

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Row, Table, insert, select
+from sqlalchemy import Engine, Row, Table, func, insert, select
 
 from rectune.domain.errors import RectuneError
 from rectune.domain.events import Interaction, Item
@@ -80,6 +80,12 @@ class DataJournal:
         rows = [{"user_id": i.user_id, "item_id": i.item_id, "value": i.value, "time": i.time} for i in interactions]
         with self.engine.begin() as connection:
             connection.execute(insert(journal_interactions), rows)
+
+    def earliest_interaction_time(self) -> float | None:
+        """When the journaled (live) interactions begin; None while there are none."""
+        with self.engine.connect() as connection:
+            value = connection.execute(select(func.min(journal_interactions.c.time))).scalar()
+        return None if value is None else float(value)
 
     def catch_up(self, data: ScoringData) -> tuple[int, int]:
         """Apply the rows not applied yet; returns how many items and interactions that was."""
