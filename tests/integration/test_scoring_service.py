@@ -235,7 +235,9 @@ def test_items_and_interactions_added_by_rpc_survive_a_restart(start_service, tm
     new_film = scoring_pb2.Item(item_id="new-film", text="A New Film (2026) Drama", attributes={"year": "2026"})
     first.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=[new_film], defer_embedding=True), timeout=10)
     burst = [
-        common_pb2.Interaction(user_id=f"fan-{n}", item_id="new-film", value=5.0, time=Timestamp(seconds=int(time.time())))
+        common_pb2.Interaction(
+            user_id=f"fan-{n}", item_id="new-film", value=5.0, time=Timestamp(seconds=int(time.time()))
+        )
         for n in range(400)
     ]
     first.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=burst), timeout=10)
@@ -274,7 +276,9 @@ def test_two_replicas_on_one_postgresql_see_each_others_items_and_interactions(
     first.UpsertItems(scoring_pb2.UpsertItemsRequest(items=[new_film], defer_embedding=True), timeout=10)
     # The second replica is asked about the new item before its next poll: it reads the journal then.
     burst = [
-        common_pb2.Interaction(user_id=f"fan-{n}", item_id="new-film", value=5.0, time=Timestamp(seconds=int(time.time())))
+        common_pb2.Interaction(
+            user_id=f"fan-{n}", item_id="new-film", value=5.0, time=Timestamp(seconds=int(time.time()))
+        )
         for n in range(400)
     ]
     assert second.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=burst), timeout=10).added == 400

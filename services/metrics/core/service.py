@@ -14,6 +14,7 @@ from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
 from services.metrics.core.store import MetricsStore
 
 MAX_BUCKETS = 10_000
+MAX_BUCKET_SECONDS = 100 * 365 * 86400.0
 MAX_PAGE_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 1_000
 MIN_WATCH_INTERVAL = 0.1
@@ -108,8 +109,10 @@ class MetricsCore:
     def time_series(self, window: Window, bucket_seconds: float, arm_ids: Sequence[str]) -> dict[str, list[Bucket]]:
         check_window(window)
         check_arm_ids(arm_ids)
-        if bucket_seconds < 1:
-            raise InvalidArgument("bucket", f"must be at least 1 second, got {bucket_seconds}")
+        if not 1 <= bucket_seconds <= MAX_BUCKET_SECONDS:
+            raise InvalidArgument(
+                "bucket", f"must be between 1 s and {MAX_BUCKET_SECONDS:.0f} s (100 years), got {bucket_seconds:g}"
+            )
         start = window.start
         end = window.end if window.end is not None else self.clock()
         if start is not None and (end - start) / bucket_seconds > MAX_BUCKETS:

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 from implicit.cpu.als import AlternatingLeastSquares
+from implicit.recommender_base import ModelFitError
 from threadpoolctl import threadpool_limits
 
 from rectune.domain.configuration import ParamValue
+from rectune.domain.errors import FailedPrecondition
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.strategies.base import Scores, ScoringContext
@@ -46,7 +48,13 @@ def fit_als(
             random_state=SEED,
             calculate_training_loss=False,
         )
-        model.fit(data.user_item_matrix(), show_progress=False)
+        try:
+            model.fit(data.user_item_matrix(), show_progress=False)
+        except ModelFitError as exc:  # a configuration inside the space that this data cannot support
+            raise FailedPrecondition(
+                f"configuration: the als fit failed on the current data ({exc}); "
+                "a larger regularization or a smaller alpha usually fits"
+            ) from None
     return model
 
 
