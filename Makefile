@@ -20,7 +20,7 @@ POLICY_PORT ?= 50053
 METRICS_PORT ?= 50054
 SERVICES := embedding scoring policy metrics
 
-.PHONY: help install protos lint test fuzz demo bench up down manifests deploy images clean
+.PHONY: help install protos lint test fuzz soak demo bench up down manifests deploy images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ test: $(STAMP) ## the whole test suite (unit and integration, real servers on lo
 
 fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests on real servers (make test sends 24)
 	RECTUNE_FUZZ_REQUESTS=300 $(PY) -m pytest -q tests/reliability/test_fuzz.py
+
+soak: $(STAMP) ## an hour of sustained load at half the measured maximum: errors, RSS, clicks (SOAK_SECONDS=3600)
+	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-3600}
 
 demo: $(STAMP) ## run the whole loop locally and write a report (see README)
 	$(PY) -m demo

@@ -1,0 +1,28 @@
+"""The soak benchmark's machinery, for a few seconds (``make soak`` runs it for an hour):
+three services in their own processes under open-loop load at half the measured maximum,
+no error, and every acknowledged click in MetricsService."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_short_soak_has_no_errors_and_loses_no_click() -> None:
+    flags = ["--seconds", "8", "--probe-seconds", "3", "--warmup-seconds", "2", "--sample-seconds", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.soak", *flags], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["errors"] == 0, result["outcomes"]
+    assert result["outcomes"]["OK"] > 0 and result["clicks_acknowledged"] > 0
+    assert result["clicks_in_metrics"] == result["clicks_acknowledged"]
+    assert set(result["rss_mib_at_end"]) == {"scoring", "metrics", "policy"}
