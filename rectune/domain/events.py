@@ -17,6 +17,9 @@ from typing import NamedTuple
 from rectune.domain.errors import InvalidArgument, quoted
 
 MAX_ID_LENGTH = 128
+# An interaction's or event's value (a rating, a count, a revenue): bounded so that one value
+# cannot overflow the float32 matrices the strategies fit on and break every fit after it.
+MAX_VALUE = 1e6
 MAX_ITEMS_PER_DECISION = 1000
 # How far ahead of the receiving service's clock a time may lie (clocks of apps and services
 # drift by seconds, not minutes). Every service refuses later times by this one rule; a
@@ -170,6 +173,13 @@ def check_finite(where: str, value: float) -> None:
         raise InvalidArgument(where, f"must be a finite number, got {value}")
 
 
+def check_value(where: str, value: float) -> None:
+    """A finite number within +-MAX_VALUE."""
+    check_finite(where, value)
+    if abs(value) > MAX_VALUE:
+        raise InvalidArgument(where, f"must be between {-MAX_VALUE:g} and {MAX_VALUE:g}, got {value:g}")
+
+
 def check_time(where: str, time: float | None, rules: TimeRules) -> None:
     if time is None:
         return
@@ -199,7 +209,7 @@ def check_interaction(where: str, interaction: Interaction, rules: TimeRules, us
     """An interaction's ids, value and time (0 means not given)."""
     check_id(f"{where}.user_id", interaction.user_id, required=user_required)
     check_id(f"{where}.item_id", interaction.item_id)
-    check_finite(f"{where}.value", interaction.value)
+    check_value(f"{where}.value", interaction.value)
     check_time(f"{where}.time", interaction.time, rules)
     if interaction.time < 0:
         raise InvalidArgument(
@@ -217,7 +227,7 @@ def check_event(prefix: str, event: FeedbackEvent, rules: TimeRules) -> None:
         raise InvalidArgument(f"{prefix}.kind", f"must be one of {', '.join(EventKind.names())}")
     if event.kind is EventKind.CUSTOM:
         check_id(f"{prefix}.custom_name", event.custom_name)
-    check_finite(f"{prefix}.value", event.value)
+    check_value(f"{prefix}.value", event.value)
     check_time(f"{prefix}.time", event.time, rules)
 
 

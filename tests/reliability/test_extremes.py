@@ -5,6 +5,7 @@ INVALID_ARGUMENT naming the field and the rule, or an ordinary answer."""
 from __future__ import annotations
 
 import base64
+import time
 
 import grpc
 import pytest
@@ -125,3 +126,17 @@ def test_encoding_a_user_as_of_year_9999_is_answered_or_refused_never_internal(e
             assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
     finally:
         channel.close()
+
+
+def test_an_interaction_value_that_would_overflow_the_fits_is_refused(start_service) -> None:
+    """A value of 1e308 is finite, but in the float32 matrix the fits use it is infinite: every
+    ALS fit after it failed. It is refused, and ALS keeps fitting."""
+    scoring = start_service("scoring", dataset=str(MOVIELENS))
+    huge = common_pb2.Interaction(user_id="1", item_id="50", value=1e308, time=Timestamp(seconds=int(time.time())))
+    request = scoring_pb2.AddInteractionsRequest(interactions=[huge])
+    assert error_of(lambda: scoring.stub.AddInteractions(request, timeout=10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "interactions[0].value: must be between -1e+06 and 1e+06, got 1e+308",
+    )
+    als = scoring_pb2.RankItemsRequest(configuration=common_pb2.Configuration(strategy="als"), user_id="1", k=5)
+    assert len(scoring.stub.RankItems(als, timeout=120).items) == 5

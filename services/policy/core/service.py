@@ -22,10 +22,10 @@ from rectune.domain.events import (
     FeedbackEvent,
     Interaction,
     check_context,
-    check_finite,
     check_id,
     check_interaction,
     check_time,
+    check_value,
     edge_rules,
 )
 from services.policy.core.arms import ArmRegistry
@@ -146,7 +146,7 @@ class PolicyCore:
         if kind is None:
             raise InvalidArgument("kind", f"must be one of {', '.join(EventKind.names())}")
         check_id("custom_name", custom_name, required=kind is EventKind.CUSTOM)
-        check_finite("value", value)
+        check_value("value", value)
         rules = edge_rules()
         check_time("time", when, rules)
         happened = when if when is not None else rules.now
