@@ -2,10 +2,10 @@
 
 The classical optimiser stays in control (every candidate is one TPE would propose); the
 model's role is bounded to ranking its pool, in the style of LLAMBO's candidate ranking.
-The model reads what a person tuning this would want: the dataset's shape, the strategies
-and what their hyperparameters mean, the configurations screened so far (best first), and
-the candidates, each under a letter; its probabilities of the letters are read, never free
-text. Small models favour a position, so each pool is shown twice, in two orders, and a
+The model reads the dataset's shape, the serving arms' click rates (when the controller
+knows them), the strategies with their hyperparameters' ranges, the configurations screened
+so far (best first), and the candidates, each under a letter; its probabilities of the
+letters are read, never free text. Small models favour a position, so each pool is shown twice, in two orders, and a
 candidate's probability is the mean of its two.
 
 The rationale is evidence, computed: the pool TPE drew, what it was fitted to, the model's
@@ -14,14 +14,15 @@ probability of each candidate, and which was chosen.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.configuration import Configuration
-from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, StrategySpace
-from tuner.lm_proposer import HISTORY_SHOWN
+from rectune.domain.space import SearchSpace
+from tuner.lm_proposer import describe, rounded
 from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, TpeProposer
 
 SYSTEM = (
@@ -108,66 +109,20 @@ class PoolProposer:
 def prompt(
     space: SearchSpace, history: Sequence[Observation], briefing: Briefing, shown: list[Configuration], k: int
 ) -> str:
-    """The user message. What stays the same from one proposal to the next comes first (the
-    data, the strategies), then the best screens, then the candidates: the model reads again
-    only what follows the part a prompt shares with the one before (LanguageModel)."""
+    """The user message: the data's shape and the serving arms (when known), the space and the
+    best screens (as the lm proposer shows them), then the candidates. What changes least comes
+    first: the model reads again only what follows the part a prompt shares with the last one
+    (LanguageModel). Strategy descriptions and a compact notation were measured and made the
+    packaged model's choices worse (README, Benchmarks), so the prompt keeps this form."""
     lines = [f"Data: {briefing.data}"] if briefing.data else []
-    lines.append("Strategies and their hyperparameters:")
-    lines += [_strategy_line(s) for s in space.strategies]
     if briefing.live_arms:
         lines.append("Serving now:")
         lines += [f"- {arm}" for arm in briefing.live_arms]
-    if history:
-        ranked = sorted(history, key=lambda o: o.value, reverse=True)[:HISTORY_SHOWN]
-        lines.append(f"Screened so far: {len(history)}; the best, by NDCG@{k} on held-out interactions:")
-        lines += [f"{compact(space, o.configuration)}: {o.value:.4f}" for o in ranked]
-    else:
-        lines.append("Nothing has been screened yet.")
+    lines.append(describe(space, history, k).rsplit("\n", 1)[0])  # without its closing request
     lines.append("Candidates:")
-    lines += [f"{LETTERS[i]}: {compact(space, c)}" for i, c in enumerate(shown)]
+    lines += [f"{LETTERS[i]}: {json.dumps(rounded(c))}" for i, c in enumerate(shown)]
     lines.append("Which candidate will score highest? Answer with one letter.")
     return "\n".join(lines)
-
-
-def _strategy_line(strategy: StrategySpace) -> str:
-    free = [p for p in strategy.hyperparameters if not _fixed(p)]
-    params = "; ".join(f"{p.name}: {p.description}, {_range(p)}" for p in free)
-    return f"- {strategy.strategy}: {strategy.description}" + (f" Hyperparameters: {params}." if params else "")
-
-
-def _range(param: Hyperparameter) -> str:
-    if param.type is ParamType.BOOL:
-        return "true or false"
-    if param.type is ParamType.CATEGORICAL:
-        return "one of " + ", ".join(param.choices)
-    kind = "integer" if param.type is ParamType.INT else "number"
-    return f"{kind} {_number(param.low)} to {_number(param.high)}" + (" (log scale)" if param.log_scale else "")
-
-
-def _fixed(param: Hyperparameter) -> bool:
-    """A hyperparameter the space leaves one value (an operator's narrowing can)."""
-    if param.type in (ParamType.INT, ParamType.FLOAT):
-        return param.low == param.high
-    return param.type is ParamType.CATEGORICAL and len(param.choices) == 1
-
-
-def compact(space: SearchSpace, configuration: Configuration) -> str:
-    """``strategy(name=value, ...)``, a default's values spelled out, 3 significant digits, and
-    without the hyperparameters the space fixes: a third of the tokens of its JSON."""
-    own = next((s for s in space.strategies if s.strategy == configuration.strategy), None)
-    params = dict(configuration.params)
-    if own is not None:
-        params = {p.name: params.get(p.name, p.default) for p in own.hyperparameters if not _fixed(p)}
-    shown = ", ".join(
-        f"{name}={_number(value)}" if isinstance(value, float) else f"{name}={value}"
-        for name, value in sorted(params.items())
-    )
-    return f"{configuration.strategy}({shown})"
-
-
-def _number(value: float) -> str:
-    """3 significant digits, without an exponent for large numbers (fewer tokens, easier to read)."""
-    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _evidence(basis: str, group: list[Configuration], chances: list[float], best: int, model: str) -> str:

@@ -177,43 +177,35 @@ def test_the_pool_proposer_leaves_a_share_to_tpe(language_model) -> None:
     assert "TPE's own pick (the model chooses 0% of proposals)" in proposal.rationale
 
 
-def test_the_pool_prompt_reads_like_a_brief_to_a_person_tuning() -> None:
+def test_the_pool_prompt_briefs_the_model_then_lists_the_candidates() -> None:
     space = SearchSpace(
         (
             StrategySpace(
                 "als",
                 "Matrix factorisation.",
-                (
-                    Hyperparameter("factors", INT, 64, "latent dimensions", 8, 512, log_scale=True),
-                    Hyperparameter("alpha", FLOAT, 0.0, "confidence scale", 0.0, 0.0),  # fixed by a narrowing
-                ),
+                (Hyperparameter("factors", INT, 64, "latent dimensions", 8, 512, log_scale=True),),
             ),
-            StrategySpace("popularity", "Most interacted first.", ()),
         )
     )
     history = [
-        Observation(Configuration("als", {"factors": 16, "alpha": 0.0}), 0.11),
-        Observation(Configuration("popularity", {}), 0.09),
-        Observation(Configuration("als", {}), 0.13),
+        Observation(Configuration("als", {"factors": 16}), 0.11),
+        Observation(Configuration("als", {"factors": 64}), 0.13),
     ]
-    briefing = Briefing(
-        "943 users, 1682 items", ("champion-1 (champion): als, click rate 0.0400 over 900 impressions",)
-    )
-    text = prompt(space, history, briefing, [Configuration("als", {"factors": 2000, "alpha": 0.0})], 10)
+    serving = "champion-1 (champion): als, click rate 0.0400 over 900 impressions"
+    briefing = Briefing("943 users, 1682 items", (serving,))
+    text = prompt(space, history, briefing, [Configuration("als", {"factors": 200})], 10)
     assert text == "\n".join(
         [
             "Data: 943 users, 1682 items",
-            "Strategies and their hyperparameters:",
-            "- als: Matrix factorisation. Hyperparameters: factors: latent dimensions, integer 8 to 512 (log scale).",
-            "- popularity: Most interacted first.",
             "Serving now:",
             "- champion-1 (champion): als, click rate 0.0400 over 900 impressions",
-            "Screened so far: 3; the best, by NDCG@10 on held-out interactions:",
-            "als(factors=64): 0.1300",
-            "als(factors=16): 0.1100",
-            "popularity(): 0.0900",
+            "Strategies and their hyperparameters:",
+            "- als: factors (integer from 8 to 512, log scale)",
+            "Tried so far, best first (NDCG@10, higher is better):",
+            '{"strategy": "als", "params": {"factors": 64}} scored 0.1300',
+            '{"strategy": "als", "params": {"factors": 16}} scored 0.1100',
             "Candidates:",
-            "A: als(factors=2000)",
+            'A: {"strategy": "als", "params": {"factors": 200}}',
             "Which candidate will score highest? Answer with one letter.",
         ]
     )
