@@ -77,15 +77,10 @@ class GrpcBackend:
         stats = _call("MetricsService.GetArmStats", lambda: self.metrics.GetArmStats(request).stats)
         return {s.arm_id: ArmStats(s.impressions, s.ctr, s.probability_best) for s in stats}
 
-    def search_space(self) -> SearchSpace:
+    def describe(self) -> tuple[SearchSpace, DataShape]:
         request = scoring_pb2.DescribeSearchSpaceRequest()
         answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
-        return SearchSpace(tuple(map(shared.strategy_space, answer.strategies)))
-
-    def data_shape(self) -> DataShape:
-        request = scoring_pb2.DescribeSearchSpaceRequest()
-        answer = _call("ScoringService.DescribeSearchSpace", lambda: self.scoring.DescribeSearchSpace(request))
-        return shared.data_shape(answer.data_shape)
+        return SearchSpace(tuple(map(shared.strategy_space, answer.strategies))), shared.data_shape(answer.data_shape)
 
     def evaluate(
         self, configuration: Configuration, k: int, baseline: Configuration | None = None, ratio: float = 1.0

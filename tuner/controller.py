@@ -198,10 +198,8 @@ class Backend(Protocol):
         """Statistics over the window since ``start`` (unix seconds) of every arm seen in it."""
         ...
 
-    def search_space(self) -> SearchSpace: ...
-
-    def data_shape(self) -> DataShape:
-        """The data ScoringService fits to now (for the language model's briefing)."""
+    def describe(self) -> tuple[SearchSpace, DataShape]:
+        """The search space ScoringService declares and the shape of the data it fits to now."""
         ...
 
     def evaluate(
@@ -321,9 +319,10 @@ class Controller:
         self.restriction = restriction
         self.history = history  # configurations screened before, for proposers that learn
 
-    def space(self) -> SearchSpace:
-        space = self.backend.search_space()
-        return narrowed(space, self.restriction) if self.restriction else space
+    def described(self) -> tuple[SearchSpace, DataShape]:
+        """The space to search (narrowed by the operator's file) and the data's shape, in one call."""
+        space, shape = self.backend.describe()
+        return (narrowed(space, self.restriction) if self.restriction else space), shape
 
     def plan(self) -> Plan:
         plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())
@@ -339,7 +338,8 @@ class Controller:
         # Arms and configurations screened before: a proposal equal to one of them would
         # only repeat a screen whose answer is known.
         taken = {a.configuration.key() for a in arms} | {o.configuration.key() for o in history}
-        plan.proposals = self.proposer.propose(self.space(), slots, taken, history, self.briefing(arms))
+        space, shape = self.described()
+        plan.proposals = self.proposer.propose(space, slots, taken, history, self.briefing(arms, shape))
         if not plan.proposals:
             return plan
         # Screened again every cycle, not taken from the audit table: ScoringService's
@@ -362,7 +362,7 @@ class Controller:
         plan.actions.extend(registered)
         return plan
 
-    def briefing(self, arms: Sequence[ArmView]) -> Briefing:
+    def briefing(self, arms: Sequence[ArmView], shape: DataShape) -> Briefing:
         """The data's shape and the serving arms' click rates, for proposers that read them."""
         serving = sorted((a for a in arms if a.state in SERVING_STATES), key=lambda a: a.stats.ctr, reverse=True)
         live = tuple(
@@ -370,7 +370,7 @@ class Controller:
             f"over {a.stats.impressions} impressions"
             for a in serving
         )
-        return Briefing(self.backend.data_shape().summary(), live)
+        return Briefing(shape.summary(), live)
 
     def concurrent(self, arm: ArmView) -> ArmView:
         """A live tuner arm with its statistics, and its rivals', since it went live."""

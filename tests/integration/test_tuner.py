@@ -289,7 +289,8 @@ def test_the_briefing_gives_the_data_shape_and_the_serving_arms_click_rates(tune
         addresses["--policy-address"], addresses["--scoring-address"], addresses["--metrics-address"], ClientOptions()
     )
     try:
-        briefing = Controller(backend, RandomProposer(1), TunerLimits()).briefing(backend.arms())
+        _space, shape = backend.describe()
+        briefing = Controller(backend, RandomProposer(1), TunerLimits()).briefing(backend.arms(), shape)
     finally:
         backend.close()
     # MovieLens 100K as ScoringService holds it: every user has at least 20 ratings.
