@@ -60,19 +60,17 @@ class ChatEndpoint:
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=tenacity.wait_exponential(multiplier=0.5, max=8),
             retry=tenacity.retry_if_exception_type(_Transient),
-            before_sleep=lambda state: (
-                log.warning(
-                    "endpoint_retry", url=self.url, attempt=state.attempt_number, error=str(state.outcome.exception())
-                )
-                if state.outcome
-                else None
-            ),
+            before_sleep=self._log_retry,
             reraise=True,
         )
         try:
             return retrying(self._post, body)
         except _Transient as exc:
             raise EndpointError(str(exc)) from None
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("endpoint_retry", url=self.url, attempt=state.attempt_number, error=str(error))
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
