@@ -356,15 +356,34 @@ class FitConfigurationResponse(_message.Message):
     FIT_DURATION_FIELD_NUMBER: _builtins.int
     CALIBRATION_A_FIELD_NUMBER: _builtins.int
     CALIBRATION_B_FIELD_NUMBER: _builtins.int
+    CALIBRATION_METHOD_FIELD_NUMBER: _builtins.int
+    CALIBRATION_ECE_FIELD_NUMBER: _builtins.int
+    ALTERNATIVE_CALIBRATION_ECE_FIELD_NUMBER: _builtins.int
+    TRAINING_FIELD_NUMBER: _builtins.int
     configuration_hash: _builtins.str
     state: Global___FitState.ValueType
     error: _builtins.str
     """Set when state is FIT_STATE_FAILED."""
     calibration_a: _builtins.float
-    """Platt scaling p = sigmoid(a * score + b) fitted on held-out interactions."""
+    """Probabilities are p = sigmoid(a * score + b): Platt scaling fitted on held-out
+    interactions, or a = 1, b = 0 when the model's own probability is kept (see below).
+    """
     calibration_b: _builtins.float
+    calibration_method: _builtins.str
+    """"platt", or "model": the strategy's own sigmoid(score) as trained (two_tower), kept
+    because its calibration error was no worse than Platt scaling's.
+    """
+    calibration_ece: _builtins.float
+    """Expected calibration error (10 bins) on held-out interactions of the kept method, and of
+    the other one where the strategy has a probability of its own (NaN where not measured).
+    """
+    alternative_calibration_ece: _builtins.float
     @_builtins.property
     def fit_duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def training(self) -> Global___TrainingReport:
+        """Set for strategies that train in epochs (two_tower)."""
+
     def __init__(
         self,
         *,
@@ -374,14 +393,63 @@ class FitConfigurationResponse(_message.Message):
         fit_duration: _duration_pb2.Duration | None = ...,
         calibration_a: _builtins.float = ...,
         calibration_b: _builtins.float = ...,
+        calibration_method: _builtins.str = ...,
+        calibration_ece: _builtins.float = ...,
+        alternative_calibration_ece: _builtins.float = ...,
+        training: Global___TrainingReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_calibration_ece", b"alternative_calibration_ece", "calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "calibration_ece", b"calibration_ece", "calibration_method", b"calibration_method", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "state", b"state", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FitConfigurationResponse: _TypeAlias = FitConfigurationResponse  # noqa: Y015
+
+@_typing.final
+class TrainingReport(_message.Message):
+    """What a fit that trains in epochs did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCHS_RUN_FIELD_NUMBER: _builtins.int
+    BEST_EPOCH_FIELD_NUMBER: _builtins.int
+    TRAIN_LOSS_FIELD_NUMBER: _builtins.int
+    VALIDATION_LOSS_FIELD_NUMBER: _builtins.int
+    STOPPED_BECAUSE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    epochs_run: _builtins.int
+    best_epoch: _builtins.int
+    """The epoch whose weights were kept (the lowest validation loss)."""
+    train_loss: _builtins.float
+    validation_loss: _builtins.float
+    stopped_because: _builtins.str
+    """"early_stopping", "max_epochs" or "max_fit_seconds" (the fit would have run past the
+    service's limit and kept its best epoch so far).
+    """
+    device: _builtins.str
+    """Where it trained: "cpu" or "cuda:N"."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        epochs_run: _builtins.int = ...,
+        best_epoch: _builtins.int = ...,
+        train_loss: _builtins.float = ...,
+        validation_loss: _builtins.float = ...,
+        stopped_because: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        device: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "device", b"device", "duration", b"duration", "epochs_run", b"epochs_run", "stopped_because", b"stopped_because", "train_loss", b"train_loss", "validation_loss", b"validation_loss"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingReport: _TypeAlias = TrainingReport  # noqa: Y015
 
 @_typing.final
 class EvaluateConfigurationRequest(_message.Message):

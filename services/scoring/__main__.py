@@ -30,6 +30,7 @@ from services.scoring.core.data import ScoringData, shifted_to_end_at
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
 from services.scoring.core.tables import SCHEMA
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
@@ -72,11 +73,18 @@ class ScoringSettings(ServerSettings):
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
     )
+    max_fit_seconds: float = option(
+        env="RECTUNE_SCORING_MAX_FIT_SECONDS",
+        default=DEFAULT_MAX_FIT_SECONDS,
+        help="a two_tower fit that would run longer stops at its best epoch so far (and says so)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_address("--embedding-address", "RECTUNE_EMBEDDING_ADDRESS", self.embedding_address)
         check_database_url(self.database_url)
+        if not self.max_fit_seconds > 0:
+            raise SettingsError(f"--max-fit-seconds: must be > 0, got {self.max_fit_seconds}")
         if self.dataset and (self.items_csv or self.interactions_csv):
             raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
         if bool(self.items_csv) != bool(self.interactions_csv):
@@ -112,7 +120,7 @@ def build(settings: ScoringSettings) -> RunningService:
     vectors = ItemVectors(data, encoder, VectorStore(engine))
     limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
     journal = DataJournal(engine)
-    core = ScoringCore(default_registry(vectors), limits, data, vectors, journal)
+    core = ScoringCore(default_registry(vectors, settings.max_fit_seconds), limits, data, vectors, journal)
     try:
         load_dataset(core, settings, journal.earliest_interaction_time() or time.time())
     except DatasetError as exc:

@@ -15,6 +15,7 @@ from services.common.prototime import duration
 from services.scoring.core.fitting import FitStatus
 from services.scoring.core.ranking import Metrics
 from services.scoring.core.service import Evaluation
+from services.scoring.core.strategies.base import TrainingReport
 
 _FIT_STATES = {
     "pending": scoring_pb2.FIT_STATE_PENDING,
@@ -36,6 +37,24 @@ def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:
         fit_duration=duration(status.seconds),
         calibration_a=status.calibration.a,
         calibration_b=status.calibration.b,
+        calibration_method=status.calibration_report.method,
+        calibration_ece=status.calibration_report.ece,
+        alternative_calibration_ece=status.calibration_report.alternative_ece,
+        training=training_message(status.training),
+    )
+
+
+def training_message(report: TrainingReport | None) -> scoring_pb2.TrainingReport | None:
+    if report is None:
+        return None
+    return scoring_pb2.TrainingReport(
+        epochs_run=report.epochs_run,
+        best_epoch=report.best_epoch,
+        train_loss=report.train_loss,
+        validation_loss=report.validation_loss,
+        stopped_because=report.stopped_because,
+        duration=duration(report.seconds),
+        device=report.device,
     )
 
 

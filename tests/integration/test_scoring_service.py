@@ -46,7 +46,14 @@ def seen_by(user_id: str) -> set[str]:
 
 def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
     response = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(), timeout=10)
-    assert [s.strategy for s in response.strategies] == ["als", "content", "hybrid", "item_knn", "popularity"]
+    assert [s.strategy for s in response.strategies] == [
+        "als",
+        "content",
+        "hybrid",
+        "item_knn",
+        "popularity",
+        "two_tower",
+    ]
     als = response.strategies[0]
     factors = next(h for h in als.hyperparameters if h.name == "factors")
     assert (factors.type, factors.min, factors.max, factors.log_scale, factors.default_value.int_value) == (
@@ -57,7 +64,7 @@ def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
         64,
     )
     assert json.loads(als.json_schema)["properties"]["factors"]["maximum"] == 512
-    assert len(json.loads(response.json_schema)["oneOf"]) == 5
+    assert len(json.loads(response.json_schema)["oneOf"]) == 6
     only = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(strategies=["popularity"]), timeout=10)
     assert [s.strategy for s in only.strategies] == ["popularity"]
 
@@ -153,7 +160,7 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
     assert not plain.HasField("comparison")
     assert error_of(lambda: compare(configuration("deep"))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "baseline.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity",
+        "baseline.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity, two_tower",
     )
     assert error_of(lambda: compare(configuration("als"), ratio=11)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -172,7 +179,7 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
             scoring_pb2.RankItemsRequest(configuration=configuration("deep"), user_id=USER, k=5),
             (
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "configuration.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity",
+                "configuration.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity, two_tower",
             ),
         ),
         (

@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from rectune.domain.space import SearchSpace
+from services.scoring.core.strategies.content import SPACE as CONTENT_SPACE
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.strategies.two_tower import SPACE as TWO_TOWER_SPACE
 from tuner.space import narrowed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,5 +297,6 @@ def test_the_tuner_runs_alone_with_its_limits_search_space_and_the_admin_token(o
 
 def scoring_search_space() -> SearchSpace:
     """The search space ScoringService declares, as the tuner receives it."""
-    registry = default_registry()
-    return SearchSpace(tuple(registry[name].space for name in sorted(registry)))
+    spaces = [strategy.space for strategy in default_registry().values()]
+    spaces += [CONTENT_SPACE, TWO_TOWER_SPACE]  # where ScoringService has an EmbeddingService
+    return SearchSpace(tuple(sorted(spaces, key=lambda space: space.strategy)))

@@ -3,6 +3,7 @@ the offline evaluation of a fitted model."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -13,10 +14,21 @@ import numpy as np
 from rectune.domain.configuration import Configuration
 from services.scoring.core.data import TrainingData
 from services.scoring.core.ranking import Calibration, Metrics, fit_platt, ranking_metrics, summarise
-from services.scoring.core.strategies.base import FittedModel, ScoringContext, select_items
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport, select_items
 
 NEGATIVES_PER_POSITIVE = 4
 CALIBRATION_SEED = 7
+ECE_BINS = 10
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """Which probability the fit keeps and how well each calibrates on held-out interactions
+    (expected calibration error, 10 equal-width bins; NaN where not measured)."""
+
+    method: str = "platt"  # "platt": sigmoid(a * score + b) fitted; "model": the model's own sigmoid(score)
+    ece: float = math.nan
+    alternative_ece: float = math.nan  # the method not kept; NaN when the model has no probability of its own
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,22 @@ class Fitted:
     calibration: Calibration
     user_rows: dict[str, int]
     seconds: float
+    calibration_report: CalibrationReport = field(default_factory=CalibrationReport)
+
+    @property
+    def training(self) -> TrainingReport | None:
+        report: TrainingReport | None = getattr(self.model, "training", None)
+        return report
+
+    def status(self) -> FitStatus:
+        return FitStatus(
+            self.configuration.hash,
+            "ready",
+            seconds=self.seconds,
+            calibration=self.calibration,
+            calibration_report=self.calibration_report,
+            training=self.training,
+        )
 
 
 @dataclass(frozen=True)
@@ -35,6 +63,8 @@ class FitStatus:
     error: str = ""
     seconds: float = 0.0
     calibration: Calibration = field(default_factory=Calibration)
+    calibration_report: CalibrationReport = field(default_factory=CalibrationReport)
+    training: TrainingReport | None = None
 
 
 class FittedCache:
@@ -76,23 +106,64 @@ def calibration_split(data: TrainingData) -> tuple[TrainingData, dict[int, int]]
     return data.subset(keep), held_out
 
 
-def calibrate(model: FittedModel, train: TrainingData, held_out: dict[int, int]) -> Calibration:
-    """Platt scaling on each user's newest interaction against random items they never touched."""
+def calibrate(
+    model: FittedModel, train: TrainingData, held_out: dict[int, int]
+) -> tuple[Calibration, CalibrationReport]:
+    """Platt scaling on each user's newest interaction against random items they never
+    touched. A model with a probability of its own (two_tower's sigmoid(u·v)) keeps it when
+    its calibration error is no worse than Platt scaling's, measured out of fold."""
+    scores, labels, users = calibration_pairs(model, train, held_out)
+    platt = fit_platt(scores, labels)
+    if not getattr(model, "native_probability", False):
+        return platt, CalibrationReport()
+    platt_ece = cross_fitted_platt_ece(scores, labels, users)
+    native = Calibration()
+    native_ece = expected_calibration_error(native.probability(scores), labels)
+    if native_ece <= platt_ece:
+        return native, CalibrationReport("model", native_ece, platt_ece)
+    return platt, CalibrationReport("platt", platt_ece, native_ece)
+
+
+def calibration_pairs(
+    model: FittedModel, train: TrainingData, held_out: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, labels (1 for the held-out item, 0 for random unseen ones) and each pair's user."""
     rng = np.random.default_rng(CALIBRATION_SEED)
     histories = train.histories()
-    scores, labels = [], []
+    scores, labels, users = [], [], []
     for user, positive in held_out.items():
         history = histories[user]
         user_scores = model.scores(ScoringContext(history, user, float(train.times.max())))
         negatives = rng.integers(0, model.n_items, NEGATIVES_PER_POSITIVE)
         seen = set(history.items.tolist()) | {positive}
-        scores.append(user_scores[positive])
-        labels.append(1.0)
-        for negative in negatives:
-            if int(negative) not in seen:
-                scores.append(user_scores[negative])
-                labels.append(0.0)
-    return fit_platt(np.array(scores), np.array(labels))
+        pairs = [(positive, 1.0)] + [(int(n), 0.0) for n in negatives if int(n) not in seen]
+        for item, label in pairs:
+            scores.append(user_scores[item])
+            labels.append(label)
+            users.append(user)
+    return np.array(scores, dtype=np.float64), np.array(labels, dtype=np.float64), np.array(users, dtype=np.int64)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Sum over equal-width bins of the bin's share times |mean probability - mean label|."""
+    if len(labels) == 0:
+        return math.nan
+    bins = np.minimum((probabilities * ECE_BINS).astype(np.int64), ECE_BINS - 1)
+    error = 0.0
+    for index in np.unique(bins):
+        inside = bins == index
+        error += inside.mean() * abs(float(probabilities[inside].mean()) - float(labels[inside].mean()))
+    return error
+
+
+def cross_fitted_platt_ece(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> float:
+    """Platt scaling's calibration error on users it was not fitted on (two folds by user),
+    so that it is not flattered against a model's own probability."""
+    probabilities = np.empty_like(scores)
+    fold = users % 2 == 0
+    for fitted_on in (fold, ~fold):
+        probabilities[~fitted_on] = fit_platt(scores[fitted_on], labels[fitted_on]).probability(scores[~fitted_on])
+    return expected_calibration_error(probabilities, labels)
 
 
 def evaluate_model(model: FittedModel, train: TrainingData, held_out: dict[int, np.ndarray], k: int) -> Metrics:

@@ -144,13 +144,14 @@ class ScoringCore:
         strategy = self.registry[configuration.strategy]
         train, calibration_items = calibration_split(data)
         model = strategy.fit(train, configuration.params, self.data)
-        calibration = calibrate(model, train, calibration_items)
+        calibration, report = calibrate(model, train, calibration_items)
         fitted = Fitted(
             configuration,
             model,
             calibration,
             {user_id: row for row, user_id in enumerate(data.user_ids)},
             time.perf_counter() - started,
+            report,
         )
         self.cache.put(fitted)
         return fitted
@@ -159,7 +160,7 @@ class ScoringCore:
         """Fit off the request path (one fit at a time); ``wait`` blocks until it is done."""
         cached = self.cache.get(configuration.hash)
         if cached is not None:
-            return FitStatus(configuration.hash, "ready", seconds=cached.seconds, calibration=cached.calibration)
+            return cached.status()
         with self._fit_lock:
             future = self._fits.get(configuration.hash)
             if future is None or future.done():
@@ -170,7 +171,7 @@ class ScoringCore:
                 fitted = future.result(timeout)
             except Exception as exc:  # the failure is reported in the status
                 return FitStatus(configuration.hash, "failed", error=str(exc))
-            return FitStatus(configuration.hash, "ready", seconds=fitted.seconds, calibration=fitted.calibration)
+            return fitted.status()
         return FitStatus(configuration.hash, "running" if future.running() else "pending")
 
     def fitted(self, configuration: Configuration) -> Fitted:

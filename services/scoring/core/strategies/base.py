@@ -14,7 +14,15 @@ from rectune.domain.space import StrategySpace
 from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.ranking import Scores, top_k
 
-__all__ = ["FittedModel", "Scores", "ScoringContext", "Strategy", "history_vector", "select_items"]
+__all__ = [
+    "FittedModel",
+    "Scores",
+    "ScoringContext",
+    "Strategy",
+    "TrainingReport",
+    "history_vector",
+    "select_items",
+]
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,23 @@ class ScoringContext:
     history: History
     user_row: int | None
     as_of: float
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What a fit that trains in epochs did (two_tower): shown by FitConfiguration, logged."""
+
+    epochs_run: int
+    best_epoch: int  # the epoch whose weights were kept
+    train_loss: float
+    validation_loss: float
+    stopped_because: str  # "early_stopping", "max_epochs" or "max_fit_seconds"
+    seconds: float
+    device: str
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(1, self.epochs_run)
 
 
 class FittedModel(Protocol):

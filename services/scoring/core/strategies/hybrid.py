@@ -24,16 +24,19 @@ from services.scoring.core.strategies.als import AlsModel
 from services.scoring.core.strategies.base import FittedModel, Scores, ScoringContext, Strategy
 
 POOL_FACTOR = 5
+# Components that exist only where ScoringService has an EmbeddingService.
+NEEDS_VECTORS = ("content", "two_tower")
 
 SPACE = StrategySpace(
     "hybrid",
-    "Weighted blend of popularity, item_knn, als and content scores (each normalised), MMR diversity, "
+    "Weighted blend of popularity, item_knn, als, content and two_tower scores (each normalised), MMR diversity, "
     "epsilon exploration.",
     (
         Hyperparameter("w_popularity", ParamType.FLOAT, 0.05, "weight of popularity", 0.0, 1.0),
         Hyperparameter("w_item_knn", ParamType.FLOAT, 0.5, "weight of item_knn", 0.0, 1.0),
         Hyperparameter("w_als", ParamType.FLOAT, 0.45, "weight of als", 0.0, 1.0),
         Hyperparameter("w_content", ParamType.FLOAT, 0.0, "weight of content (BERT vectors)", 0.0, 1.0),
+        Hyperparameter("w_two_tower", ParamType.FLOAT, 0.0, "weight of two_tower (at its defaults)", 0.0, 1.0),
         Hyperparameter(
             "mmr_lambda", ParamType.FLOAT, 1.0, "1 = pure relevance; lower trades it for diversity", 0.0, 1.0
         ),
@@ -119,10 +122,11 @@ class Hybrid:
         self.components = dict(components)
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> HybridModel:
-        if float(params["w_content"]) > 0 and "content" not in self.components:
-            raise FailedPrecondition(
-                "configuration.params['w_content']: content is not available (no EmbeddingService)"
-            )
+        for name in NEEDS_VECTORS:
+            if float(params[f"w_{name}"]) > 0 and name not in self.components:
+                raise FailedPrecondition(
+                    f"configuration.params['w_{name}']: {name} is not available (no EmbeddingService)"
+                )
         components: list[tuple[float, FittedModel]] = []
         item_vectors = None
         for name, strategy in self.components.items():

@@ -9,14 +9,19 @@ from services.scoring.core.strategies.content import Content
 from services.scoring.core.strategies.hybrid import Hybrid
 from services.scoring.core.strategies.item_knn import ItemKnn
 from services.scoring.core.strategies.popularity import Popularity
+from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS, TwoTower
 from services.scoring.core.vectors import ItemVectors
 
 
-def default_registry(vectors: ItemVectors | None = None) -> dict[str, Strategy]:
-    """Every strategy; ``content`` (and content inside ``hybrid``) needs item vectors."""
+def default_registry(
+    vectors: ItemVectors | None = None, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS
+) -> dict[str, Strategy]:
+    """Every strategy; ``content`` and ``two_tower`` (and they inside ``hybrid``) need item
+    vectors."""
     components: dict[str, Strategy] = {"popularity": Popularity(), "item_knn": ItemKnn(), "als": Als()}
     if vectors is not None:
         components["content"] = Content(vectors)
+        components["two_tower"] = TwoTower(vectors, max_fit_seconds)
     strategies: list[Strategy] = [*components.values(), Hybrid(components)]
     return {strategy.space.strategy: strategy for strategy in strategies}
 
