@@ -41,6 +41,9 @@ class Hyperparameter:
     high: float = 0.0
     log_scale: bool = False
     choices: tuple[str, ...] = ()
+    # Added to its space after configurations of it were first hashed: left at its default,
+    # it is left out of the hash, so that hashes stored with arms stay what they were.
+    added_later: bool = False
 
     def check(self, where: str, value: ParamValue) -> ParamValue:
         """The value in its canonical type, or InvalidArgument naming the field and the rule."""
@@ -145,6 +148,10 @@ class StrategySpace:
             name: spec.check(f"{field_prefix}[{name!r}]", params[name]) if name in params else spec.default
             for name, spec in declared.items()
         }
+
+    def hash_exempt(self, canonical: Mapping[str, ParamValue]) -> tuple[str, ...]:
+        """The hyperparameters added later that ``canonical`` leaves at their defaults."""
+        return tuple(h.name for h in self.hyperparameters if h.added_later and canonical.get(h.name) == h.default)
 
     def json_schema(self) -> dict[str, Any]:
         return {

@@ -419,6 +419,7 @@ class TrainingReport(_message.Message):
     STOPPED_BECAUSE_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
+    INITIAL_VALIDATION_LOSS_FIELD_NUMBER: _builtins.int
     epochs_run: _builtins.int
     best_epoch: _builtins.int
     """The epoch whose weights were kept (the lowest validation loss)."""
@@ -430,6 +431,8 @@ class TrainingReport(_message.Message):
     """
     device: _builtins.str
     """Where it trained: "cpu" or "cuda:N"."""
+    initial_validation_loss: _builtins.float
+    """The validation loss before the first epoch (validation_loss is the kept epoch's)."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -442,10 +445,11 @@ class TrainingReport(_message.Message):
         stopped_because: _builtins.str = ...,
         duration: _duration_pb2.Duration | None = ...,
         device: _builtins.str = ...,
+        initial_validation_loss: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "device", b"device", "duration", b"duration", "epochs_run", b"epochs_run", "stopped_because", b"stopped_because", "train_loss", b"train_loss", "validation_loss", b"validation_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "device", b"device", "duration", b"duration", "epochs_run", b"epochs_run", "initial_validation_loss", b"initial_validation_loss", "stopped_because", b"stopped_because", "train_loss", b"train_loss", "validation_loss", b"validation_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,6 +52,7 @@ def training_message(report: TrainingReport | None) -> scoring_pb2.TrainingRepor
         best_epoch=report.best_epoch,
         train_loss=report.train_loss,
         validation_loss=report.validation_loss,
+        initial_validation_loss=report.initial_validation_loss,
         stopped_because=report.stopped_because,
         duration=duration(report.seconds),
         device=report.device,

@@ -14,6 +14,10 @@ DEFAULT_K = 10
 DEFAULT_HOLDOUT = 0.2
 
 
+# Beyond a year, "time remaining" means the caller set no deadline.
+NO_DEADLINE_SECONDS = 365 * 86400.0
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def __init__(self, core: ScoringCore) -> None:
         self.core = core
@@ -55,6 +59,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.FitConfigurationRequest, context: Any
     ) -> scoring_pb2.FitConfigurationResponse:
         remaining = context.time_remaining() if request.wait else None
+        if remaining is not None and remaining > NO_DEADLINE_SECONDS:
+            remaining = None  # a call without a deadline: grpc reports ~2^63 ns, past what a wait accepts
         return convert.fit_response(self.core.fit(self._configuration(request), request.wait, remaining))
 
     def EvaluateConfiguration(

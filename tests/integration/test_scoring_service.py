@@ -179,7 +179,8 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
             scoring_pb2.RankItemsRequest(configuration=configuration("deep"), user_id=USER, k=5),
             (
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "configuration.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity, two_tower",
+                "configuration.strategy: unknown strategy 'deep'; "
+                "known: als, content, hybrid, item_knn, popularity, two_tower",
             ),
         ),
         (

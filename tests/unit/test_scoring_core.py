@@ -14,7 +14,7 @@ from rectune.datasets import DatasetError, load_interactions, load_items
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Interaction, Item
-from rectune.domain.space import configuration_schema
+from rectune.domain.space import StrategySpace, configuration_schema
 from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.scoring.core.data import History, ScoringData, TrainingData
@@ -225,3 +225,65 @@ def test_texts_go_to_the_encoder_in_requests_bounded_by_count_and_bytes() -> Non
     assert all(sum(len(text) for _, _, text in b) <= EMBED_BATCH_BYTES for b in batches)
     small = [(f"i{n}", "sha", "short") for n in range(600)]
     assert [len(b) for b in _batches(small)] == [EMBED_BATCH, EMBED_BATCH, 600 - 2 * EMBED_BATCH]
+
+
+def test_a_hyperparameter_added_later_keeps_stored_hashes_while_at_its_default() -> None:
+    from services.scoring.core.service import ScoringCore
+
+    core = ScoringCore(REGISTRY)
+    # hybrid's hashes from before w_two_tower existed (stored with arms since then).
+    assert core.configuration("hybrid", {}).hash == "4d87907b36681010"
+    assert core.configuration("hybrid", {"w_content": 0.3}).hash == "f0f4882f9fef95cb"
+    assert core.configuration("hybrid", {"w_two_tower": 0.0}).hash == "4d87907b36681010"
+    assert core.configuration("hybrid", {"w_two_tower": 0.3}).hash != "4d87907b36681010"
+    assert core.configuration("hybrid", {}).params["w_two_tower"] == 0.0  # still filled in for the fit
+
+
+class StandInCalibratedStrategy:
+    """Stand-in (unit test of the calibration choice around a model): a model with a
+    probability of its own that is calibrated by construction, sigmoid(score) = the chance
+    that the item is the user's next one; scores from a fixed table."""
+
+    space = StrategySpace("stand_in", "calibrated by construction", ())
+
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits = logits
+
+    def fit(self, data, params, live):
+        logits = self.logits
+
+        class Model:
+            native_probability = True
+            n_items = len(logits)
+
+            def scores(self, context):
+                return logits.copy()
+
+            def nbytes(self) -> int:
+                return 0
+
+        return Model()
+
+
+def test_the_model_s_own_probability_is_kept_when_it_calibrates_better_than_platt() -> None:
+    from services.scoring.core.service import ScoringCore
+
+    # Each user's newest item (the calibration positive) is item 0; the other items are
+    # negatives. A logit of 10 for item 0 and -10 elsewhere is calibrated: Platt scaling,
+    # fitted out of fold, can only tie it.
+    logits = np.array([10.0] + [-10.0] * 39)
+    core = ScoringCore({"stand_in": StandInCalibratedStrategy(logits)})
+    core.data.upsert_items([Item(str(i), f"item {i}") for i in range(40)])
+    core.data.add_interactions(
+        [
+            Interaction(f"u{u}", str(item), 1.0, 1_000_000.0 + rank)
+            for u in range(30)
+            for rank, item in enumerate((5, 0))
+        ]
+    )
+    configuration = core.configuration("stand_in", {})
+    status = core.fit(configuration, wait=True)
+    assert status.calibration_report.method == "model", status
+    assert status.calibration_report.ece <= status.calibration_report.alternative_ece
+    scored = core.score_items(configuration, "u1", [], ["0", "7"])
+    assert [s.probability for s in scored] == pytest.approx(list(1.0 / (1.0 + np.exp(-logits[[0, 7]]))), rel=1e-12)

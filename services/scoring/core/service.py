@@ -92,8 +92,9 @@ class ScoringCore:
     def configuration(
         self, strategy: str, params: Mapping[str, ParamValue], field: str = "configuration"
     ) -> Configuration:
-        canonical = find(self.registry, strategy, f"{field}.strategy").space.canonical(params, f"{field}.params")
-        return Configuration(strategy, canonical)
+        space = find(self.registry, strategy, f"{field}.strategy").space
+        canonical = space.canonical(params, f"{field}.params")
+        return Configuration(strategy, canonical, space.hash_exempt(canonical))
 
     # -- data --------------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ class TrainingReport:
     epochs_run: int
     best_epoch: int  # the epoch whose weights were kept
     train_loss: float
-    validation_loss: float
+    validation_loss: float  # of the kept epoch
+    initial_validation_loss: float  # before the first epoch: the fall shows it learned
     stopped_because: str  # "early_stopping", "max_epochs" or "max_fit_seconds"
     seconds: float
     device: str

@@ -36,7 +36,9 @@ SPACE = StrategySpace(
         Hyperparameter("w_item_knn", ParamType.FLOAT, 0.5, "weight of item_knn", 0.0, 1.0),
         Hyperparameter("w_als", ParamType.FLOAT, 0.45, "weight of als", 0.0, 1.0),
         Hyperparameter("w_content", ParamType.FLOAT, 0.0, "weight of content (BERT vectors)", 0.0, 1.0),
-        Hyperparameter("w_two_tower", ParamType.FLOAT, 0.0, "weight of two_tower (at its defaults)", 0.0, 1.0),
+        Hyperparameter(
+            "w_two_tower", ParamType.FLOAT, 0.0, "weight of two_tower (at its defaults)", 0.0, 1.0, added_later=True
+        ),
         Hyperparameter(
             "mmr_lambda", ParamType.FLOAT, 1.0, "1 = pure relevance; lower trades it for diversity", 0.0, 1.0
         ),

@@ -168,6 +168,11 @@ def fit_two_tower(
     shape, plan = net_shape(params), training_plan(params, max_fit_seconds)
     generator = torch.Generator().manual_seed(plan.seed)
     device = training_device()
+    if device.type == "cpu":
+        # Accumulating gradients into embedding rows from two threads adds in a varying order
+        # (differences near 1e-7) unless torch is told to pick deterministic kernels. Left on
+        # for the process: fits run concurrently, and nothing here wants otherwise.
+        torch.use_deterministic_algorithms(True, warn_only=True)
     net = TwoTowerNet(text.float(), data.n_users, shape, generator).to(device)
     histories = [history.items for history in data.histories()]
     train_set, valid_set = causal_examples(histories, shape.history_length, data.n_items)

@@ -286,6 +286,7 @@ def train(
     optimiser = torch.optim.AdamW(net.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
     best = (math.inf, 0, math.nan)  # validation loss, epoch, training loss
     best_state = _copy(net)
+    initial_loss = validation_loss(net, valid_set)
     stopped, epoch = "max_epochs", 0
     for epoch in range(1, plan.epochs + 1):
         training_loss = _epoch(net, train_set, plan, optimiser, generator)
@@ -303,7 +304,8 @@ def train(
             break
     net.load_state_dict(best_state)
     device = str(net.text.device)
-    return TrainingReport(epoch, best[1], best[2], best[0], stopped, time.perf_counter() - started, device)
+    seconds = time.perf_counter() - started
+    return TrainingReport(epoch, best[1], best[2], best[0], initial_loss, stopped, seconds, device)
 
 
 def _copy(net: TwoTowerNet) -> dict[str, torch.Tensor]:
