@@ -10,6 +10,9 @@ the last 20% of the rest the validation split, as in bench/tuner.py). In the sam
   shows without special handling of new items), and the new-item shelf: NDCG@10 of the
   ranking of the cold items only (a "new releases" row), ties broken at random (the mean
   over 20 draws), next to the chance level of a random order;
+- calibration: two_tower's own sigmoid(u·v) against Platt scaling (expected calibration
+  error on each user's newest interaction, as ScoringService decides which to keep), with
+  the softmax loss and with binary cross-entropy against 4 negatives;
 - two_tower tuned: the tuner's default proposer (pool: TPE draws candidates, the language
   model picks one) proposes ``--budget`` configurations of the two_tower space, each scored
   on validation only; tuner.selection chooses one (a default stays unless beaten with 90%
@@ -41,7 +44,7 @@ import torch
 from bench.common import logs_to_stderr, print_json
 from bench.tuner import Evaluator, data_shape, paired_interval, proposer_makers, search
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
-from rectune.domain.configuration import Configuration
+from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import SearchSpace
 from rectune.v1 import embedding_pb2_grpc
 from services.common.clients import make_channel
@@ -49,7 +52,7 @@ from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.common.wait_healthy import wait_serving
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.fitting import evaluate_model
+from services.scoring.core.fitting import calibrate, calibration_split, evaluate_model
 from services.scoring.core.ranking import Split, ranking_metrics, time_split
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
@@ -197,6 +200,27 @@ def tuned(args: argparse.Namespace, registry: Mapping[str, Strategy], test_split
     }
 
 
+def calibration_results(registry: Mapping[str, Strategy], data: TrainingData) -> dict[str, Any]:
+    """What ScoringService's fit decides for two_tower: its own sigmoid(u·v) or Platt scaling."""
+    strategy = registry["two_tower"]
+    train, held_out = calibration_split(data)
+    results = {}
+    variants: dict[str, dict[str, ParamValue]] = {
+        "sampled_softmax": {},
+        "bce_4_negatives": {"loss": "bce", "negatives": 4},
+    }
+    for label, params in variants.items():
+        model = strategy.fit(train, strategy.space.canonical(params), None)
+        _, report = calibrate(model, train, held_out)
+        ece = {report.method: report.ece, "platt" if report.method == "model" else "model": report.alternative_ece}
+        results[label] = {
+            "kept": report.method,
+            "ece_model_sigmoid": round(ece["model"], 4),
+            "ece_platt": round(ece["platt"], 4),
+        }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=40, help="two_tower configurations proposed per seed")
@@ -236,6 +260,7 @@ def main() -> None:
             "cold_items": len(cold),
             "users_with_cold_test_items": len(cold_held_out(test_split, cold)),
             "defaults_on_test": default_results(registry, test_split, cold),
+            "two_tower_calibration": calibration_results(registry, data.snapshot()),
         }
         if not args.skip_tuning:
             result["two_tower_tuned"] = tuned(args, registry, test_split, cache)

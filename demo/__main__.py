@@ -1,8 +1,8 @@
 """``make demo``: the whole loop, locally, on MovieLens 100K.
 
 Starts the four services on loopback (SQLite, default models), lets ScoringService see
-only the earlier 80% of each user's ratings, registers a champion and three challengers,
-and drives simulated users at them for ``DEMO_MINUTES`` (default 10) while a live table
+only the earlier 80% of each user's ratings, registers a champion and four challengers
+(one of them the BERT two-tower), and drives simulated users at them for ``DEMO_MINUTES`` (default 10) while a live table
 shows the arms. Then it writes ``reports/demo-<timestamp>/report.md`` with plots, from
 MetricsService's numbers. Ctrl-C stops everything; no process outlives the demo.
 
@@ -40,7 +40,7 @@ from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, policy_pb2, po
 
 DATA = MOVIELENS_100K
 CHAMPION = common_pb2.Configuration(strategy="popularity")
-CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid")]
+CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid"), ("two-tower", "two_tower")]
 # Room for the bandit to move traffic: each challenger may take up to 60%, the champion
 # keeps at least 10%.
 CHALLENGER_CAP = 0.6
@@ -163,7 +163,7 @@ def main() -> int:
             policy = policy_pb2_grpc.PolicyServiceStub(channels["policy"])
             metrics = metrics_pb2_grpc.MetricsServiceStub(channels["metrics"])
             scoring = scoring_pb2_grpc.ScoringServiceStub(channels["scoring"])
-            console.print("registering the champion (popularity) and three challengers (fitting them) ...")
+            console.print("registering the champion (popularity) and four challengers (fitting them) ...")
             register_arms(policy)
             if tuner != "off":
                 console.print(f"starting the tuner ({tuner} proposer, a cycle every {tuner_interval:g} s) ...")
