@@ -70,11 +70,25 @@ def guard(engine: Engine) -> None:
     def unavailable_storage(context: Any) -> None:
         if isinstance(context.original_exception, Unavailable):
             return
-        if isinstance(context.sqlalchemy_exception, OperationalError) or context.is_disconnect:
+        storage_fault = isinstance(context.sqlalchemy_exception, OperationalError) or context.is_disconnect
+        if storage_fault or _postgres_storage_fault(context.original_exception):
             detail = str(context.original_exception).splitlines()[0][:200]
             raise Unavailable(f"storage: {detail}") from context.original_exception
 
     event.listen(engine, "handle_error", unavailable_storage)
+
+
+# PostgreSQL SQLSTATEs of a database that cannot take the write now, whatever the request:
+# connection exceptions (08), insufficient resources such as a full disk (53), operator
+# intervention such as a shutdown (57), system errors such as I/O (58), and a read-only
+# transaction (25006: the database set read-only, or a standby after a failover).
+POSTGRES_STORAGE_CLASSES = ("08", "53", "57", "58")
+POSTGRES_READ_ONLY = "25006"
+
+
+def _postgres_storage_fault(error: BaseException | None) -> bool:
+    state = str(getattr(error, "sqlstate", "") or "")
+    return state == POSTGRES_READ_ONLY or state[:2] in POSTGRES_STORAGE_CLASSES
 
 
 class StorageWatch:
@@ -104,11 +118,17 @@ class StorageWatch:
             return True
 
     def _probe_write(self) -> None:
-        """A write that changes nothing, committed (SQLite takes its write lock for it)."""
+        """A write that changes nothing, committed. SQLite takes its write lock for it. On
+        PostgreSQL the transaction must be read-write (not a database set read-only, not a
+        standby) and is given a transaction id, so that its commit writes to the WAL."""
         with self.engine.begin() as connection:
             if self.engine.dialect.name == "sqlite":
                 version = connection.execute(text("PRAGMA user_version")).scalar()
                 connection.execute(text(f"PRAGMA user_version = {int(version or 0)}"))
+            elif self.engine.dialect.name == "postgresql":
+                if connection.execute(text("SHOW transaction_read_only")).scalar() != "off":
+                    raise Unavailable("storage: the database is read-only (transaction_read_only is on)")
+                connection.execute(text("SELECT pg_current_xact_id()"))
             else:
                 connection.execute(text("SELECT 1"))
 

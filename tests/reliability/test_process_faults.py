@@ -1,5 +1,6 @@
-"""Faults of whole processes (issue #20): PolicyService killed with SIGKILL and restarted on
-its database, ScoringService stopped and started again, while decisions and clicks flow.
+"""Faults of whole processes (issue #20): PolicyService or MetricsService killed with SIGKILL
+and restarted on its database, ScoringService stopped and started again, while decisions
+and clicks flow.
 Each service runs in its own process. After recovery MetricsService holds exactly what
 PolicyService acknowledged: one impression per decision answered, one click per click
 acknowledged, no more and no fewer."""
@@ -125,6 +126,34 @@ def test_scoring_down_and_back_loses_no_decision_or_click(processes, tmp_path: P
         traffic.send(policy, 40, 40)  # answered from the fallback (degraded), clicks acknowledged
         port = scoring_address.rsplit(":", 1)[1]
         processes("scoring", *scoring_flags, f"--port={port}")
+        traffic.send(policy, 80, 40)
+    assert (traffic.decisions, traffic.clicks, traffic.failed) == (120, 120, 0)
+    with grpc.insecure_channel(metrics_address) as channel:
+        assert settled(metrics_pb2_grpc.MetricsServiceStub(channel), (120, 120)) == (120, 120)
+
+
+def test_metrics_killed_and_back_loses_no_decision_or_click(processes, tmp_path: Path) -> None:
+    """MetricsService killed with SIGKILL while the policy keeps answering: its outbox holds
+    what it acknowledged and delivers it once MetricsService is back on its database."""
+    _, scoring = processes("scoring", f"--dataset={DATA}", "--embedding-address=127.0.0.1:9")
+    metrics_flags = (f"--database-url=sqlite:///{tmp_path / 'metrics.db'}",)
+    metrics, metrics_address = processes("metrics", *metrics_flags)
+    _, address = processes(
+        "policy",
+        f"--scoring-address={scoring}",
+        f"--metrics-address={metrics_address}",
+        f"--database-url=sqlite:///{tmp_path / 'policy.db'}",
+    )
+    traffic = Traffic()
+    with grpc.insecure_channel(address) as channel:
+        policy = policy_pb2_grpc.PolicyServiceStub(channel)
+        put_champion(policy)
+        traffic.send(policy, 0, 40)
+        metrics.send_signal(signal.SIGKILL)
+        metrics.wait(timeout=10)
+        traffic.send(policy, 40, 40)  # acknowledged while MetricsService is gone
+        port = metrics_address.rsplit(":", 1)[1]
+        processes("metrics", *metrics_flags, f"--port={port}")
         traffic.send(policy, 80, 40)
     assert (traffic.decisions, traffic.clicks, traffic.failed) == (120, 120, 0)
     with grpc.insecure_channel(metrics_address) as channel:

@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 
 from rectune.domain.errors import Unavailable
 from rectune.v1 import common_pb2, metrics_pb2
@@ -18,6 +18,7 @@ from services.common.storage import make_engine
 from services.common.storage_guard import StorageWatch
 
 pytestmark = pytest.mark.integration
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def impression(n: int) -> metrics_pb2.RecordEventsRequest:
@@ -95,4 +96,56 @@ def test_health_is_not_serving_while_the_store_is_unusable(start_service, tmp_pa
     folder.unlink()
     while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != serving:
         assert time.monotonic() < deadline + 10, "health did not come back"
+        time.sleep(0.1)
+
+
+def set_read_only(admin_url: str, database: str, read_only: bool) -> None:
+    """The database made read-only (as after a failover to a standby, or by an operator),
+    and its open sessions ended so that the service's next connections see it."""
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(
+            text(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if read_only else 'off'}")
+        )
+        others = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+        connection.execute(text(others + " AND pid <> pg_backend_pid()"), {"name": database})
+    engine.dispose()
+
+
+def test_a_read_only_postgresql_database_answers_unavailable_and_loses_nothing(
+    start_service, postgres_admin_url
+) -> None:
+    from tests.postgres import create_database
+
+    url = create_database(postgres_admin_url, "metrics_read_only")
+    metrics = start_service("metrics", database_url=url)
+    health = health_pb2_grpc.HealthStub(metrics.channel)
+    acknowledged, refused, reasons = 0, 0, set()
+    for n in range(60):
+        if n == 20:
+            set_read_only(postgres_admin_url, "metrics_read_only", True)
+        if n == 40:
+            set_read_only(postgres_admin_url, "metrics_read_only", False)
+        try:
+            metrics.stub.RecordEvents(impression(n), timeout=10)
+            acknowledged += 1
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+            reasons.add(exc.details())
+            refused += 1
+            if refused == 1:  # the watch notices within its period
+                deadline = time.monotonic() + 10
+                while (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    assert time.monotonic() < deadline, "health stayed SERVING on a read-only database"
+                    time.sleep(0.1)
+    # Ending the sessions may refuse a write on either side of the switch, as UNAVAILABLE too.
+    assert acknowledged >= 30 and refused >= 1 and acknowledged + refused == 60
+    assert any("read-only transaction" in reason for reason in reasons), reasons
+    assert impressions_counted(metrics) == acknowledged
+    deadline = time.monotonic() + 10
+    while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING:
+        assert time.monotonic() < deadline, "health did not come back"
         time.sleep(0.1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -99,12 +99,9 @@ class MetricsStore:
         )
         values = [[row[name] for row in rows] for name in columns]
         with self.engine.begin() as connection:
-            cursor = cast(Any, connection.connection.dbapi_connection).cursor()
-            try:
-                cursor.execute(sql, values)
-                return len(cursor.fetchall())
-            finally:
-                cursor.close()
+            # Through SQLAlchemy (not a raw cursor), so that a storage fault is mapped to
+            # UNAVAILABLE like every other write (services.common.storage_guard).
+            return len(connection.exec_driver_sql(sql, tuple(values)).fetchall())
 
     def record_events(self, events: Sequence[FeedbackEvent], received_at: float) -> WriteResult:
         """Store events; those without a time are stamped ``received_at``."""
