@@ -56,11 +56,11 @@ class MetricsSettings(ServerSettings):
     compaction_interval_seconds: float = option(
         env="RECTUNE_COMPACTION_INTERVAL_SECONDS", default=600.0, help="how often compaction runs"
     )
-    max_watch_streams: int = option(
-        env="RECTUNE_MAX_WATCH_STREAMS",
+    max_streams: int = option(
+        env="RECTUNE_MAX_STREAMS",
         default=4,
-        help="WatchArmStats streams open at once; more are refused with RESOURCE_EXHAUSTED "
-        "(each holds one of --max-workers threads)",
+        help="WatchArmStats and StreamEvents streams open at once, together; more are refused with "
+        "RESOURCE_EXHAUSTED (each holds one of --max-workers threads)",
     )
 
     def __post_init__(self) -> None:
@@ -70,10 +70,10 @@ class MetricsSettings(ServerSettings):
             raise SettingsError(f"--posterior-samples: must be >= 1, got {self.posterior_samples}")
         if self.retention_hours < 0 or self.compaction_interval_seconds <= 0:
             raise SettingsError("--retention-hours: must be >= 0; --compaction-interval-seconds: must be > 0")
-        if not 1 <= self.max_watch_streams < self.max_workers:
+        if not 1 <= self.max_streams < self.max_workers:
             raise SettingsError(
-                f"--max-watch-streams: must be between 1 and --max-workers - 1 ({self.max_workers - 1}), so that "
-                f"unary calls and health always find a thread; got {self.max_watch_streams}"
+                f"--max-streams: must be between 1 and --max-workers - 1 ({self.max_workers - 1}), so that "
+                f"unary calls and health always find a thread; got {self.max_streams}"
             )
         if self.max_future_seconds < MAX_FUTURE_SECONDS:
             # PolicyService acknowledges times up to MAX_FUTURE_SECONDS ahead: refusing them
@@ -89,7 +89,7 @@ class MetricsSettings(ServerSettings):
             posterior_samples=self.posterior_samples,
             max_future_seconds=self.max_future_seconds,
             retention_hours=self.retention_hours,
-            max_watch_streams=self.max_watch_streams,
+            max_streams=self.max_streams,
         )
 
 

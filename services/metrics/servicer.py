@@ -23,11 +23,12 @@ class MetricsServicer(metrics_pb2_grpc.MetricsServiceServicer):
     def StreamEvents(
         self, request_iterator: Iterator[metrics_pb2.StreamEventsRequest], context: Any
     ) -> metrics_pb2.StreamEventsResponse:
-        accepted = duplicates = batches = 0
-        for position, batch in enumerate(request_iterator):
-            result = self.core.record_events(convert.events(batch.events), field_name=f"requests[{position}].events")
-            accepted, duplicates, batches = accepted + result.accepted, duplicates + result.duplicates, batches + 1
-        return metrics_pb2.StreamEventsResponse(accepted=accepted, duplicates=duplicates, batches=batches)
+        batches = (
+            (f"requests[{position}].events", convert.events(batch.events))
+            for position, batch in enumerate(request_iterator)
+        )
+        accepted, duplicates, batches_count = self.core.record_event_stream(batches)
+        return metrics_pb2.StreamEventsResponse(accepted=accepted, duplicates=duplicates, batches=batches_count)
 
     def RecordDecisions(
         self, request: metrics_pb2.RecordDecisionsRequest, context: Any

@@ -1,5 +1,6 @@
 """Streams are bounded and never starve the rest (issue #20, item 9), on a real
-MetricsService: WatchArmStats beyond max_watch_streams is refused with RESOURCE_EXHAUSTED,
+MetricsService: WatchArmStats and StreamEvents beyond max_streams (together) are refused with
+RESOURCE_EXHAUSTED,
 unary calls and health keep answering while the streams are open, a cancelled stream frees
 its slot even with an hour-long min_interval, and stopping ends every stream at once rather
 than waiting out the grace period."""
@@ -39,12 +40,11 @@ def wait_until(condition, seconds: float = 10.0):
 
 
 def test_streams_beyond_the_bound_are_refused_and_the_rest_keeps_answering(start_service) -> None:
-    metrics = start_service("metrics", max_watch_streams=2, max_workers=4)
+    metrics = start_service("metrics", max_streams=2, max_workers=4)
     first, second = open_watch(metrics.stub), open_watch(metrics.stub)
     assert error_of(lambda: open_watch(metrics.stub)) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "WatchArmStats: 2 streams are open, the most this server keeps (max_watch_streams); "
-        "retry later or poll GetArmStats",
+        "WatchArmStats: 2 streams are open, the most this server keeps (max_streams); retry later or poll GetArmStats",
     )
     # With both streams open (each asleep for an hour), unary calls and health still get a thread.
     assert list(metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(), timeout=5).stats) == []
@@ -54,6 +54,34 @@ def test_streams_beyond_the_bound_are_refused_and_the_rest_keeps_answering(start
     first.cancel()
     assert wait_until(lambda: _opens(metrics.stub))
     second.cancel()
+
+
+def test_idle_event_streams_count_against_the_same_bound(start_service) -> None:
+    """A StreamEvents client that opens a stream and sends nothing holds a thread as a watch
+    does: two of them fill a bound of 2, the next stream of either kind is refused, unary
+    calls still answer, and a stream that sends and ends frees its slot."""
+    metrics = start_service("metrics", max_streams=2, max_workers=4)
+    idle = [threading.Event(), threading.Event()]
+    futures = [metrics.stub.StreamEvents.future(_waiting_batches(done), timeout=30) for done in idle]
+    assert wait_until(lambda: not _opens(metrics.stub))
+    assert error_of(lambda: metrics.stub.StreamEvents(iter([metrics_pb2.StreamEventsRequest()]), timeout=5)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "StreamEvents: 2 streams are open, the most this server keeps (max_streams); "
+        "retry later or send batches with RecordEvents",
+    )
+    assert list(metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(), timeout=5).stats) == []
+    idle[0].set()
+    assert futures[0].result(timeout=10).batches == 0
+    assert wait_until(lambda: _opens(metrics.stub))
+    idle[1].set()
+    futures[1].result(timeout=10)
+
+
+def _waiting_batches(done: threading.Event):
+    """A request stream that sends nothing until ``done``, then ends."""
+    done.wait(30)
+    return
+    yield  # a generator: grpc reads it lazily, in its own thread
 
 
 def _opens(stub) -> bool:
@@ -66,7 +94,7 @@ def _opens(stub) -> bool:
 
 
 def test_stopping_ends_open_streams_at_once_instead_of_cancelling_them_after_the_grace(start_service) -> None:
-    metrics = start_service("metrics", max_watch_streams=3)
+    metrics = start_service("metrics", max_streams=3)
     calls = [open_watch(metrics.stub) for _ in range(3)]
     endings: list[str] = []
 
@@ -91,5 +119,5 @@ def test_the_stream_bound_must_leave_threads_for_unary_calls() -> None:
     from services.common.config import SettingsError
     from services.metrics.__main__ import MetricsSettings
 
-    with pytest.raises(SettingsError, match=r"--max-watch-streams: must be between 1 and --max-workers - 1 \(3\)"):
-        MetricsSettings(port=0, max_workers=4, max_watch_streams=4)
+    with pytest.raises(SettingsError, match=r"--max-streams: must be between 1 and --max-workers - 1 \(3\)"):
+        MetricsSettings(port=0, max_workers=4, max_streams=4)

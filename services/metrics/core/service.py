@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rectune.domain.errors import InvalidArgument, ResourceExhausted
@@ -35,9 +35,9 @@ class MetricsConfig:
     max_events_per_batch: int = 10_000
     # Raw events older than this are compacted into hourly aggregates; 0 keeps them forever.
     retention_hours: float = 168.0
-    # Each open WatchArmStats stream holds a server thread: beyond this many, a new one is
-    # refused, so unary calls and health always find a thread.
-    max_watch_streams: int = 4
+    # Each open stream (WatchArmStats, StreamEvents) holds a server thread: beyond this many,
+    # a new one is refused, so unary calls and health always find a thread.
+    max_streams: int = 4
 
 
 def check_window(window: Window) -> None:
@@ -58,7 +58,7 @@ class MetricsCore:
         self.clock = clock
         self._horizon: tuple[float, float | None] = (float("-inf"), None)  # (read at, value)
         self._lock = threading.Lock()
-        self._watchers = 0
+        self._streams = 0
         self._stopping = threading.Event()  # set on shutdown: every stream ends at once
 
     def _compacted_before(self) -> float | None:
@@ -134,7 +134,7 @@ class MetricsCore:
                 "min_interval", f"must be between 0 and {MAX_WATCH_INTERVAL:g} s, got {min_interval:g}"
             )
         interval = max(min_interval, MIN_WATCH_INTERVAL)
-        self._open_watch()
+        self._open_stream("WatchArmStats", "poll GetArmStats")
         try:
             last: list[tuple[str, int, int, int]] | None = None
             while is_active() and not self._stopping.is_set():
@@ -149,17 +149,33 @@ class MetricsCore:
                     yield now, stats
                 self._pause(interval, is_active)
         finally:
-            with self._lock:
-                self._watchers -= 1
+            self._close_stream()
 
-    def _open_watch(self) -> None:
+    def record_event_stream(self, batches: Iterable[tuple[str, Sequence[FeedbackEvent]]]) -> tuple[int, int, int]:
+        """StreamEvents: each (field name, events) batch recorded as it arrives; returns the
+        events accepted, the duplicates and the batches. The stream holds a slot meanwhile."""
+        self._open_stream("StreamEvents", "send batches with RecordEvents")
+        accepted = duplicates = count = 0
+        try:
+            for field_name, events in batches:
+                result = self.record_events(events, field_name=field_name)
+                accepted, duplicates, count = accepted + result.accepted, duplicates + result.duplicates, count + 1
+        finally:
+            self._close_stream()
+        return accepted, duplicates, count
+
+    def _open_stream(self, rpc: str, instead: str) -> None:
         with self._lock:
-            if self._watchers >= self.config.max_watch_streams:
+            if self._streams >= self.config.max_streams:
                 raise ResourceExhausted(
-                    f"WatchArmStats: {self._watchers} streams are open, the most this server keeps "
-                    "(max_watch_streams); retry later or poll GetArmStats"
+                    f"{rpc}: {self._streams} streams are open, the most this server keeps "
+                    f"(max_streams); retry later or {instead}"
                 )
-            self._watchers += 1
+            self._streams += 1
+
+    def _close_stream(self) -> None:
+        with self._lock:
+            self._streams -= 1
 
     def _pause(self, seconds: float, is_active: Callable[[], bool]) -> None:
         """Sleep, waking early on shutdown, and noticing a cancelled stream within WATCH_POLL_SECONDS."""
