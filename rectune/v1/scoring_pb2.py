@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from rectune.v1 import common_pb2 as rectune_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rectune/v1/scoring.proto\x12\nrectune.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17rectune/v1/common.proto\"\x8e\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x34\n\nattributes\x18\x03 \x03(\x0b\x32 .rectune.v1.Item.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x12UpsertItemsRequest\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.rectune.v1.Item\x12\x17\n\x0f\x64\x65\x66\x65r_embedding\x18\x02 \x01(\x08\"9\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\x12\x10\n\x08\x65mbedded\x18\x02 \x01(\x05\"G\n\x16\x41\x64\x64InteractionsRequest\x12-\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x17.rectune.v1.Interaction\"(\n\x17\x41\x64\x64InteractionsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\"\xb2\x01\n\x10RankItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rectune.v1.Interaction\x12\x30\n\rconfiguration\x18\x03 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"V\n\x11RankItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rectune.v1.ScoredItem\x12\x1a\n\x12\x63onfiguration_hash\x18\x02 \x01(\t\"\x92\x01\n\x11ScoreItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rectune.v1.Interaction\x12\x30\n\rconfiguration\x18\x03 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x10\n\x08item_ids\x18\x04 \x03(\t\"W\n\x12ScoreItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rectune.v1.ScoredItem\x12\x1a\n\x12\x63onfiguration_hash\x18\x02 \x01(\t\"Y\n\x17\x46itConfigurationRequest\x12\x30\n\rconfiguration\x18\x01 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"\xd1\x02\n\x18\x46itConfigurationResponse\x12\x1a\n\x12\x63onfiguration_hash\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rectune.v1.FitState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12/\n\x0c\x66it_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rcalibration_a\x18\x05 \x01(\x01\x12\x15\n\rcalibration_b\x18\x06 \x01(\x01\x12\x1a\n\x12\x63\x61libration_method\x18\x07 \x01(\t\x12\x17\n\x0f\x63\x61libration_ece\x18\x08 \x01(\x01\x12#\n\x1b\x61lternative_calibration_ece\x18\t \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x1a.rectune.v1.TrainingReport\"\xdc\x01\n\x0eTrainingReport\x12\x12\n\nepochs_run\x18\x01 \x01(\x05\x12\x12\n\nbest_epoch\x18\x02 \x01(\x05\x12\x12\n\ntrain_loss\x18\x03 \x01(\x01\x12\x17\n\x0fvalidation_loss\x18\x04 \x01(\x01\x12\x17\n\x0fstopped_because\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x1f\n\x17initial_validation_loss\x18\x08 \x01(\x01\"\xba\x01\n\x1c\x45valuateConfigurationRequest\x12\x30\n\rconfiguration\x18\x01 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10holdout_fraction\x18\x03 \x01(\x01\x12+\n\x08\x62\x61seline\x18\x04 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x16\n\x0e\x62\x61seline_ratio\x18\x05 \x01(\x01\"\xee\x01\n\x12\x42\x61selineComparison\x12\x15\n\rbaseline_hash\x18\x01 \x01(\t\x12/\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x1d.rectune.v1.EvaluationMetrics\x12\r\n\x05ratio\x18\x03 \x01(\x01\x12\x1a\n\x12probability_clears\x18\x04 \x01(\x01\x12\x17\n\x0fndcg_difference\x18\x05 \x01(\x01\x12\x1b\n\x13ndcg_difference_low\x18\x06 \x01(\x01\x12\x1c\n\x14ndcg_difference_high\x18\x07 \x01(\x01\x12\x11\n\tresamples\x18\x08 \x01(\x05\"\x81\x01\n\x11\x45valuationMetrics\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x0c\n\x04ndcg\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x10\n\x08hit_rate\x18\x04 \x01(\x01\x12\x18\n\x10\x63\x61talog_coverage\x18\x05 \x01(\x01\x12\x17\n\x0fusers_evaluated\x18\x06 \x01(\x05\"\xcc\x01\n\x1d\x45valuateConfigurationResponse\x12\x1a\n\x12\x63onfiguration_hash\x18\x01 \x01(\t\x12.\n\x07metrics\x18\x02 \x01(\x0b\x32\x1d.rectune.v1.EvaluationMetrics\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\ncomparison\x18\x04 \x01(\x0b\x32\x1e.rectune.v1.BaselineComparison\"\xc5\x01\n\x0eHyperparameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.rectune.v1.ParamType\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x11\n\tlog_scale\x18\x05 \x01(\x08\x12-\n\rdefault_value\x18\x06 \x01(\x0b\x32\x16.rectune.v1.ParamValue\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\"\x80\x01\n\rStrategySpace\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x33\n\x0fhyperparameters\x18\x03 \x03(\x0b\x32\x1a.rectune.v1.Hyperparameter\x12\x13\n\x0bjson_schema\x18\x04 \x01(\t\"0\n\x1a\x44\x65scribeSearchSpaceRequest\x12\x12\n\nstrategies\x18\x01 \x03(\t\"l\n\tDataShape\x12\r\n\x05users\x18\x01 \x01(\x03\x12\r\n\x05items\x18\x02 \x01(\x03\x12\x14\n\x0cinteractions\x18\x03 \x01(\x03\x12\x16\n\x0emedian_history\x18\x04 \x01(\x01\x12\x13\n\x0bmax_history\x18\x05 \x01(\x03\"\x8c\x01\n\x1b\x44\x65scribeSearchSpaceResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.rectune.v1.StrategySpace\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12)\n\ndata_shape\x18\x03 \x01(\x0b\x32\x15.rectune.v1.DataShape*~\n\x08\x46itState\x12\x19\n\x15\x46IT_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IT_STATE_PENDING\x10\x01\x12\x15\n\x11\x46IT_STATE_RUNNING\x10\x02\x12\x13\n\x0f\x46IT_STATE_READY\x10\x03\x12\x14\n\x10\x46IT_STATE_FAILED\x10\x04*\x82\x01\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARAM_TYPE_FLOAT\x10\x01\x12\x12\n\x0ePARAM_TYPE_INT\x10\x02\x12\x1a\n\x16PARAM_TYPE_CATEGORICAL\x10\x03\x12\x13\n\x0fPARAM_TYPE_BOOL\x10\x04\x32\x88\x05\n\x0eScoringService\x12N\n\x0bUpsertItems\x12\x1e.rectune.v1.UpsertItemsRequest\x1a\x1f.rectune.v1.UpsertItemsResponse\x12Z\n\x0f\x41\x64\x64Interactions\x12\".rectune.v1.AddInteractionsRequest\x1a#.rectune.v1.AddInteractionsResponse\x12H\n\tRankItems\x12\x1c.rectune.v1.RankItemsRequest\x1a\x1d.rectune.v1.RankItemsResponse\x12K\n\nScoreItems\x12\x1d.rectune.v1.ScoreItemsRequest\x1a\x1e.rectune.v1.ScoreItemsResponse\x12]\n\x10\x46itConfiguration\x12#.rectune.v1.FitConfigurationRequest\x1a$.rectune.v1.FitConfigurationResponse\x12l\n\x15\x45valuateConfiguration\x12(.rectune.v1.EvaluateConfigurationRequest\x1a).rectune.v1.EvaluateConfigurationResponse\x12\x66\n\x13\x44\x65scribeSearchSpace\x12&.rectune.v1.DescribeSearchSpaceRequest\x1a\'.rectune.v1.DescribeSearchSpaceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rectune/v1/scoring.proto\x12\nrectune.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17rectune/v1/common.proto\"\x8e\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x34\n\nattributes\x18\x03 \x03(\x0b\x32 .rectune.v1.Item.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x12UpsertItemsRequest\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.rectune.v1.Item\x12\x17\n\x0f\x64\x65\x66\x65r_embedding\x18\x02 \x01(\x08\"9\n\x13UpsertItemsResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\x12\x10\n\x08\x65mbedded\x18\x02 \x01(\x05\"G\n\x16\x41\x64\x64InteractionsRequest\x12-\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x17.rectune.v1.Interaction\"(\n\x17\x41\x64\x64InteractionsResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x05\"\xb2\x01\n\x10RankItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rectune.v1.Interaction\x12\x30\n\rconfiguration\x18\x03 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"V\n\x11RankItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rectune.v1.ScoredItem\x12\x1a\n\x12\x63onfiguration_hash\x18\x02 \x01(\t\"\x92\x01\n\x11ScoreItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x07history\x18\x02 \x03(\x0b\x32\x17.rectune.v1.Interaction\x12\x30\n\rconfiguration\x18\x03 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x10\n\x08item_ids\x18\x04 \x03(\t\"W\n\x12ScoreItemsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rectune.v1.ScoredItem\x12\x1a\n\x12\x63onfiguration_hash\x18\x02 \x01(\t\"Y\n\x17\x46itConfigurationRequest\x12\x30\n\rconfiguration\x18\x01 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"\xf5\x03\n\x18\x46itConfigurationResponse\x12\x1a\n\x12\x63onfiguration_hash\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.rectune.v1.FitState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12/\n\x0c\x66it_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rcalibration_a\x18\x05 \x01(\x01\x12\x15\n\rcalibration_b\x18\x06 \x01(\x01\x12\x1a\n\x12\x63\x61libration_method\x18\x07 \x01(\t\x12\x17\n\x0f\x63\x61libration_ece\x18\x08 \x01(\x01\x12#\n\x1b\x61lternative_calibration_ece\x18\t \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x1a.rectune.v1.TrainingReport\x12-\n\tfitted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13interactions_at_fit\x18\x0c \x01(\x03\x12\x1e\n\x16interactions_since_fit\x18\r \x01(\x03\x12\x0e\n\x06refits\x18\x0e \x01(\x05\x12\x16\n\x0erefit_failures\x18\x0f \x01(\x05\x12\x0e\n\x06served\x18\x10 \x01(\x03\"\xdc\x01\n\x0eTrainingReport\x12\x12\n\nepochs_run\x18\x01 \x01(\x05\x12\x12\n\nbest_epoch\x18\x02 \x01(\x05\x12\x12\n\ntrain_loss\x18\x03 \x01(\x01\x12\x17\n\x0fvalidation_loss\x18\x04 \x01(\x01\x12\x17\n\x0fstopped_because\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x1f\n\x17initial_validation_loss\x18\x08 \x01(\x01\"\xba\x01\n\x1c\x45valuateConfigurationRequest\x12\x30\n\rconfiguration\x18\x01 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10holdout_fraction\x18\x03 \x01(\x01\x12+\n\x08\x62\x61seline\x18\x04 \x01(\x0b\x32\x19.rectune.v1.Configuration\x12\x16\n\x0e\x62\x61seline_ratio\x18\x05 \x01(\x01\"\xee\x01\n\x12\x42\x61selineComparison\x12\x15\n\rbaseline_hash\x18\x01 \x01(\t\x12/\n\x08\x62\x61seline\x18\x02 \x01(\x0b\x32\x1d.rectune.v1.EvaluationMetrics\x12\r\n\x05ratio\x18\x03 \x01(\x01\x12\x1a\n\x12probability_clears\x18\x04 \x01(\x01\x12\x17\n\x0fndcg_difference\x18\x05 \x01(\x01\x12\x1b\n\x13ndcg_difference_low\x18\x06 \x01(\x01\x12\x1c\n\x14ndcg_difference_high\x18\x07 \x01(\x01\x12\x11\n\tresamples\x18\x08 \x01(\x05\"\x81\x01\n\x11\x45valuationMetrics\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x0c\n\x04ndcg\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x10\n\x08hit_rate\x18\x04 \x01(\x01\x12\x18\n\x10\x63\x61talog_coverage\x18\x05 \x01(\x01\x12\x17\n\x0fusers_evaluated\x18\x06 \x01(\x05\"\xcc\x01\n\x1d\x45valuateConfigurationResponse\x12\x1a\n\x12\x63onfiguration_hash\x18\x01 \x01(\t\x12.\n\x07metrics\x18\x02 \x01(\x0b\x32\x1d.rectune.v1.EvaluationMetrics\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\ncomparison\x18\x04 \x01(\x0b\x32\x1e.rectune.v1.BaselineComparison\"\xc5\x01\n\x0eHyperparameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.rectune.v1.ParamType\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x11\n\tlog_scale\x18\x05 \x01(\x08\x12-\n\rdefault_value\x18\x06 \x01(\x0b\x32\x16.rectune.v1.ParamValue\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\"\x80\x01\n\rStrategySpace\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x33\n\x0fhyperparameters\x18\x03 \x03(\x0b\x32\x1a.rectune.v1.Hyperparameter\x12\x13\n\x0bjson_schema\x18\x04 \x01(\t\"0\n\x1a\x44\x65scribeSearchSpaceRequest\x12\x12\n\nstrategies\x18\x01 \x03(\t\"l\n\tDataShape\x12\r\n\x05users\x18\x01 \x01(\x03\x12\r\n\x05items\x18\x02 \x01(\x03\x12\x14\n\x0cinteractions\x18\x03 \x01(\x03\x12\x16\n\x0emedian_history\x18\x04 \x01(\x01\x12\x13\n\x0bmax_history\x18\x05 \x01(\x03\"\x8c\x01\n\x1b\x44\x65scribeSearchSpaceResponse\x12-\n\nstrategies\x18\x01 \x03(\x0b\x32\x19.rectune.v1.StrategySpace\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12)\n\ndata_shape\x18\x03 \x01(\x0b\x32\x15.rectune.v1.DataShape*~\n\x08\x46itState\x12\x19\n\x15\x46IT_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IT_STATE_PENDING\x10\x01\x12\x15\n\x11\x46IT_STATE_RUNNING\x10\x02\x12\x13\n\x0f\x46IT_STATE_READY\x10\x03\x12\x14\n\x10\x46IT_STATE_FAILED\x10\x04*\x82\x01\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PARAM_TYPE_FLOAT\x10\x01\x12\x12\n\x0ePARAM_TYPE_INT\x10\x02\x12\x1a\n\x16PARAM_TYPE_CATEGORICAL\x10\x03\x12\x13\n\x0fPARAM_TYPE_BOOL\x10\x04\x32\x88\x05\n\x0eScoringService\x12N\n\x0bUpsertItems\x12\x1e.rectune.v1.UpsertItemsRequest\x1a\x1f.rectune.v1.UpsertItemsResponse\x12Z\n\x0f\x41\x64\x64Interactions\x12\".rectune.v1.AddInteractionsRequest\x1a#.rectune.v1.AddInteractionsResponse\x12H\n\tRankItems\x12\x1c.rectune.v1.RankItemsRequest\x1a\x1d.rectune.v1.RankItemsResponse\x12K\n\nScoreItems\x12\x1d.rectune.v1.ScoreItemsRequest\x1a\x1e.rectune.v1.ScoreItemsResponse\x12]\n\x10\x46itConfiguration\x12#.rectune.v1.FitConfigurationRequest\x1a$.rectune.v1.FitConfigurationResponse\x12l\n\x15\x45valuateConfiguration\x12(.rectune.v1.EvaluateConfigurationRequest\x1a).rectune.v1.EvaluateConfigurationResponse\x12\x66\n\x13\x44\x65scribeSearchSpace\x12&.rectune.v1.DescribeSearchSpaceRequest\x1a\'.rectune.v1.DescribeSearchSpaceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,54 +36,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_ITEM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_FITSTATE']._serialized_start=3060
-  _globals['_FITSTATE']._serialized_end=3186
-  _globals['_PARAMTYPE']._serialized_start=3189
-  _globals['_PARAMTYPE']._serialized_end=3319
-  _globals['_ITEM']._serialized_start=98
-  _globals['_ITEM']._serialized_end=240
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=191
-  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=240
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=242
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=320
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=322
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=379
-  _globals['_ADDINTERACTIONSREQUEST']._serialized_start=381
-  _globals['_ADDINTERACTIONSREQUEST']._serialized_end=452
-  _globals['_ADDINTERACTIONSRESPONSE']._serialized_start=454
-  _globals['_ADDINTERACTIONSRESPONSE']._serialized_end=494
-  _globals['_RANKITEMSREQUEST']._serialized_start=497
-  _globals['_RANKITEMSREQUEST']._serialized_end=675
-  _globals['_RANKITEMSRESPONSE']._serialized_start=677
-  _globals['_RANKITEMSRESPONSE']._serialized_end=763
-  _globals['_SCOREITEMSREQUEST']._serialized_start=766
-  _globals['_SCOREITEMSREQUEST']._serialized_end=912
-  _globals['_SCOREITEMSRESPONSE']._serialized_start=914
-  _globals['_SCOREITEMSRESPONSE']._serialized_end=1001
-  _globals['_FITCONFIGURATIONREQUEST']._serialized_start=1003
-  _globals['_FITCONFIGURATIONREQUEST']._serialized_end=1092
-  _globals['_FITCONFIGURATIONRESPONSE']._serialized_start=1095
-  _globals['_FITCONFIGURATIONRESPONSE']._serialized_end=1432
-  _globals['_TRAININGREPORT']._serialized_start=1435
-  _globals['_TRAININGREPORT']._serialized_end=1655
-  _globals['_EVALUATECONFIGURATIONREQUEST']._serialized_start=1658
-  _globals['_EVALUATECONFIGURATIONREQUEST']._serialized_end=1844
-  _globals['_BASELINECOMPARISON']._serialized_start=1847
-  _globals['_BASELINECOMPARISON']._serialized_end=2085
-  _globals['_EVALUATIONMETRICS']._serialized_start=2088
-  _globals['_EVALUATIONMETRICS']._serialized_end=2217
-  _globals['_EVALUATECONFIGURATIONRESPONSE']._serialized_start=2220
-  _globals['_EVALUATECONFIGURATIONRESPONSE']._serialized_end=2424
-  _globals['_HYPERPARAMETER']._serialized_start=2427
-  _globals['_HYPERPARAMETER']._serialized_end=2624
-  _globals['_STRATEGYSPACE']._serialized_start=2627
-  _globals['_STRATEGYSPACE']._serialized_end=2755
-  _globals['_DESCRIBESEARCHSPACEREQUEST']._serialized_start=2757
-  _globals['_DESCRIBESEARCHSPACEREQUEST']._serialized_end=2805
-  _globals['_DATASHAPE']._serialized_start=2807
-  _globals['_DATASHAPE']._serialized_end=2915
-  _globals['_DESCRIBESEARCHSPACERESPONSE']._serialized_start=2918
-  _globals['_DESCRIBESEARCHSPACERESPONSE']._serialized_end=3058
-  _globals['_SCORINGSERVICE']._serialized_start=3322
-  _globals['_SCORINGSERVICE']._serialized_end=3970
+  _globals['_FITSTATE']._serialized_start=3257
+  _globals['_FITSTATE']._serialized_end=3383
+  _globals['_PARAMTYPE']._serialized_start=3386
+  _globals['_PARAMTYPE']._serialized_end=3516
+  _globals['_ITEM']._serialized_start=131
+  _globals['_ITEM']._serialized_end=273
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_start=224
+  _globals['_ITEM_ATTRIBUTESENTRY']._serialized_end=273
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=275
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=353
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=355
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=412
+  _globals['_ADDINTERACTIONSREQUEST']._serialized_start=414
+  _globals['_ADDINTERACTIONSREQUEST']._serialized_end=485
+  _globals['_ADDINTERACTIONSRESPONSE']._serialized_start=487
+  _globals['_ADDINTERACTIONSRESPONSE']._serialized_end=527
+  _globals['_RANKITEMSREQUEST']._serialized_start=530
+  _globals['_RANKITEMSREQUEST']._serialized_end=708
+  _globals['_RANKITEMSRESPONSE']._serialized_start=710
+  _globals['_RANKITEMSRESPONSE']._serialized_end=796
+  _globals['_SCOREITEMSREQUEST']._serialized_start=799
+  _globals['_SCOREITEMSREQUEST']._serialized_end=945
+  _globals['_SCOREITEMSRESPONSE']._serialized_start=947
+  _globals['_SCOREITEMSRESPONSE']._serialized_end=1034
+  _globals['_FITCONFIGURATIONREQUEST']._serialized_start=1036
+  _globals['_FITCONFIGURATIONREQUEST']._serialized_end=1125
+  _globals['_FITCONFIGURATIONRESPONSE']._serialized_start=1128
+  _globals['_FITCONFIGURATIONRESPONSE']._serialized_end=1629
+  _globals['_TRAININGREPORT']._serialized_start=1632
+  _globals['_TRAININGREPORT']._serialized_end=1852
+  _globals['_EVALUATECONFIGURATIONREQUEST']._serialized_start=1855
+  _globals['_EVALUATECONFIGURATIONREQUEST']._serialized_end=2041
+  _globals['_BASELINECOMPARISON']._serialized_start=2044
+  _globals['_BASELINECOMPARISON']._serialized_end=2282
+  _globals['_EVALUATIONMETRICS']._serialized_start=2285
+  _globals['_EVALUATIONMETRICS']._serialized_end=2414
+  _globals['_EVALUATECONFIGURATIONRESPONSE']._serialized_start=2417
+  _globals['_EVALUATECONFIGURATIONRESPONSE']._serialized_end=2621
+  _globals['_HYPERPARAMETER']._serialized_start=2624
+  _globals['_HYPERPARAMETER']._serialized_end=2821
+  _globals['_STRATEGYSPACE']._serialized_start=2824
+  _globals['_STRATEGYSPACE']._serialized_end=2952
+  _globals['_DESCRIBESEARCHSPACEREQUEST']._serialized_start=2954
+  _globals['_DESCRIBESEARCHSPACEREQUEST']._serialized_end=3002
+  _globals['_DATASHAPE']._serialized_start=3004
+  _globals['_DATASHAPE']._serialized_end=3112
+  _globals['_DESCRIBESEARCHSPACERESPONSE']._serialized_start=3115
+  _globals['_DESCRIBESEARCHSPACERESPONSE']._serialized_end=3255
+  _globals['_SCORINGSERVICE']._serialized_start=3519
+  _globals['_SCORINGSERVICE']._serialized_end=4167
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from rectune.v1 import common_pb2 as _common_pb2
@@ -360,6 +361,12 @@ class FitConfigurationResponse(_message.Message):
     CALIBRATION_ECE_FIELD_NUMBER: _builtins.int
     ALTERNATIVE_CALIBRATION_ECE_FIELD_NUMBER: _builtins.int
     TRAINING_FIELD_NUMBER: _builtins.int
+    FITTED_AT_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_AT_FIT_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_SINCE_FIT_FIELD_NUMBER: _builtins.int
+    REFITS_FIELD_NUMBER: _builtins.int
+    REFIT_FAILURES_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
     configuration_hash: _builtins.str
     state: Global___FitState.ValueType
     error: _builtins.str
@@ -378,11 +385,24 @@ class FitConfigurationResponse(_message.Message):
     the other one where the strategy has a probability of its own (NaN where not measured).
     """
     alternative_calibration_ece: _builtins.float
+    interactions_at_fit: _builtins.int
+    interactions_since_fit: _builtins.int
+    refits: _builtins.int
+    refit_failures: _builtins.int
+    served: _builtins.int
+    """RankItems calls this replica answered with the configuration (most-served refit first)."""
     @_builtins.property
     def fit_duration(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def training(self) -> Global___TrainingReport:
         """Set for strategies that train in epochs (two_tower)."""
+
+    @_builtins.property
+    def fitted_at(self) -> _timestamp_pb2.Timestamp:
+        """Freshness of a ready model (issue #18): when it was fitted, on how many interactions
+        (the store's count at the fit's snapshot), how many arrived since (what it has not
+        learned from; refits in the background catch up), and its refits in this replica.
+        """
 
     def __init__(
         self,
@@ -397,10 +417,16 @@ class FitConfigurationResponse(_message.Message):
         calibration_ece: _builtins.float = ...,
         alternative_calibration_ece: _builtins.float = ...,
         training: Global___TrainingReport | None = ...,
+        fitted_at: _timestamp_pb2.Timestamp | None = ...,
+        interactions_at_fit: _builtins.int = ...,
+        interactions_since_fit: _builtins.int = ...,
+        refits: _builtins.int = ...,
+        refit_failures: _builtins.int = ...,
+        served: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration", "training", b"training"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_calibration_ece", b"alternative_calibration_ece", "calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "calibration_ece", b"calibration_ece", "calibration_method", b"calibration_method", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "state", b"state", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_calibration_ece", b"alternative_calibration_ece", "calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "calibration_ece", b"calibration_ece", "calibration_method", b"calibration_method", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "interactions_at_fit", b"interactions_at_fit", "interactions_since_fit", b"interactions_since_fit", "refit_failures", b"refit_failures", "refits", b"refits", "served", b"served", "state", b"state", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

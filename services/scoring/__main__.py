@@ -27,6 +27,7 @@ from services.common.settings import ServerSettings, check_address, check_databa
 from services.common.storage import make_engine
 from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.scoring.core.data import ScoringData, shifted_to_end_at
+from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
@@ -34,6 +35,7 @@ from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
 from services.scoring.core.tables import SCHEMA
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
+from services.scoring.gauges import FreshnessGauges
 from services.scoring.servicer import ScoringServicer
 
 log = structlog.get_logger(__name__)
@@ -73,6 +75,26 @@ class ScoringSettings(ServerSettings):
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
     )
+    refit_check_seconds: float = option(
+        env="RECTUNE_SCORING_REFIT_CHECK_SECONDS",
+        default=10.0,
+        help="how often fitted models are checked for a background refit; 0 turns refits off",
+    )
+    refit_interactions: int = option(
+        env="RECTUNE_SCORING_REFIT_INTERACTIONS",
+        default=1000,
+        help="refit a model once this many interactions arrived since its fit (0: not by count)",
+    )
+    refit_share: float = option(
+        env="RECTUNE_SCORING_REFIT_SHARE",
+        default=0.05,
+        help="... or once the new interactions are this share of those it was fitted on (0: not by share)",
+    )
+    refit_max_age_seconds: float = option(
+        env="RECTUNE_SCORING_REFIT_MAX_AGE_SECONDS",
+        default=3600.0,
+        help="... or once it is this old, if anything arrived since (0: not by age)",
+    )
     max_fit_seconds: float = option(
         env="RECTUNE_SCORING_MAX_FIT_SECONDS",
         default=DEFAULT_MAX_FIT_SECONDS,
@@ -83,6 +105,10 @@ class ScoringSettings(ServerSettings):
         super().__post_init__()
         check_address("--embedding-address", "RECTUNE_EMBEDDING_ADDRESS", self.embedding_address)
         check_database_url(self.database_url)
+        if min(self.refit_check_seconds, self.refit_interactions, self.refit_share, self.refit_max_age_seconds) < 0:
+            raise SettingsError(
+                "--refit-check-seconds, --refit-interactions, --refit-share, --refit-max-age-seconds: must be >= 0"
+            )
         if not self.max_fit_seconds > 0:
             raise SettingsError(f"--max-fit-seconds: must be > 0, got {self.max_fit_seconds}")
         if self.dataset and (self.items_csv or self.interactions_csv):
@@ -118,7 +144,8 @@ def build(settings: ScoringSettings) -> RunningService:
     data = ScoringData()
     encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
     vectors = ItemVectors(data, encoder, VectorStore(engine))
-    limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes)
+    refit = RefitPolicy(settings.refit_interactions, settings.refit_share, settings.refit_max_age_seconds)
+    limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit)
     journal = DataJournal(engine)
     core = ScoringCore(default_registry(vectors, settings.max_fit_seconds), limits, data, vectors, journal)
     try:
@@ -131,7 +158,10 @@ def build(settings: ScoringSettings) -> RunningService:
         SCORING_SERVICE, scoring_pb2_grpc.add_ScoringServiceServicer_to_server, ScoringServicer(core)
     )
     service = start_service("scoring", [registration], settings)
+    service.metrics.registry.register(FreshnessGauges(core))
     service.closers.extend([core.close, embedding_channel.close, engine.dispose])
+    if settings.refit_check_seconds > 0:
+        service.closers.append(run_periodically("refit", settings.refit_check_seconds, core.refresh))
     # Stopped first (closers run in reverse): other replicas' writes, read from the shared journal.
     service.closers.append(run_periodically("journal", settings.journal_poll_seconds, lambda: journal.catch_up(data)))
     watch = StorageWatch(engine, service.health.set_serving, service.health.set_not_serving)

@@ -11,7 +11,7 @@ from rectune.domain.events import Item
 from rectune.domain.space import StrategySpace, configuration_schema
 from rectune.v1 import scoring_pb2
 from services.common import convert as shared
-from services.common.prototime import duration
+from services.common.prototime import duration, timestamp
 from services.scoring.core.fitting import FitStatus
 from services.scoring.core.ranking import Metrics
 from services.scoring.core.service import Evaluation
@@ -30,7 +30,7 @@ def items(messages: Iterable[scoring_pb2.Item]) -> list[Item]:
 
 
 def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:
-    return scoring_pb2.FitConfigurationResponse(
+    response = scoring_pb2.FitConfigurationResponse(
         configuration_hash=status.configuration_hash,
         state=_FIT_STATES[status.state],
         error=status.error,
@@ -42,6 +42,15 @@ def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:
         alternative_calibration_ece=status.calibration_report.alternative_ece,
         training=training_message(status.training),
     )
+    fresh = status.freshness
+    if fresh is not None:
+        response.fitted_at.CopyFrom(timestamp(fresh.fitted_at))
+        response.interactions_at_fit = fresh.interactions_at_fit
+        response.interactions_since_fit = fresh.interactions_since_fit
+        response.refits = fresh.refits
+        response.refit_failures = fresh.refit_failures
+        response.served = fresh.served
+    return response
 
 
 def training_message(report: TrainingReport | None) -> scoring_pb2.TrainingReport | None:

@@ -5,6 +5,7 @@ slice of MovieLens 100K (the first 300 items, the users' interactions with them)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import numpy as np
@@ -69,7 +70,7 @@ def two_tower(**params) -> common_pb2.Configuration:
     return configuration
 
 
-def loaded_scoring(start_service, embedding_address):
+def loaded_scoring(start_service: Any, embedding_address: str) -> Any:
     scoring = start_service("scoring", embedding_address=embedding_address)
     items, interactions = slice_of_movielens()
     scoring.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=[*items, *NEW_ITEMS]), timeout=120)
@@ -79,7 +80,7 @@ def loaded_scoring(start_service, embedding_address):
     return scoring
 
 
-def scores_of(scoring, configuration, user_id: str, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def scores_of(scoring: Any, configuration: Any, user_id: str, item_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     request = scoring_pb2.ScoreItemsRequest(configuration=configuration, user_id=user_id, item_ids=item_ids)
     answer = scoring.stub.ScoreItems(request, timeout=120)
     return np.array([s.score for s in answer.items]), np.array([s.probability for s in answer.items])

@@ -131,7 +131,7 @@ def test_a_read_only_postgresql_database_answers_unavailable_and_loses_nothing(
             acknowledged += 1
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
-            reasons.add(exc.details())
+            reasons.add(exc.details() or "")
             refused += 1
             if refused == 1:  # the watch notices within its period
                 deadline = time.monotonic() + 10

@@ -13,6 +13,7 @@ import numpy as np
 
 from rectune.domain.configuration import Configuration
 from services.scoring.core.data import TrainingData
+from services.scoring.core.freshness import Freshness
 from services.scoring.core.ranking import Calibration, Metrics, fit_platt, ranking_metrics, summarise
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport, select_items
 
@@ -39,13 +40,16 @@ class Fitted:
     user_rows: dict[str, int]
     seconds: float
     calibration_report: CalibrationReport = field(default_factory=CalibrationReport)
+    fitted_at: float = 0.0  # wall clock
+    watermark: int = 0  # interactions in the store when the fit's snapshot was taken
+    refits: int = 0  # how many refits led to this model in this process
 
     @property
     def training(self) -> TrainingReport | None:
         report: TrainingReport | None = getattr(self.model, "training", None)
         return report
 
-    def status(self) -> FitStatus:
+    def status(self, freshness: Freshness | None = None) -> FitStatus:
         return FitStatus(
             self.configuration.hash,
             "ready",
@@ -53,6 +57,7 @@ class Fitted:
             calibration=self.calibration,
             calibration_report=self.calibration_report,
             training=self.training,
+            freshness=freshness,
         )
 
 
@@ -65,6 +70,7 @@ class FitStatus:
     calibration: Calibration = field(default_factory=Calibration)
     calibration_report: CalibrationReport = field(default_factory=CalibrationReport)
     training: TrainingReport | None = None
+    freshness: Freshness | None = None  # of a ready model
 
 
 class FittedCache:
@@ -81,6 +87,10 @@ class FittedCache:
             if fitted is not None:
                 self._entries.move_to_end(key)
             return fitted
+
+    def entries(self) -> list[Fitted]:
+        with self._lock:
+            return list(self._entries.values())
 
     def put(self, fitted: Fitted) -> None:
         with self._lock:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import structlog
 
 from rectune.domain.comparison import PairedComparison, compare_paired
 from rectune.domain.configuration import Configuration, ParamValue
@@ -25,11 +27,14 @@ from services.scoring.core.fitting import (
     calibration_split,
     evaluate_users,
 )
+from services.scoring.core.freshness import Freshness, RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.ranking import Metrics, Split, time_split
 from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
+
+log = structlog.get_logger(__name__)
 
 # A baseline ratio beyond this is a typo (the tuner's screen uses about 0.8 to 1).
 MAX_BASELINE_RATIO = 10.0
@@ -56,6 +61,7 @@ class ScoringLimits:
     sync_fit_max_interactions: int = 200_000
     fitted_cache_bytes: int = 512 * 1024 * 1024
     max_k: int = 1000
+    refit: RefitPolicy = field(default_factory=RefitPolicy)
 
 
 class ScoringCore:
@@ -77,6 +83,9 @@ class ScoringCore:
         self._errors: dict[str, str] = {}
         self._fit_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit")
+        self._served: Counter[str] = Counter()  # RankItems answered, by configuration hash
+        self._refit_failures: Counter[str] = Counter()
+        self._failed_at: dict[str, int] = {}  # hash -> watermark of the data its last refit failed on
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -137,14 +146,19 @@ class ScoringCore:
 
     # -- fitting -------------------------------------------------------------------------------
 
-    def _fit_now(self, configuration: Configuration) -> Fitted:
+    def _fit_now(self, configuration: Configuration, previous: Fitted | None = None) -> Fitted:
+        """Fit on a snapshot of the data and cache the result, replacing ``previous`` (a refit;
+        a strategy that warm-starts begins from its model) in one assignment."""
         started = time.perf_counter()
         data = self.data.snapshot()
         if data.n_items == 0 or len(data.users) == 0:
             raise FailedPrecondition("no items or interactions yet: load a dataset or add interactions first")
         strategy = self.registry[configuration.strategy]
         train, calibration_items = calibration_split(data)
-        model = strategy.fit(train, configuration.params, self.data)
+        if previous is not None and getattr(strategy, "warm_starts", False):
+            model = strategy.fit(train, configuration.params, self.data, previous.model)  # type: ignore[call-arg]
+        else:
+            model = strategy.fit(train, configuration.params, self.data)
         calibration, report = calibrate(model, train, calibration_items)
         fitted = Fitted(
             configuration,
@@ -153,15 +167,82 @@ class ScoringCore:
             {user_id: row for row, user_id in enumerate(data.user_ids)},
             time.perf_counter() - started,
             report,
+            fitted_at=time.time(),
+            watermark=len(data.users),
+            refits=0 if previous is None else previous.refits + 1,
         )
         self.cache.put(fitted)
         return fitted
+
+    # -- keeping live models fresh ----------------------------------------------------------------
+
+    def refresh(self, now: float | None = None) -> str | None:
+        """Start a background refit of the most-served model that is due (RefitPolicy), unless
+        a fit is running; returns the configuration hash it started, or None. Ranking never
+        waits for it: the old model serves until the new one replaces it whole, and a failed
+        refit leaves the old one serving (logged, counted, retried once more data arrived)."""
+        with self._fit_lock:
+            if any(not future.done() for future in self._fits.values()):
+                return None
+            due = self._due_for_refit(time.time() if now is None else now)
+            if due is None:
+                return None
+            fitted, reason = due
+            log.info("refit_started", configuration_hash=fitted.configuration.hash, reason=reason)
+            future = self._executor.submit(self._refit, fitted)
+            self._fits[fitted.configuration.hash] = future
+            return fitted.configuration.hash
+
+    def _due_for_refit(self, now: float) -> tuple[Fitted, str] | None:
+        interactions = self.data.n_interactions
+        due = []
+        for fitted in self.cache.entries():
+            key = fitted.configuration.hash
+            if self._failed_at.get(key) == interactions:
+                continue  # failed on exactly this data: wait for more
+            reason = self.limits.refit.reason(fitted.watermark, fitted.fitted_at, interactions, now)
+            if reason is not None:
+                due.append((self._served[key], fitted, reason))
+        if not due:
+            return None
+        _, fitted, reason = max(due, key=lambda entry: entry[0])
+        return fitted, reason
+
+    def _refit(self, previous: Fitted) -> Fitted:
+        key = previous.configuration.hash
+        try:
+            fitted = self._fit_now(previous.configuration, previous)
+        except Exception as exc:
+            self._refit_failures[key] += 1
+            self._failed_at[key] = self.data.n_interactions
+            log.error("refit_failed", configuration_hash=key, error=str(exc)[:300])
+            raise
+        self._failed_at.pop(key, None)
+        log.info("refit_done", configuration_hash=key, seconds=round(fitted.seconds, 3), watermark=fitted.watermark)
+        return fitted
+
+    def freshness(self, fitted: Fitted, now: float | None = None) -> Freshness:
+        key = fitted.configuration.hash
+        return Freshness(
+            configuration_hash=key,
+            strategy=fitted.configuration.strategy,
+            fitted_at=fitted.fitted_at,
+            interactions_at_fit=fitted.watermark,
+            interactions_since_fit=max(0, self.data.n_interactions - fitted.watermark),
+            age_seconds=max(0.0, (time.time() if now is None else now) - fitted.fitted_at),
+            refits=fitted.refits,
+            refit_failures=self._refit_failures[key],
+            served=self._served[key],
+        )
+
+    def freshness_of_all(self) -> list[Freshness]:
+        return [self.freshness(fitted) for fitted in self.cache.entries()]
 
     def fit(self, configuration: Configuration, wait: bool, timeout: float | None = None) -> FitStatus:
         """Fit off the request path (one fit at a time); ``wait`` blocks until it is done."""
         cached = self.cache.get(configuration.hash)
         if cached is not None:
-            return cached.status()
+            return cached.status(self.freshness(cached))
         with self._fit_lock:
             future = self._fits.get(configuration.hash)
             if future is None or future.done():
@@ -172,7 +253,7 @@ class ScoringCore:
                 fitted = future.result(timeout)
             except Exception as exc:  # the failure is reported in the status
                 return FitStatus(configuration.hash, "failed", error=str(exc))
-            return fitted.status()
+            return fitted.status(self.freshness(fitted))
         return FitStatus(configuration.hash, "running" if future.running() else "pending")
 
     def fitted(self, configuration: Configuration) -> Fitted:
@@ -220,6 +301,7 @@ class ScoringCore:
         seed: int = 0,
     ) -> list[ScoredItem]:
         fitted = self.fitted(configuration)
+        self._served[configuration.hash] += 1
         n_items = fitted.model.n_items
         if not 1 <= k <= min(n_items, self.limits.max_k):
             raise InvalidArgument("k", f"must be between 1 and {min(n_items, self.limits.max_k)}, got {k}")

@@ -1,8 +1,10 @@
 """Implicit-feedback matrix factorisation (Hu, Koren, Volinsky) with the ``implicit`` library.
 
 Confidence is 1 + alpha * value; the fit is seeded, so the same data and parameters give
-the same factors. Users fitted on are scored with their factors; a cold user's factor is
-solved from their history against the item factors (the same least squares the fit uses).
+the same factors. A user is scored with their fitted factor while their history is the one
+the fit saw; a cold user, or one with interactions since the fit, gets a factor solved from
+their current history against the item factors (the least squares the fit itself solves
+for users): fold-in, so that a click changes the user's next list without a refit.
 """
 
 from __future__ import annotations
@@ -77,17 +79,21 @@ def solve_user(
 
 
 class AlsModel:
-    def __init__(self, model: AlternatingLeastSquares, alpha: float, regularization: float) -> None:
+    def __init__(
+        self, model: AlternatingLeastSquares, alpha: float, regularization: float, fitted_counts: np.ndarray
+    ) -> None:
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)
         self.alpha = alpha
         self.regularization = regularization
+        self.fitted_counts = fitted_counts  # interactions per user row in the fit's data
         self.n_items = len(self.item_factors)
 
     def scores(self, context: ScoringContext) -> Scores:
         # float32 products, as implicit computes them, so rankings match the library's.
-        if context.user_row is not None and context.user_row < len(self.user_factors):
-            user = self.user_factors[context.user_row]
+        row = context.user_row
+        if row is not None and row < len(self.user_factors) and len(context.history.items) == self.fitted_counts[row]:
+            user = self.user_factors[row]
         else:
             user = solve_user(self.item_factors, context.history, self.alpha, self.regularization).astype(np.float32)
         result: Scores = (self.item_factors @ user).astype(np.float64)
@@ -103,4 +109,4 @@ class Als:
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> AlsModel:
         alpha, regularization = float(params["alpha"]), float(params["regularization"])
         model = fit_als(data, int(params["factors"]), regularization, alpha, int(params["iterations"]))
-        return AlsModel(model, alpha, regularization)
+        return AlsModel(model, alpha, regularization, np.bincount(data.users, minlength=data.n_users))

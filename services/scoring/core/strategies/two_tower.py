@@ -151,20 +151,35 @@ class TwoTowerModel:
 
 class TwoTower:
     space = SPACE
+    # A refit starts from the serving model's weights (ScoringCore passes it as ``previous``).
+    warm_starts = True
 
     def __init__(self, vectors: ItemVectors, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS) -> None:
         self.vectors = vectors
         self.max_fit_seconds = max_fit_seconds
 
-    def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> TwoTowerModel:
+    def fit(
+        self,
+        data: TrainingData,
+        params: Mapping[str, ParamValue],
+        live: ScoringData | None,
+        previous: object | None = None,
+    ) -> TwoTowerModel:
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
-        return fit_two_tower(text, data, params, self.max_fit_seconds)
+        start = previous if isinstance(previous, TwoTowerModel) else None
+        return fit_two_tower(text, data, params, self.max_fit_seconds, start)
 
 
 def fit_two_tower(
-    text: torch.Tensor, data: TrainingData, params: Mapping[str, ParamValue], max_fit_seconds: float
+    text: torch.Tensor,
+    data: TrainingData,
+    params: Mapping[str, ParamValue],
+    max_fit_seconds: float,
+    previous: TwoTowerModel | None = None,
 ) -> TwoTowerModel:
-    """Seeded: the same text vectors, data and parameters give the same model on the CPU."""
+    """Seeded: the same text vectors, data and parameters give the same model on the CPU.
+    With ``previous`` (a refit), training starts from its weights: items and users added
+    since keep their fresh initial rows."""
     shape, plan = net_shape(params), training_plan(params, max_fit_seconds)
     generator = torch.Generator().manual_seed(plan.seed)
     device = training_device()
@@ -173,7 +188,10 @@ def fit_two_tower(
         # (differences near 1e-7) unless torch is told to pick deterministic kernels. Left on
         # for the process: fits run concurrently, and nothing here wants otherwise.
         torch.use_deterministic_algorithms(True, warn_only=True)
-    net = TwoTowerNet(text.float(), data.n_users, shape, generator).to(device)
+    net = TwoTowerNet(text.float(), data.n_users, shape, generator)
+    if previous is not None and previous.net.shape == shape:
+        net.start_from(previous.net)
+    net = net.to(device)
     histories = [history.items for history in data.histories()]
     train_set, valid_set = causal_examples(histories, shape.history_length, data.n_items)
     report = train(net, train_set, valid_set, plan, generator)

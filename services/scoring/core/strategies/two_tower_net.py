@@ -230,6 +230,21 @@ class TwoTowerNet(nn.Module):
         raw = present * (self.recency if self.shape.user_mode == "recency" else 1.0)
         return raw / raw.sum(1, keepdim=True).clamp(min=1e-12)
 
+    def start_from(self, other: TwoTowerNet) -> None:
+        """Copy ``other``'s weights (a warm start): tables that grew since (new items, new
+        users) keep their own initial rows beyond ``other``'s."""
+        theirs = other.state_dict()
+        with torch.no_grad():
+            for name, mine in self.state_dict().items():
+                if name == "text" or name not in theirs:
+                    continue  # the text vectors are this fit's own
+                source = theirs[name]
+                if source.shape == mine.shape:
+                    mine.copy_(source)
+                elif source.dim() == mine.dim() and source.shape[1:] == mine.shape[1:]:
+                    rows = min(len(source), len(mine))
+                    mine[:rows] = source[:rows]
+
     def forget_items(self, items: torch.Tensor) -> None:
         """Zero the id embeddings of items the fit never saw interacted with: their vectors
         then come from their text alone (new items), not from having been negatives."""
