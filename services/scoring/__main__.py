@@ -29,6 +29,7 @@ from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.scoring.core.data import ScoringData, shifted_to_end_at
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.journal import DataJournal
+from services.scoring.core.model_store import ModelStore
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
@@ -147,7 +148,8 @@ def build(settings: ScoringSettings) -> RunningService:
     refit = RefitPolicy(settings.refit_interactions, settings.refit_share, settings.refit_max_age_seconds)
     limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit)
     journal = DataJournal(engine)
-    core = ScoringCore(default_registry(vectors, settings.max_fit_seconds), limits, data, vectors, journal)
+    registry = default_registry(vectors, settings.max_fit_seconds)
+    core = ScoringCore(registry, limits, data, vectors, journal, ModelStore(engine))
     try:
         load_dataset(core, settings, journal.earliest_interaction_time() or time.time())
     except DatasetError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,12 +30,15 @@ from services.scoring.core.fitting import (
 )
 from services.scoring.core.freshness import Freshness, RefitPolicy
 from services.scoring.core.journal import DataJournal
+from services.scoring.core.model_store import ModelStore
 from services.scoring.core.ranking import Metrics, Split, time_split
 from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
 
 log = structlog.get_logger(__name__)
+
+LEASE_POLL_SECONDS = 0.5  # how often a replica waiting on another's fit looks for its model
 
 # A baseline ratio beyond this is a typo (the tuner's screen uses about 0.8 to 1).
 MAX_BASELINE_RATIO = 10.0
@@ -62,6 +66,8 @@ class ScoringLimits:
     fitted_cache_bytes: int = 512 * 1024 * 1024
     max_k: int = 1000
     refit: RefitPolicy = field(default_factory=RefitPolicy)
+    # How long a replica may hold the lease on fitting one configuration (see ModelStore).
+    fit_lease_seconds: float = 900.0
 
 
 class ScoringCore:
@@ -72,8 +78,11 @@ class ScoringCore:
         data: ScoringData | None = None,
         vectors: ItemVectors | None = None,
         journal: DataJournal | None = None,
+        models: ModelStore | None = None,
     ) -> None:
         self.registry = dict(registry)
+        self.models = models  # fitted models shared with other replicas and restarts
+        self.replica = uuid.uuid4().hex[:12]
         self.journal = journal  # where items and interactions from RPCs are kept across restarts
         self.limits = limits or ScoringLimits()
         self.data = data or ScoringData()
@@ -148,7 +157,61 @@ class ScoringCore:
 
     def _fit_now(self, configuration: Configuration, previous: Fitted | None = None) -> Fitted:
         """Fit on a snapshot of the data and cache the result, replacing ``previous`` (a refit;
-        a strategy that warm-starts begins from its model) in one assignment."""
+        a strategy that warm-starts begins from its model) in one assignment. With a model
+        store, the fit is leased: while another replica fits the configuration, this one
+        waits for that model and loads it; its own result is stored for the others."""
+        if not self._stored(configuration):
+            return self._fit_and_cache(configuration, previous)
+        assert self.models is not None
+        key = configuration.hash
+        after = -1 if previous is None else previous.watermark
+        while not self.models.try_lease(key, self.replica, self.limits.fit_lease_seconds):
+            loaded = self._wait_for_other_replica(key, after)
+            if loaded is not None:
+                return loaded
+        try:
+            fitted = self._fit_and_cache(configuration, previous)
+            size = self.models.save(fitted)
+            log.info("model_stored", configuration_hash=key, watermark=fitted.watermark, bytes=size)
+            return fitted
+        finally:
+            self.models.release(key, self.replica)
+
+    def _wait_for_other_replica(self, key: str, after_watermark: int) -> Fitted | None:
+        """The model another replica is fitting, once stored; None when its lease ended
+        without one (then this replica fits)."""
+        assert self.models is not None
+        while True:
+            stored = self.models.newest(key, self.data.n_items, after_watermark)
+            if stored is not None:
+                self.cache.put(stored)
+                log.info("model_loaded", configuration_hash=key, watermark=stored.watermark, source="other replica")
+                return stored
+            expiry = self.models.lease_expiry(key)
+            if expiry is None or expiry < time.time():
+                return None
+            time.sleep(LEASE_POLL_SECONDS)
+
+    def _load_stored(self, configuration: Configuration) -> Fitted | None:
+        """The newest stored model of the configuration, cached (a restart or a new replica
+        loads rather than fits; a stale one is then refit in the background)."""
+        if not self._stored(configuration):
+            return None
+        assert self.models is not None
+        stored = self.models.newest(configuration.hash, self.data.n_items)
+        if stored is not None:
+            self.cache.put(stored)
+            log.info("model_loaded", configuration_hash=configuration.hash, watermark=stored.watermark)
+        return stored
+
+    def _stored(self, configuration: Configuration) -> bool:
+        """Whether models of this configuration go to the model store: strategies whose models
+        are plain arrays. popularity and content read live data and fit in milliseconds;
+        hybrid refits its components."""
+        strategy = self.registry.get(configuration.strategy)
+        return self.models is not None and bool(getattr(strategy, "stored", False))
+
+    def _fit_and_cache(self, configuration: Configuration, previous: Fitted | None) -> Fitted:
         started = time.perf_counter()
         data = self.data.snapshot()
         if data.n_items == 0 or len(data.users) == 0:
@@ -240,7 +303,7 @@ class ScoringCore:
 
     def fit(self, configuration: Configuration, wait: bool, timeout: float | None = None) -> FitStatus:
         """Fit off the request path (one fit at a time); ``wait`` blocks until it is done."""
-        cached = self.cache.get(configuration.hash)
+        cached = self.cache.get(configuration.hash) or self._load_stored(configuration)
         if cached is not None:
             return cached.status(self.freshness(cached))
         with self._fit_lock:
@@ -258,6 +321,10 @@ class ScoringCore:
 
     def fitted(self, configuration: Configuration) -> Fitted:
         cached = self.cache.get(configuration.hash)
+        if cached is not None:
+            return cached
+        with self._fit_lock:  # one load from the store, not one per waiting request
+            cached = self.cache.get(configuration.hash) or self._load_stored(configuration)
         if cached is not None:
             return cached
         with self._fit_lock:

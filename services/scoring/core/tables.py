@@ -41,6 +41,30 @@ journal_interactions = Table(
     Column("time", Float, nullable=False),
 )
 
+# Fitted models, pickled, by configuration hash and the data watermark they were fitted on
+# (see model_store.py): a restarted or new replica loads instead of fitting.
+fitted_models = Table(
+    "scoring_fitted_models",
+    metadata,
+    Column("configuration_hash", String(64), primary_key=True),
+    Column("watermark", Integer, primary_key=True),
+    Column("strategy", String(64), nullable=False),
+    Column("fitted_at", Float, nullable=False),
+    Column("n_items", Integer, nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+# Who is fitting which configuration, until when: replicas sharing the database do not fit
+# the same configuration at the same time (one fits, the others load its result).
+fit_leases = Table(
+    "scoring_fit_leases",
+    metadata,
+    Column("configuration_hash", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 SCHEMA = Schema(
     Path(__file__).resolve().parent.parent / "migrations",
     metadata,

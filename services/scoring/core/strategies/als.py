@@ -105,6 +105,8 @@ class AlsModel:
 
 class Als:
     space = SPACE
+    # Its fitted models are plain arrays: kept in the model store (model_store.py).
+    stored = True
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> AlsModel:
         alpha, regularization = float(params["alpha"]), float(params["regularization"])

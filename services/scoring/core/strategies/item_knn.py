@@ -73,6 +73,8 @@ class ItemKnnModel:
 
 class ItemKnn:
     space = SPACE
+    # Its fitted models are plain arrays: kept in the model store (model_store.py).
+    stored = True
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> ItemKnnModel:
         similarity = cosine_top_k(data.user_item_matrix(), int(params["neighbours"]), float(params["shrinkage"]))

@@ -151,6 +151,8 @@ class TwoTowerModel:
 
 class TwoTower:
     space = SPACE
+    # Its fitted models (arrays and a PyTorch module) are kept in the model store.
+    stored = True
     # A refit starts from the serving model's weights (ScoringCore passes it as ``previous``).
     warm_starts = True
 
