@@ -2,8 +2,8 @@
 
 Starts the four services on loopback (SQLite, default models), lets ScoringService see
 only the earlier 80% of each user's ratings, registers a champion and four challengers
-(one of them the BERT two-tower), and drives simulated users at them for ``DEMO_MINUTES`` (default 10) while a live table
-shows the arms. Then it writes ``reports/demo-<timestamp>/report.md`` with plots, from
+(one of them the BERT two-tower), and drives simulated users at them for ``DEMO_MINUTES``
+(default 10) while a live table shows the arms. Then it writes ``reports/demo-<timestamp>/report.md`` with plots, from
 MetricsService's numbers. Ctrl-C stops everything; no process outlives the demo.
 
 While the traffic runs, the tuner (``tuner run``, its log in the run folder) proposes new

@@ -73,3 +73,69 @@ def clicks(
         bool(uniforms[rank] < model.examination(rank + 1) * model.interest(truth.get(item)) * noise[rank])
         for rank, item in enumerate(items)
     ]
+
+
+@dataclass(frozen=True)
+class Release:
+    """What happens in the moving world before one request: items released (first seen in
+    the data since the last request) and the users' own interactions since then."""
+
+    items: list[str]
+    interactions: list[Interaction]
+    asker: Interaction  # the next real interaction: its user asks now, and it happens after the request
+
+    @property
+    def user_id(self) -> str:
+        return self.asker.user_id
+
+
+@dataclass(frozen=True)
+class MovingWorld:
+    """A world where the catalogue and the users move (issue #18's scenario).
+
+    The interactions, by time, are cut at ``start_share``: before the cut is what the service
+    knows at start (items first seen before it make the catalogue); after it, the timeline
+    unfolds over the run: items are released in the order the data first saw them, users'
+    real interactions arrive as they happened, and each request comes from the user of the
+    next real interaction, interested in what that user rated later (``interest``). A model
+    frozen at the start cannot know the newest items."""
+
+    initial: list[Interaction]
+    initial_items: set[str]
+    timeline: list[Interaction]  # after the cut, by time
+    first_seen: dict[str, float]  # item -> time of its first interaction
+    by_user: dict[str, list[Interaction]]  # every interaction, by time
+
+    @staticmethod
+    def of(interactions: Sequence[Interaction], start_share: float = 0.5) -> MovingWorld:
+        ordered = sorted(interactions, key=lambda row: (row.time, row.user_id, row.item_id))
+        cut = int(len(ordered) * start_share)
+        first_seen: dict[str, float] = {}
+        by_user: dict[str, list[Interaction]] = defaultdict(list)
+        for row in ordered:
+            first_seen.setdefault(row.item_id, row.time)
+            by_user[row.user_id].append(row)
+        initial = ordered[:cut]
+        return MovingWorld(initial, {row.item_id for row in initial}, ordered[cut:], first_seen, dict(by_user))
+
+    def releases(self, requests: int) -> list[Release]:
+        """The timeline cut into ``requests`` steps, each ending at the request's user."""
+        released = set(self.initial_items)
+        steps = []
+        per_step = len(self.timeline) / requests
+        start = 0
+        for step in range(requests):
+            end = min(len(self.timeline), max(start + 1, round((step + 1) * per_step)))
+            chunk = self.timeline[start:end]
+            new_items = []
+            for row in chunk:
+                if row.item_id not in released:
+                    released.add(row.item_id)
+                    new_items.append(row.item_id)
+            steps.append(Release(new_items, chunk[:-1], chunk[-1]))
+            start = end
+        return steps
+
+    def interest(self, user_id: str, after: float) -> dict[str, float]:
+        """The user's later ratings: what they would like to be shown now."""
+        return {row.item_id: row.value for row in self.by_user.get(user_id, []) if row.time >= after}

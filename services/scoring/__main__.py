@@ -34,6 +34,7 @@ from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
 from services.scoring.core.tables import SCHEMA
+from services.scoring.core.threads import one_blas_thread
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
 from services.scoring.gauges import FreshnessGauges
@@ -139,6 +140,7 @@ def load_dataset(core: ScoringCore, settings: ScoringSettings, live_start: float
 
 
 def build(settings: ScoringSettings) -> RunningService:
+    one_blas_thread()
     engine = make_engine(settings.database_url)
     migrate(engine, SCHEMA)
     embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))

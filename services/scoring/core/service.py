@@ -284,6 +284,11 @@ class ScoringCore:
         log.info("refit_done", configuration_hash=key, seconds=round(fitted.seconds, 3), watermark=fitted.watermark)
         return fitted
 
+    def fitting(self) -> bool:
+        """Whether a fit or refit is running now."""
+        with self._fit_lock:
+            return any(not future.done() for future in self._fits.values())
+
     def freshness(self, fitted: Fitted, now: float | None = None) -> Freshness:
         key = fitted.configuration.hash
         return Freshness(

@@ -9,6 +9,7 @@ for users): fold-in, so that a click changes the user's next list without a refi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -34,6 +35,9 @@ SPACE = StrategySpace(
     ),
 )
 SEED = 42
+# A fit leaves a core to ranking (a refit runs while the service serves); one core is all
+# there is on a single-core machine.
+FIT_THREADS = max(1, (os.cpu_count() or 1) - 1)
 
 
 def fit_als(
@@ -49,6 +53,7 @@ def fit_als(
             iterations=iterations,
             random_state=SEED,
             calculate_training_loss=False,
+            num_threads=FIT_THREADS,
         )
         try:
             model.fit(data.user_item_matrix(), show_progress=False)
