@@ -154,7 +154,7 @@ def main() -> None:
     one_blas_thread()  # as ScoringService's entry point does
     started = time.perf_counter()
     items, interactions = load_movielens_atomic(MOVIELENS_100K)
-    world = MovingWorld.of(interactions, args.start_share)
+    world = MovingWorld.of(interactions, {item.item_id: item.text for item in items}, args.start_share)
     steps = world.releases(args.requests)
     initial_items = [item.item_id for item in items if item.item_id in world.initial_items]
     policy = RefitPolicy(interactions=args.refit_interactions, share=0.0, max_age_seconds=0.0)

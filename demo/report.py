@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from demo.traffic import Tally
-from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc
+from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc, scoring_pb2
 
 BUCKET_SECONDS = 10
 
@@ -104,12 +105,35 @@ def wait_until_counted(metrics: metrics_pb2_grpc.MetricsServiceStub, tally: Tall
         time.sleep(0.5)
 
 
+def freshness_section(arms: dict[str, policy_pb2.Arm], models: Sequence[scoring_pb2.ModelFreshness]) -> str:
+    """Each arm's model: its age, the interactions it was fitted on and those since, refits."""
+    by_hash = {model.configuration_hash: model for model in models}
+    rows = []
+    for arm_id, arm in sorted(arms.items()):
+        model = by_hash.get(arm.configuration_hash)
+        if model is None:
+            continue
+        age = model.age.ToTimedelta().total_seconds()
+        rows.append(
+            f"| {arm_id} | {model.strategy} | {age:.0f} s | {model.interactions_at_fit} "
+            f"| {model.interactions_since_fit} | {model.refits} | {model.refit_failures} |"
+        )
+    if not rows:
+        return "ScoringService listed no fitted model for the arms."
+    header = (
+        "| arm | strategy | model age | fitted on | new since | refits | failed refits |\n|---|---|---|---|---|---|---|"
+    )
+    return header + "\n" + "\n".join(rows)
+
+
 def write(
     folder: Path,
     metrics: metrics_pb2_grpc.MetricsServiceStub,
     policy: policy_pb2_grpc.PolicyServiceStub,
     tally: Tally,
     minutes: float,
+    models: Sequence[scoring_pb2.ModelFreshness] = (),
+    scenario: str = "static",
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wait_until_counted(metrics, tally)
@@ -132,7 +156,7 @@ def write(
     agree = "agree" if (impressions, served_clicks) == (tally.requests, tally.clicks) else "DISAGREE"
     text = f"""# rectune demo report
 
-{minutes:g} minutes of simulated traffic on MovieLens 100K: {tally.requests} requests
+{minutes:g} minutes of simulated traffic on MovieLens 100K ({scenario} world): {tally.requests} requests
 ({tally.degraded} degraded), arms competing under Thompson sampling.
 
 ## Arms (from MetricsService)
@@ -140,6 +164,10 @@ def write(
 | arm | origin | state | impressions | share | clicks | CTR [95% Wilson] | P(best) |
 |---|---|---|---|---|---|---|---|
 {rows}
+
+## How fresh each arm's model was at the end (ScoringService)
+
+{freshness_section(arms, models)}
 
 ## Arms the tuner added
 

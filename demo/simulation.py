@@ -105,9 +105,10 @@ class MovingWorld:
     timeline: list[Interaction]  # after the cut, by time
     first_seen: dict[str, float]  # item -> time of its first interaction
     by_user: dict[str, list[Interaction]]  # every interaction, by time
+    texts: dict[str, str]  # item -> its text, for releasing it
 
     @staticmethod
-    def of(interactions: Sequence[Interaction], start_share: float = 0.5) -> MovingWorld:
+    def of(interactions: Sequence[Interaction], texts: dict[str, str], start_share: float = 0.5) -> MovingWorld:
         ordered = sorted(interactions, key=lambda row: (row.time, row.user_id, row.item_id))
         cut = int(len(ordered) * start_share)
         first_seen: dict[str, float] = {}
@@ -116,7 +117,8 @@ class MovingWorld:
             first_seen.setdefault(row.item_id, row.time)
             by_user[row.user_id].append(row)
         initial = ordered[:cut]
-        return MovingWorld(initial, {row.item_id for row in initial}, ordered[cut:], first_seen, dict(by_user))
+        initial_items = {row.item_id for row in initial}
+        return MovingWorld(initial, initial_items, ordered[cut:], first_seen, dict(by_user), texts)
 
     def releases(self, requests: int) -> list[Release]:
         """The timeline cut into ``requests`` steps, each ending at the request's user."""

@@ -9,12 +9,15 @@ import heapq
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
 
-from demo.simulation import ClickModel, SimulatedUsers, clicks
+from demo.simulation import ClickModel, MovingWorld, Release, SimulatedUsers, clicks
+from rectune.domain.events import Interaction
 from rectune.v1 import common_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2, scoring_pb2_grpc
+from services.common.prototime import timestamp
 
 K = 10
 
@@ -105,14 +108,21 @@ class Traffic:
         self.feedback.close()
         return self.tally
 
-    def request(self, n: int) -> None:
+    def next_user(self, n: int) -> tuple[str, dict[str, float]]:
+        """Who asks for request ``n``, and what they would like (item -> rating)."""
         user = self.users.pick(self.rng)
+        return user, self.users.truth.get(user, {})
+
+    def after(self, n: int) -> None:
+        """What happens once request ``n`` was answered (nothing in the static world)."""
+
+    def request(self, n: int) -> None:
+        user, truth = self.next_user(n)
         uniforms, noise = self.rng.random(K), self.rng.uniform(1 - self.model.noise, 1 + self.model.noise, K)
         decision = self.policy.Recommend(
             policy_pb2.RecommendRequest(request_id=f"demo-{n}", user_id=user, k=K), timeout=10
         )
         served = [item.item_id for item in decision.items]
-        truth = self.users.truth.get(user, {})
         clicked = clicks(self.model, truth, served, uniforms, noise)
         for rank, (item, hit) in enumerate(zip(served, clicked, strict=True), start=1):
             if hit:
@@ -137,3 +147,37 @@ class Traffic:
         self.tally.clicks += sum(clicked)
         self.tally.counterfactual_clicks += sum(clicks(self.model, truth, champion_list, uniforms, noise))
         self.tally.timeline.append((time.time(), self.tally.clicks, self.tally.counterfactual_clicks))
+        self.after(n)
+
+
+class MovingTraffic(Traffic):
+    """The moving world (DEMO_SCENARIO=moving, see MovingWorld): before each request the
+    items released since and the users' own interactions go to ScoringService (as happening
+    now), the request comes from the user of the next real interaction, who likes what they
+    rated later, and that interaction happens after the request."""
+
+    def __init__(self, world: MovingWorld, steps: list[Release], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.world, self.steps = world, steps
+
+    def next_user(self, n: int) -> tuple[str, dict[str, float]]:
+        step = self.steps[min(n, len(self.steps) - 1)]
+        now = time.time()
+        if step.items:
+            items = [scoring_pb2.Item(item_id=item_id, text=self.world.texts[item_id]) for item_id in step.items]
+            self.scoring.UpsertItems(scoring_pb2.UpsertItemsRequest(items=items), timeout=60)
+        if step.interactions:
+            self._add(step.interactions, now)
+        return step.user_id, self.world.interest(step.user_id, step.asker.time)
+
+    def after(self, n: int) -> None:
+        self._add([self.steps[min(n, len(self.steps) - 1)].asker], time.time())
+
+    def _add(self, rows: list[Interaction], now: float) -> None:
+        request = scoring_pb2.AddInteractionsRequest(
+            interactions=[
+                common_pb2.Interaction(user_id=row.user_id, item_id=row.item_id, value=row.value, time=timestamp(now))
+                for row in rows
+            ]
+        )
+        self.scoring.AddInteractions(request, timeout=30)

@@ -798,3 +798,90 @@ class DescribeSearchSpaceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeSearchSpaceResponse: _TypeAlias = DescribeSearchSpaceResponse  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ModelFreshness(_message.Message):
+    """One fitted model's freshness: when it was fitted, on how many interactions (the store's
+    count at the fit's snapshot), how many arrived since (what it has not learned from), its
+    background refits, and how often this replica ranked with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIGURATION_HASH_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    FITTED_AT_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_AT_FIT_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_SINCE_FIT_FIELD_NUMBER: _builtins.int
+    REFITS_FIELD_NUMBER: _builtins.int
+    REFIT_FAILURES_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
+    AGE_FIELD_NUMBER: _builtins.int
+    configuration_hash: _builtins.str
+    strategy: _builtins.str
+    interactions_at_fit: _builtins.int
+    interactions_since_fit: _builtins.int
+    refits: _builtins.int
+    refit_failures: _builtins.int
+    served: _builtins.int
+    @_builtins.property
+    def fitted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def age(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        configuration_hash: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        fitted_at: _timestamp_pb2.Timestamp | None = ...,
+        interactions_at_fit: _builtins.int = ...,
+        interactions_since_fit: _builtins.int = ...,
+        refits: _builtins.int = ...,
+        refit_failures: _builtins.int = ...,
+        served: _builtins.int = ...,
+        age: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "fitted_at", b"fitted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "configuration_hash", b"configuration_hash", "fitted_at", b"fitted_at", "interactions_at_fit", b"interactions_at_fit", "interactions_since_fit", b"interactions_since_fit", "refit_failures", b"refit_failures", "refits", b"refits", "served", b"served", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelFreshness: _TypeAlias = ModelFreshness  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelFreshness]:
+        """Most served first."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelFreshness] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class ScoringServiceStub:
                 request_serializer=rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceRequest.SerializeToString,
                 response_deserializer=rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/rectune.v1.ScoringService/ListModels',
+                request_serializer=rectune_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=rectune_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class ScoringServiceServicer:
@@ -129,6 +134,13 @@ class ScoringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The fitted models this replica holds and how fresh each is (read-only; fits nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +178,11 @@ def add_ScoringServiceServicer_to_server(servicer, server):
                     servicer.DescribeSearchSpace,
                     request_deserializer=rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceRequest.FromString,
                     response_serializer=rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=rectune_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
+                    response_serializer=rectune_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -360,6 +377,33 @@ class ScoringService:
             '/rectune.v1.ScoringService/DescribeSearchSpace',
             rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceRequest.SerializeToString,
             rectune_dot_v1_dot_scoring__pb2.DescribeSearchSpaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rectune.v1.ScoringService/ListModels',
+            rectune_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+            rectune_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

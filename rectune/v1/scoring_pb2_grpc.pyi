@@ -50,6 +50,8 @@ class ScoringServiceStub:
     """Offline metrics of a configuration on a time-based holdout."""
     DescribeSearchSpace: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.DescribeSearchSpaceRequest, _scoring_pb2.DescribeSearchSpaceResponse]
     """The hyperparameter space of every strategy, typed and as JSON Schema."""
+    ListModels: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]
+    """The fitted models this replica holds and how fresh each is (read-only; fits nothing)."""
 
 @_typing.type_check_only
 class ScoringServiceAsyncStub(ScoringServiceStub):
@@ -73,6 +75,8 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     """Offline metrics of a configuration on a time-based holdout."""
     DescribeSearchSpace: _aio.UnaryUnaryMultiCallable[_scoring_pb2.DescribeSearchSpaceRequest, _scoring_pb2.DescribeSearchSpaceResponse]  # type: ignore[assignment]
     """The hyperparameter space of every strategy, typed and as JSON Schema."""
+    ListModels: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The fitted models this replica holds and how fresh each is (read-only; fits nothing)."""
 
 class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
     """ScoringService holds the item catalogue and the interactions, and ranks items for a
@@ -135,5 +139,13 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scoring_pb2.DescribeSearchSpaceResponse, _abc.Awaitable[_scoring_pb2.DescribeSearchSpaceResponse]]:
         """The hyperparameter space of every strategy, typed and as JSON Schema."""
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _scoring_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scoring_pb2.ListModelsResponse, _abc.Awaitable[_scoring_pb2.ListModelsResponse]]:
+        """The fitted models this replica holds and how fresh each is (read-only; fits nothing)."""
 
 def add_ScoringServiceServicer_to_server(servicer: ScoringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

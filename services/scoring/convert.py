@@ -13,6 +13,7 @@ from rectune.v1 import scoring_pb2
 from services.common import convert as shared
 from services.common.prototime import duration, timestamp
 from services.scoring.core.fitting import FitStatus
+from services.scoring.core.freshness import Freshness
 from services.scoring.core.ranking import Metrics
 from services.scoring.core.service import Evaluation
 from services.scoring.core.strategies.base import TrainingReport
@@ -51,6 +52,20 @@ def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:
         response.refit_failures = fresh.refit_failures
         response.served = fresh.served
     return response
+
+
+def freshness_message(fresh: Freshness) -> scoring_pb2.ModelFreshness:
+    return scoring_pb2.ModelFreshness(
+        configuration_hash=fresh.configuration_hash,
+        strategy=fresh.strategy,
+        fitted_at=timestamp(fresh.fitted_at),
+        interactions_at_fit=fresh.interactions_at_fit,
+        interactions_since_fit=fresh.interactions_since_fit,
+        refits=fresh.refits,
+        refit_failures=fresh.refit_failures,
+        served=fresh.served,
+        age=duration(fresh.age_seconds),
+    )
 
 
 def training_message(report: TrainingReport | None) -> scoring_pb2.TrainingReport | None:

@@ -81,3 +81,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.DescribeSearchSpaceRequest, context: Any
     ) -> scoring_pb2.DescribeSearchSpaceResponse:
         return convert.search_space_response(self.core.spaces(list(request.strategies)), self.core.data.shape())
+
+    def ListModels(self, request: scoring_pb2.ListModelsRequest, context: Any) -> scoring_pb2.ListModelsResponse:
+        models = sorted(self.core.freshness_of_all(), key=lambda fresh: -fresh.served)
+        return scoring_pb2.ListModelsResponse(models=[convert.freshness_message(fresh) for fresh in models])

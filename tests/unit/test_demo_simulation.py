@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from demo.simulation import ClickModel, SimulatedUsers, clicks
+from demo.simulation import ClickModel, MovingWorld, SimulatedUsers, clicks
 from rectune.domain.events import Interaction
 
 
@@ -35,3 +35,25 @@ def test_common_random_numbers_make_two_lists_comparable() -> None:
     assert clicks(model, truth, ["a", "b", "c"], uniforms, noise) == [True, True, False]
     # The same draws on another list: "c" (not rated later) at rank 1 is not clicked.
     assert clicks(model, truth, ["c", "a", "b"], uniforms, noise) == [False, True, False]
+
+
+def test_the_moving_world_releases_items_in_the_order_first_seen_and_unfolds_the_timeline() -> None:
+    rows = [
+        Interaction("a", "i1", 5.0, 1.0),
+        Interaction("b", "i2", 4.0, 2.0),
+        Interaction("a", "i3", 3.0, 3.0),  # the cut is here: i3 is released during the run
+        Interaction("b", "i1", 2.0, 4.0),
+        Interaction("c", "i4", 5.0, 5.0),
+        Interaction("a", "i4", 4.0, 6.0),
+    ]
+    world = MovingWorld.of(list(reversed(rows)), {"i1": "one"}, start_share=0.34)
+    assert world.initial == rows[:2] and world.initial_items == {"i1", "i2"}
+    steps = world.releases(2)
+    assert [(s.items, s.interactions, s.asker) for s in steps] == [
+        (["i3"], [rows[2]], rows[3]),  # i3 released, a's interaction arrives, then b asks
+        (["i4"], [rows[4]], rows[5]),
+    ]
+    # b asks at time 4: what b rated from then on is what b would like now.
+    assert world.interest("b", steps[0].asker.time) == {"i1": 2.0}
+    assert world.interest("a", 6.0) == {"i4": 4.0} and world.interest("a", 7.0) == {}
+    assert sum(len(s.interactions) + 1 for s in steps) == len(world.timeline)  # nothing lost, nothing twice
