@@ -1,6 +1,7 @@
 """Online learning on against frozen, on the same simulated traffic (issue #18).
 
-The moving world of demo/simulation.py (MovieLens 100K): the first half of the interactions
+``--strategy`` als (the default) or two_tower (item vectors from a real EmbeddingService
+started in this process). The moving world of demo/simulation.py (MovieLens 100K): the first half of the interactions
 by time is what ScoringService knows at start; over the run the rest of the timeline
 unfolds, cut into ``--requests`` steps: items are released in the order the data first saw
 them, users' own interactions arrive as they happened, and each request comes from the user
@@ -26,20 +27,31 @@ from __future__ import annotations
 
 import argparse
 import gc
+import pickle
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import logs_to_stderr, percentiles_ms, print_json
+from bench.two_tower import start_embedding_service
 from demo.simulation import ClickModel, MovingWorld, Release, clicks
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
-from rectune.domain.configuration import ParamValue
 from rectune.domain.events import Interaction, Item
+from rectune.v1 import embedding_pb2_grpc
+from services.common.clients import make_channel
+from services.common.migrations import migrate
+from services.common.storage import make_engine
+from services.scoring.core.data import ScoringData
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.tables import SCHEMA
 from services.scoring.core.threads import one_blas_thread
+from services.scoring.core.vectors import ItemVectors, VectorStore
+from services.scoring.embedding_client import GrpcTextEncoder
 
 K = 10
 NEVER = RefitPolicy(0, 0, 0)
@@ -50,13 +62,27 @@ class Arm:
     """One ScoringService core serving one configuration through the run."""
 
     def __init__(
-        self, world: MovingWorld, items: list[str], online: bool, policy: RefitPolicy, params: dict[str, ParamValue]
+        self,
+        world: MovingWorld,
+        items: list[str],
+        online: bool,
+        policy: RefitPolicy,
+        strategy: str,
+        encoder: GrpcTextEncoder | None,
+        folder: Path,
     ) -> None:
-        self.online = online
-        self.core = ScoringCore(default_registry(), ScoringLimits(refit=policy if online else NEVER))
-        self.core.data.upsert_items([Item(item_id, item_id) for item_id in items])
+        self.online, self.world = online, world
+        data = ScoringData()
+        vectors = None
+        if encoder is not None:  # two_tower's item tower reads the encoder's vectors
+            engine = make_engine(f"sqlite:///{folder / 'vectors.db'}")
+            migrate(engine, SCHEMA)
+            vectors = ItemVectors(data, encoder, VectorStore(engine))
+        registry = default_registry(vectors)
+        self.core = ScoringCore(registry, ScoringLimits(refit=policy if online else NEVER), data, vectors)
+        self.core.upsert_items(self.items(items), embed=encoder is not None)
         self.core.data.add_interactions(world.initial)
-        self.configuration = self.core.configuration("als", params)
+        self.configuration = self.core.configuration(strategy, {})
         started = time.perf_counter()
         self.core.fitted(self.configuration)
         self.initial_fit_seconds = time.perf_counter() - started
@@ -70,11 +96,14 @@ class Arm:
         if not self.online:
             return
         if step.items:
-            self.core.upsert_items([Item(item_id, item_id) for item_id in step.items], embed=False)
+            self.core.upsert_items(self.items(step.items), embed=self.core.vectors is not None)
         if step.interactions:
             self.core.add_interactions(step.interactions)
         if self.core.refresh() is not None:
             self.refits_started += 1
+
+    def items(self, item_ids: list[str]) -> list[Item]:
+        return [Item(item_id, self.world.texts[item_id]) for item_id in item_ids]
 
     def serve(self, user_id: str, excluded: list[str]) -> list[str]:
         refitting = self.core.fitting()
@@ -121,6 +150,7 @@ def summary(arm: Arm) -> dict[str, Any]:
     fitted = arm.core.fitted(arm.configuration)
     result: dict[str, Any] = {
         "clicks": arm.clicks,
+        "stored_model_bytes": len(pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)),
         "clicks_on_items_released_during_the_run": arm.new_item_clicks,
         "initial_fit_seconds": round(arm.initial_fit_seconds, 3),
         "catalogue_at_end": arm.core.data.n_items,
@@ -145,6 +175,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--start-share", type=float, default=0.5, help="share of the timeline known at start")
+    parser.add_argument("--strategy", choices=("als", "two_tower"), default="als")
     parser.add_argument("--refit-interactions", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     args = parser.parse_args()
@@ -158,22 +189,31 @@ def main() -> None:
     steps = world.releases(args.requests)
     initial_items = [item.item_id for item in items if item.item_id in world.initial_items]
     policy = RefitPolicy(interactions=args.refit_interactions, share=0.0, max_age_seconds=0.0)
-    params: dict[str, ParamValue] = {}  # ALS at its defaults
+    service, encoder = None, None
+    if args.strategy == "two_tower":
+        service, address = start_embedding_service()
+        encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(make_channel(address)))
+    folder = Path(tempfile.mkdtemp(prefix="rectune-bench-online-"))
     arms = {
-        "online": Arm(world, initial_items, True, policy, params),
-        "frozen": Arm(world, initial_items, False, policy, params),
+        "online": Arm(world, initial_items, True, policy, args.strategy, encoder, folder),
+        "frozen": Arm(world, initial_items, False, policy, args.strategy, encoder, folder),
     }
     # The world's hundred thousand Interaction objects would make each full garbage
     # collection a pause of tens of milliseconds in the middle of the timings; they live
     # to the end, so they are moved out of the collector's way.
     gc.collect()
     gc.freeze()
-    run(world, steps, arms, args.seed, args.rate)
+    try:
+        run(world, steps, arms, args.seed, args.rate)
+        arms["online"].core.wait_for_fits()
+    finally:
+        if service is not None:
+            service.stop(0)
     online, frozen = summary(arms["online"]), summary(arms["frozen"])
     print_json(
         {
             "benchmark": "online",
-            "strategy": "als (defaults)",
+            "strategy": f"{args.strategy} (defaults)",
             "requests": args.requests,
             "seed": args.seed,
             "items_at_start": len(world.initial_items),

@@ -284,6 +284,16 @@ class ScoringCore:
         log.info("refit_done", configuration_hash=key, seconds=round(fitted.seconds, 3), watermark=fitted.watermark)
         return fitted
 
+    def wait_for_fits(self, timeout: float = 600.0) -> None:
+        """Until every fit and refit started so far has finished (benches, shutdown paths)."""
+        with self._fit_lock:
+            running = list(self._fits.values())
+        for future in running:
+            try:
+                future.result(timeout)
+            except Exception:  # a failed fit is logged and counted where it ran
+                continue
+
     def fitting(self) -> bool:
         """Whether a fit or refit is running now."""
         with self._fit_lock:
