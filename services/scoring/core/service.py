@@ -93,6 +93,7 @@ class ScoringCore:
         self._fit_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit")
         self._served: Counter[str] = Counter()  # RankItems answered, by configuration hash
+        self._served_lock = threading.Lock()
         self._refit_failures: Counter[str] = Counter()
         self._failed_at: dict[str, int] = {}  # hash -> watermark of the data its last refit failed on
 
@@ -383,7 +384,8 @@ class ScoringCore:
         seed: int = 0,
     ) -> list[ScoredItem]:
         fitted = self.fitted(configuration)
-        self._served[configuration.hash] += 1
+        with self._served_lock:
+            self._served[configuration.hash] += 1
         n_items = fitted.model.n_items
         if not 1 <= k <= min(n_items, self.limits.max_k):
             raise InvalidArgument("k", f"must be between 1 and {min(n_items, self.limits.max_k)}, got {k}")
