@@ -154,6 +154,8 @@ def summary(arm: Arm) -> dict[str, Any]:
         "clicks_on_items_released_during_the_run": arm.new_item_clicks,
         "initial_fit_seconds": round(arm.initial_fit_seconds, 3),
         "catalogue_at_end": arm.core.data.n_items,
+        "interactions_at_end": arm.core.data.n_interactions,
+        "bytes_per_interaction": round(arm.core.data.interaction_bytes() / max(arm.core.data.n_interactions, 1), 1),
         "model_items_at_end": fitted.model.n_items,
     }
     if arm.online:

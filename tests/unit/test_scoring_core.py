@@ -287,3 +287,22 @@ def test_the_model_s_own_probability_is_kept_when_it_calibrates_better_than_plat
     assert status.calibration_report.ece <= status.calibration_report.alternative_ece
     scored = core.score_items(configuration, "u1", [], ["0", "7"])
     assert [s.probability for s in scored] == pytest.approx(list(1.0 / (1.0 + np.exp(-logits[[0, 7]]))), rel=1e-12)
+
+
+def test_interactions_are_kept_in_compact_columns_that_grow_without_losing_rows() -> None:
+    data = ScoringData()
+    data.upsert_items([Item(str(i), f"item {i}") for i in range(50)])
+    rows = [Interaction(f"u{n % 7}", str(n % 50), float(n % 5), 1_000_000.0 + n) for n in range(3000)]
+    for start in range(0, len(rows), 700):  # appends that cross the buffer's doublings
+        data.add_interactions(rows[start : start + 700])
+    snapshot = data.snapshot()
+    assert snapshot.items.tolist() == [n % 50 for n in range(3000)]
+    assert snapshot.values.tolist() == [float(n % 5) for n in range(3000)]
+    assert snapshot.times.tolist() == [1_000_000.0 + n for n in range(3000)]
+    history = data.history("u3")
+    assert history.items.tolist() == [n % 50 for n in range(3000) if n % 7 == 3]
+    items, _, end = data.interactions_since(2990)
+    assert (items.tolist(), end) == ([n % 50 for n in range(2990, 3000)], 3000)
+    # 4 columns of 8 bytes with their spare capacity, and the per-user row lists (a Python
+    # int each): well below the ~170 bytes a row of Python objects in lists took.
+    assert data.interaction_bytes() / data.n_interactions < 100

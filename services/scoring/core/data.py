@@ -9,9 +9,11 @@ strategy uses history at ranking time.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -75,8 +77,37 @@ class TrainingData:
         return [History(items[a:b], values[a:b], times[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
+class Column:
+    """An append-only numpy column that doubles its buffer when full: 8 bytes a row instead
+    of a Python object per row, and a snapshot is a copy of a slice."""
+
+    def __init__(self, dtype: type[np.generic]) -> None:
+        self._buffer = np.zeros(1024, dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: Sequence[float] | Sequence[int]) -> None:
+        needed = self.size + len(values)
+        if needed > len(self._buffer):
+            grown = np.zeros(max(needed, 2 * len(self._buffer)), dtype=self._buffer.dtype)
+            grown[: self.size] = self._buffer[: self.size]
+            self._buffer = grown
+        self._buffer[self.size : needed] = values
+        self.size = needed
+
+    def view(self, start: int = 0, stop: int | None = None) -> npt.NDArray[Any]:
+        """Rows start..stop as a view: valid until the next append grows the buffer, so
+        callers copy (or use it) under the store's lock."""
+        return self._buffer[start : self.size if stop is None else stop]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._buffer.nbytes)
+
+
 class ScoringData:
-    """Thread-safe, append-only store of items and interactions, with a version number."""
+    """Thread-safe, append-only store of items and interactions, with a version number.
+    Interactions are kept in numpy columns (user row, item position, value, time) and a
+    per-user list of their row numbers."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -84,10 +115,10 @@ class ScoringData:
         self.item_index: dict[str, int] = {}
         self.user_index: dict[str, int] = {}
         self.user_ids: list[str] = []
-        self._users: list[int] = []
-        self._items: list[int] = []
-        self._values: list[float] = []
-        self._times: list[float] = []
+        self._users = Column(np.int64)
+        self._items = Column(np.int64)
+        self._values = Column(np.float64)
+        self._times = Column(np.float64)
         self._by_user: dict[int, list[int]] = {}
         self.version = 0
 
@@ -97,7 +128,14 @@ class ScoringData:
 
     @property
     def n_interactions(self) -> int:
-        return len(self._users)
+        return self._users.size
+
+    def interaction_bytes(self) -> int:
+        """Memory held by the interactions (columns, and the per-user row lists' entries)."""
+        with self._lock:
+            columns = self._users.nbytes + self._items.nbytes + self._values.nbytes + self._times.nbytes
+            rows = sum(sys.getsizeof(rows) for rows in self._by_user.values()) + 28 * self.n_interactions
+        return columns + rows
 
     def shape(self) -> DataShape:
         with self._lock:
@@ -139,16 +177,19 @@ class ScoringData:
     def add_interactions(self, interactions: Sequence[Interaction]) -> int:
         with self._lock:
             self.check_interactions(interactions)
-            for interaction in interactions:
+            users = []
+            first_row = self._users.size
+            for offset, interaction in enumerate(interactions):
                 user = self.user_index.get(interaction.user_id)
                 if user is None:
                     user = self.user_index[interaction.user_id] = len(self.user_ids)
                     self.user_ids.append(interaction.user_id)
-                self._by_user.setdefault(user, []).append(len(self._users))
-                self._users.append(user)
-                self._items.append(self.item_index[interaction.item_id])
-                self._values.append(interaction.value)
-                self._times.append(interaction.time)
+                self._by_user.setdefault(user, []).append(first_row + offset)
+                users.append(user)
+            self._users.extend(users)
+            self._items.extend([self.item_index[i.item_id] for i in interactions])
+            self._values.extend([i.value for i in interactions])
+            self._times.extend([i.time for i in interactions])
             self.version += 1
             return len(interactions)
 
@@ -156,9 +197,9 @@ class ScoringData:
         """Item positions and times of the interactions added after the first ``start``, and
         the count to pass next time (interactions are only ever appended)."""
         with self._lock:
-            end = len(self._items)
-            items = np.array(self._items[start:end], dtype=np.int64)
-            times = np.array(self._times[start:end], dtype=np.float64)
+            end = self._items.size
+            items = self._items.view(start, end).copy()
+            times = self._times.view(start, end).copy()
         return items, times, end
 
     def snapshot(self) -> TrainingData:
@@ -166,20 +207,20 @@ class ScoringData:
             return TrainingData(
                 item_ids=tuple(item.item_id for item in self.items),
                 user_ids=tuple(self.user_ids),
-                users=np.array(self._users, dtype=np.int64),
-                items=np.array(self._items, dtype=np.int64),
-                values=np.array(self._values, dtype=np.float64),
-                times=np.array(self._times, dtype=np.float64),
+                users=self._users.view().copy(),
+                items=self._items.view().copy(),
+                values=self._values.view().copy(),
+                times=self._times.view().copy(),
             )
 
     def history(self, user_id: str) -> History:
         """The user's current history, by time (empty for an unknown user)."""
         with self._lock:
             user = self.user_index.get(user_id)
-            rows = self._by_user.get(user, []) if user is not None else []
-            items = np.array([self._items[r] for r in rows], dtype=np.int64)
-            values = np.array([self._values[r] for r in rows], dtype=np.float64)
-            times = np.array([self._times[r] for r in rows], dtype=np.float64)
+            rows = np.array(self._by_user.get(user, []) if user is not None else [], dtype=np.int64)
+            items = self._items.view()[rows]
+            values = self._values.view()[rows]
+            times = self._times.view()[rows]
         order = np.argsort(times, kind="stable")
         return History(items[order], values[order], times[order])
 
