@@ -102,15 +102,23 @@ class FittedCache:
 
 def calibration_split(data: TrainingData) -> tuple[TrainingData, dict[int, int]]:
     """Each user's newest interaction (users with two or more) set aside for Platt scaling."""
-    held_out: dict[int, int] = {}
     keep = np.ones(len(data.users), dtype=bool)
-    newest: dict[int, tuple[float, int]] = {}
-    for row, (user, when) in enumerate(zip(data.users.tolist(), data.times.tolist(), strict=True)):
-        if user not in newest or when >= newest[user][0]:
-            newest[user] = (when, row)
+    if not len(data.users):
+        return data.subset(keep), {}
+    # Sorted by user, then time, then row: each user's last entry is their newest (the
+    # later row on a tie). Vectorised: a refit runs beside ranking, and a Python loop over
+    # every row would hold the interpreter lock for tens of milliseconds.
+    rows = np.arange(len(data.users))
+    order = np.lexsort((rows, data.times, data.users))
+    sorted_users = data.users[order]
+    last = np.flatnonzero(np.append(sorted_users[1:] != sorted_users[:-1], True))
+    newest_row = dict(zip(sorted_users[last].tolist(), order[last].tolist(), strict=True))
     counts = np.bincount(data.users, minlength=data.n_users)
-    for user, (_, row) in newest.items():
+    users_in_order, first_rows = np.unique(data.users, return_index=True)
+    held_out: dict[int, int] = {}
+    for user in users_in_order[np.argsort(first_rows)].tolist():  # users in order of first appearance
         if counts[user] >= 2:
+            row = newest_row[user]
             keep[row] = False
             held_out[user] = int(data.items[row])
     return data.subset(keep), held_out
