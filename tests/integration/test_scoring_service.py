@@ -295,3 +295,35 @@ def test_two_replicas_on_one_postgresql_see_each_others_items_and_interactions(
     while rank(first, "popularity", user_id="1").items[0].item_id != "new-film":  # the other's, by its poll
         assert time.monotonic() < deadline, "the first replica never saw the second one's interactions"
         time.sleep(0.1)
+
+
+def test_a_live_model_is_refit_in_the_background_and_says_how_fresh_it_is(start_service, tmp_path) -> None:
+    """Issue #18 through the real service: FitConfiguration and ListModels report freshness;
+    interactions past the refit threshold get the model refit by the background check; a
+    restart on the same database loads the stored model instead of fitting it."""
+    database = f"sqlite:///{tmp_path / 'scoring.db'}"
+    flags = {"refit_check_seconds": 0.2, "refit_interactions": 5, "refit_share": 0.0, "database_url": database}
+    scoring = start_service("scoring", dataset=str(MOVIELENS), **flags)
+    als = common_pb2.Configuration(strategy="als")
+    als.params["factors"].double_value = 16
+    fit = scoring.stub.FitConfiguration(scoring_pb2.FitConfigurationRequest(configuration=als, wait=True), timeout=120)
+    assert (fit.interactions_at_fit, fit.interactions_since_fit, fit.refits) == (100_000, 0, 0)
+    now = time.time()
+    clicks = [common_pb2.Interaction(user_id="1", item_id=str(i), value=1.0) for i in range(300, 305)]
+    for click in clicks:
+        click.time.FromSeconds(int(now))
+    scoring.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=clicks), timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        (model,) = [m for m in scoring.stub.ListModels(scoring_pb2.ListModelsRequest()).models if m.strategy == "als"]
+        if model.refits == 1:
+            break
+        assert time.monotonic() < deadline, model
+        time.sleep(0.2)
+    assert (model.interactions_at_fit, model.interactions_since_fit, model.refit_failures) == (100_005, 0, 0)
+    assert model.configuration_hash == fit.configuration_hash
+    scoring.service.stop(0)
+    again = start_service("scoring", dataset=str(MOVIELENS), **flags)
+    loaded = again.stub.FitConfiguration(scoring_pb2.FitConfigurationRequest(configuration=als, wait=False))
+    assert loaded.state == scoring_pb2.FIT_STATE_READY  # loaded from the database, not fitted
+    assert (loaded.interactions_at_fit, loaded.interactions_since_fit) == (100_005, 0)
