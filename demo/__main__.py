@@ -129,14 +129,15 @@ def start_tuner(suite: LocalSuite, run_dir: Path, proposer: str, interval: float
 
 
 def model_freshness(scoring: scoring_pb2_grpc.ScoringServiceStub) -> dict[str, str]:
-    """Configuration hash -> how fresh its model is, e.g. "42 s, +120 new, 3 refits"."""
+    """Configuration hash -> how fresh its model is, e.g. "42s +120 3r": its age, the
+    interactions since its fit, its background refits (when any)."""
     try:
         models = scoring.ListModels(scoring_pb2.ListModelsRequest(), timeout=5).models
     except grpc.RpcError:
         return {}
     return {
-        m.configuration_hash: f"{m.age.ToTimedelta().total_seconds():.0f} s, +{m.interactions_since_fit} new, "
-        f"{m.refits} refits"
+        m.configuration_hash: f"{m.age.ToTimedelta().total_seconds():.0f}s +{m.interactions_since_fit}"
+        + (f" {m.refits}r" if m.refits else "")
         for m in models
     }
 
@@ -159,7 +160,7 @@ def live_table(
         "impressions",
         "CTR [95%]",
         "P(best)",
-        "model (age, new since fit)",
+        "model",
     ):
         table.add_column(column)
     try:

@@ -16,16 +16,24 @@ pytestmark = pytest.mark.integration
 
 
 def start_demo(folder: Path, minutes: float) -> subprocess.Popen[str]:
+    """The demo with its output in ``folder/demo.out``: a pipe nobody reads while the test
+    watches the processes would fill and stop the demo in the middle of a print."""
     env = {**os.environ, "DEMO_MINUTES": str(minutes), "DEMO_RATE": "20", "DEMO_SEED": "3"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "demo"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    with (folder / "demo.out").open("w") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demo"],
+            cwd=folder,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+
+
+def finished(process: subprocess.Popen[str], folder: Path, timeout: float) -> str:
+    process.wait(timeout=timeout)
+    return (folder / "demo.out").read_text()
 
 
 def watch_children(process: subprocess.Popen[str], until: float, seen: set[int]) -> None:
@@ -47,7 +55,7 @@ def test_short_demo_writes_a_report_from_metrics_and_leaves_no_process(tmp_path:
     process = start_demo(tmp_path, minutes=0.1)
     children: set[int] = set()
     watch_children(process, time.monotonic() + 240, children)
-    output, _ = process.communicate(timeout=240)
+    output = finished(process, tmp_path, 240)
     assert process.returncode == 0, output
     assert len(children) >= 5  # the four services and the tuner
     assert alive(children) == []
@@ -66,7 +74,7 @@ def test_ctrl_c_stops_every_service(tmp_path: Path) -> None:
         watch_children(process, time.monotonic() + 1, children)
     watch_children(process, time.monotonic() + 5, children)  # the services are up and serving
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-    output, _ = process.communicate(timeout=120)
+    output = finished(process, tmp_path, 120)
     assert len(children) >= 4, output
     assert process.returncode == 130, output
     assert alive(children) == []
