@@ -80,6 +80,19 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., StartedService]]:
         handle.service.stop(0)
 
 
+@pytest.fixture(scope="module")
+def embedding_address() -> Iterator[str]:
+    """A real EmbeddingService (the packaged all-MiniLM-L6-v2), serving, for a module's tests."""
+    from services.common.wait_healthy import wait_serving
+    from services.embedding.__main__ import EmbeddingSettings, build
+
+    service = build(EmbeddingSettings(port=0, grace_seconds=1.0))
+    address = f"127.0.0.1:{service.port}"
+    assert wait_serving([address], timeout_seconds=120)[address] == "SERVING"
+    yield address
+    service.stop(0)
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """One throw-away PostgreSQL cluster for the session (fails, never skips, if it cannot start)."""

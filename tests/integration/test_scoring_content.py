@@ -8,23 +8,11 @@ import pytest
 
 from rectune.datasets import load_movielens_atomic
 from rectune.v1 import common_pb2, embedding_pb2, scoring_pb2
-from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS
 
 pytestmark = pytest.mark.integration
 
 STAR_WARS = ("50", "172", "181")
-
-
-@pytest.fixture(scope="module")
-def embedding_address():
-    from services.embedding.__main__ import EmbeddingSettings, build
-
-    service = build(EmbeddingSettings(port=0, grace_seconds=1.0))
-    address = f"127.0.0.1:{service.port}"
-    assert wait_serving([address], timeout_seconds=120)[address] == "SERVING"
-    yield address
-    service.stop(0)
 
 
 def items_of(count: int) -> list[scoring_pb2.Item]:

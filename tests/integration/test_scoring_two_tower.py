@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from rectune.v1 import common_pb2, scoring_pb2
-from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS
 
 pytestmark = pytest.mark.integration
@@ -25,17 +24,6 @@ NEW_ITEMS = (
     scoring_pb2.Item(item_id="new-1", text="Star Wars: A New Sequel (1999) Action Adventure Sci-Fi War"),
     scoring_pb2.Item(item_id="new-2", text="A Quiet Tea Party (1999) Documentary"),
 )
-
-
-@pytest.fixture(scope="module")
-def embedding_address():
-    from services.embedding.__main__ import EmbeddingSettings, build
-
-    service = build(EmbeddingSettings(port=0, grace_seconds=1.0))
-    address = f"127.0.0.1:{service.port}"
-    assert wait_serving([address], timeout_seconds=120)[address] == "SERVING"
-    yield address
-    service.stop(0)
 
 
 def slice_of_movielens() -> tuple[list[scoring_pb2.Item], list[common_pb2.Interaction]]:

@@ -89,15 +89,6 @@ def test_a_watch_with_an_extreme_window_or_interval_is_refused(metrics, request_
     assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}: must be "), details
 
 
-@pytest.fixture(scope="module")
-def embedding_address():
-    from services.embedding.__main__ import EmbeddingSettings, build
-
-    service = build(EmbeddingSettings(port=0, grace_seconds=1.0))
-    yield f"127.0.0.1:{service.port}"
-    service.stop(0)
-
-
 @pytest.mark.parametrize("seconds", [2**40, -(2**40)])
 def test_content_ranking_with_a_history_far_from_now_is_refused_by_field(
     start_service, embedding_address, seconds: int

@@ -106,14 +106,25 @@ def test_a_killed_policy_loses_nothing_it_acknowledged(processes, tmp_path: Path
         assert settled(metrics_pb2_grpc.MetricsServiceStub(channel), (120, 120)) == (120, 120)
 
 
-def test_scoring_down_and_back_loses_no_decision_or_click(processes, tmp_path: Path) -> None:
-    scoring_flags = (f"--dataset={DATA}", "--embedding-address=127.0.0.1:9")
-    scoring, scoring_address = processes("scoring", *scoring_flags)
-    _, metrics_address = processes("metrics", f"--database-url=sqlite:///{tmp_path / 'metrics.db'}")
+@pytest.mark.parametrize(
+    ("peer", "stop"),
+    [
+        ("scoring", signal.SIGTERM),  # answered from the fallback (degraded) meanwhile
+        ("metrics", signal.SIGKILL),  # the policy's outbox holds what it acknowledged
+    ],
+)
+def test_a_peer_down_and_back_loses_no_decision_or_click(processes, tmp_path: Path, peer: str, stop: int) -> None:
+    """ScoringService stopped, or MetricsService killed, while the policy keeps answering;
+    then started again on its port and its database."""
+    flags = {
+        "scoring": (f"--dataset={DATA}", "--embedding-address=127.0.0.1:9"),
+        "metrics": (f"--database-url=sqlite:///{tmp_path / 'metrics.db'}",),
+    }
+    children = {name: processes(name, *flags[name]) for name in ("scoring", "metrics")}
     _, address = processes(
         "policy",
-        f"--scoring-address={scoring_address}",
-        f"--metrics-address={metrics_address}",
+        f"--scoring-address={children['scoring'][1]}",
+        f"--metrics-address={children['metrics'][1]}",
         f"--database-url=sqlite:///{tmp_path / 'policy.db'}",
     )
     traffic = Traffic()
@@ -121,40 +132,12 @@ def test_scoring_down_and_back_loses_no_decision_or_click(processes, tmp_path: P
         policy = policy_pb2_grpc.PolicyServiceStub(channel)
         put_champion(policy)
         traffic.send(policy, 0, 40)
-        scoring.terminate()
-        scoring.wait(timeout=30)
-        traffic.send(policy, 40, 40)  # answered from the fallback (degraded), clicks acknowledged
-        port = scoring_address.rsplit(":", 1)[1]
-        processes("scoring", *scoring_flags, f"--port={port}")
+        child, peer_address = children[peer]
+        child.send_signal(stop)
+        child.wait(timeout=30)
+        traffic.send(policy, 40, 40)  # acknowledged while the peer is gone
+        processes(peer, *flags[peer], f"--port={peer_address.rsplit(':', 1)[1]}")
         traffic.send(policy, 80, 40)
     assert (traffic.decisions, traffic.clicks, traffic.failed) == (120, 120, 0)
-    with grpc.insecure_channel(metrics_address) as channel:
-        assert settled(metrics_pb2_grpc.MetricsServiceStub(channel), (120, 120)) == (120, 120)
-
-
-def test_metrics_killed_and_back_loses_no_decision_or_click(processes, tmp_path: Path) -> None:
-    """MetricsService killed with SIGKILL while the policy keeps answering: its outbox holds
-    what it acknowledged and delivers it once MetricsService is back on its database."""
-    _, scoring = processes("scoring", f"--dataset={DATA}", "--embedding-address=127.0.0.1:9")
-    metrics_flags = (f"--database-url=sqlite:///{tmp_path / 'metrics.db'}",)
-    metrics, metrics_address = processes("metrics", *metrics_flags)
-    _, address = processes(
-        "policy",
-        f"--scoring-address={scoring}",
-        f"--metrics-address={metrics_address}",
-        f"--database-url=sqlite:///{tmp_path / 'policy.db'}",
-    )
-    traffic = Traffic()
-    with grpc.insecure_channel(address) as channel:
-        policy = policy_pb2_grpc.PolicyServiceStub(channel)
-        put_champion(policy)
-        traffic.send(policy, 0, 40)
-        metrics.send_signal(signal.SIGKILL)
-        metrics.wait(timeout=10)
-        traffic.send(policy, 40, 40)  # acknowledged while MetricsService is gone
-        port = metrics_address.rsplit(":", 1)[1]
-        processes("metrics", *metrics_flags, f"--port={port}")
-        traffic.send(policy, 80, 40)
-    assert (traffic.decisions, traffic.clicks, traffic.failed) == (120, 120, 0)
-    with grpc.insecure_channel(metrics_address) as channel:
+    with grpc.insecure_channel(children["metrics"][1]) as channel:
         assert settled(metrics_pb2_grpc.MetricsServiceStub(channel), (120, 120)) == (120, 120)
