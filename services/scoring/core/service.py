@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ from services.scoring.core.fitting import (
 from services.scoring.core.freshness import Freshness, RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
+from services.scoring.core.offline_fit import OFFLINE, background_priority, fit_offline
 from services.scoring.core.ranking import Metrics, Split, time_split
 from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
@@ -38,7 +40,10 @@ from services.scoring.core.vectors import ItemVectors
 
 log = structlog.get_logger(__name__)
 
-LEASE_POLL_SECONDS = 0.5  # how often a replica waiting on another's fit looks for its model
+LEASE_POLL_SECONDS = 0.5
+OFFLINE_TYPES = tuple(
+    type(strategy) for strategy in OFFLINE.values()
+)  # how often a replica waiting on another's fit looks for its model
 
 # A baseline ratio beyond this is a typo (the tuner's screen uses about 0.8 to 1).
 MAX_BASELINE_RATIO = 10.0
@@ -68,6 +73,9 @@ class ScoringLimits:
     refit: RefitPolicy = field(default_factory=RefitPolicy)
     # How long a replica may hold the lease on fitting one configuration (see ModelStore).
     fit_lease_seconds: float = 900.0
+    # Fit strategies that need nothing but the data (als, item_knn) in a child process, so
+    # that a background refit never holds the interpreter lock that ranking needs.
+    fit_in_child_process: bool = True
 
 
 class ScoringCore:
@@ -92,6 +100,7 @@ class ScoringCore:
         self._errors: dict[str, str] = {}
         self._fit_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit")
+        self._child: ProcessPoolExecutor | None = None  # started at the first fit sent to it
         self._served: Counter[str] = Counter()  # RankItems answered, by configuration hash
         self._served_lock = threading.Lock()
         self._refit_failures: Counter[str] = Counter()
@@ -99,6 +108,12 @@ class ScoringCore:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._child is not None:
+            # A fit in the child is not waited for: its process ends with the service.
+            workers = list(getattr(self._child, "_processes", {}).values())
+            self._child.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.terminate()
 
     # -- configurations ------------------------------------------------------------------
 
@@ -218,12 +233,15 @@ class ScoringCore:
         if data.n_items == 0 or len(data.users) == 0:
             raise FailedPrecondition("no items or interactions yet: load a dataset or add interactions first")
         strategy = self.registry[configuration.strategy]
-        train, calibration_items = calibration_split(data)
-        if previous is not None and getattr(strategy, "warm_starts", False):
-            model = strategy.fit(train, configuration.params, self.data, previous.model)  # type: ignore[call-arg]
+        if self._in_child(strategy):
+            model, calibration, report = self._child_pool().submit(fit_offline, configuration, data).result()
         else:
-            model = strategy.fit(train, configuration.params, self.data)
-        calibration, report = calibrate(model, train, calibration_items)
+            train, calibration_items = calibration_split(data)
+            if previous is not None and getattr(strategy, "warm_starts", False):
+                model = strategy.fit(train, configuration.params, self.data, previous.model)  # type: ignore[call-arg]
+            else:
+                model = strategy.fit(train, configuration.params, self.data)
+            calibration, report = calibrate(model, train, calibration_items)
         fitted = Fitted(
             configuration,
             model,
@@ -237,6 +255,18 @@ class ScoringCore:
         )
         self.cache.put(fitted)
         return fitted
+
+    def _in_child(self, strategy: Strategy) -> bool:
+        return self.limits.fit_in_child_process and type(strategy) in OFFLINE_TYPES
+
+    def _child_pool(self) -> ProcessPoolExecutor:
+        with self._fit_lock:
+            if self._child is None:
+                # spawn: a fresh interpreter, not a fork of this one's threads and locks.
+                self._child = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=background_priority
+                )
+            return self._child
 
     # -- keeping live models fresh ----------------------------------------------------------------
 
