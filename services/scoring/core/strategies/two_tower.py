@@ -122,6 +122,8 @@ class TwoTowerModel:
         self.net = net.to("cpu").eval()
         with torch.no_grad():
             self.item_matrix = self.net.item_vectors().numpy().astype(np.float32)
+            # The history side of every item, once: a request then reads only its user's rows.
+            self.history_table = self.net.history_inputs()
         self.training = training
         self.n_items = len(self.item_matrix)
 
@@ -137,7 +139,7 @@ class TwoTowerModel:
         ):
             user = torch.tensor([-1])  # a user who arrived after the fit
         with torch.no_grad():
-            vector = self.net.user_vectors(torch.from_numpy(row)[None, :], user)[0]
+            vector = self.net.user_vectors(torch.from_numpy(row)[None, :], user, inputs=self.history_table)[0]
         return vector.numpy().astype(np.float32)
 
     def scores(self, context: ScoringContext) -> Scores:
@@ -146,7 +148,8 @@ class TwoTowerModel:
 
     def nbytes(self) -> int:
         weights = sum(p.numel() * p.element_size() for p in self.net.parameters())
-        return int(self.item_matrix.nbytes + weights + self.net.text.numel() * self.net.text.element_size())
+        tables = self.net.text.numel() * self.net.text.element_size() + self.history_table.numel() * 4
+        return int(self.item_matrix.nbytes + weights + tables)
 
 
 class TwoTower:

@@ -198,14 +198,24 @@ class TwoTowerNet(nn.Module):
         vectors: torch.Tensor = self.item_head(self.projected(), generator)
         return vectors + self.item_ids if self.item_ids is not None else vectors
 
-    def user_vectors(
-        self, histories: torch.Tensor, users: torch.Tensor | None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """``users`` rows of -1 (users the fit never saw) get no user-id term."""
+    def history_inputs(self) -> torch.Tensor:
+        """What each item contributes to a history (its projected text plus its history-id
+        embedding), one row per item and a last row of zeros for the padding."""
         inputs = torch.cat([self.projected(), torch.zeros(1, self.shape.dimension, device=self.text.device)])
         if self.history_ids is not None:
             inputs = inputs + self.history_ids * self._not_padding_row()
-        entries = inputs[histories]
+        return inputs
+
+    def user_vectors(
+        self,
+        histories: torch.Tensor,
+        users: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+        inputs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``users`` rows of -1 (users the fit never saw) get no user-id term. ``inputs``:
+        ``history_inputs()`` computed once by the caller (serving), else computed here."""
+        entries = (self.history_inputs() if inputs is None else inputs)[histories]
         present = (histories < self.n_items).to(entries.dtype)
         weights = self._weights(entries, present)
         pooled = (entries * weights[..., None]).sum(1)
