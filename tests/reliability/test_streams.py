@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -62,19 +63,48 @@ def test_idle_event_streams_count_against_the_same_bound(start_service) -> None:
     calls still answer, and a stream that sends and ends frees its slot."""
     metrics = start_service("metrics", max_streams=2, max_workers=4)
     idle = [threading.Event(), threading.Event()]
-    futures = [metrics.stub.StreamEvents.future(_waiting_batches(done), timeout=30) for done in idle]
-    assert wait_until(lambda: not _opens(metrics.stub))
-    assert error_of(lambda: metrics.stub.StreamEvents(iter([metrics_pb2.StreamEventsRequest()]), timeout=5)) == (
+    futures = [_idle_stream(metrics.stub, done) for done in idle]
+    refusal = _fill(metrics.stub, futures, idle)
+    assert refusal == (
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "StreamEvents: 2 streams are open, the most this server keeps (max_streams); "
         "retry later or send batches with RecordEvents",
     )
+    assert error_of(lambda: next(iter(open_watch(metrics.stub))))[0] is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert list(metrics.stub.GetArmStats(metrics_pb2.GetArmStatsRequest(), timeout=5).stats) == []
     idle[0].set()
     assert futures[0].result(timeout=10).batches == 0
-    assert wait_until(lambda: _opens(metrics.stub))
+    assert wait_until(lambda: _probe(metrics.stub) is None)
     idle[1].set()
     futures[1].result(timeout=10)
+
+
+def _idle_stream(stub: Any, done: threading.Event) -> Any:
+    return stub.StreamEvents.future(_waiting_batches(done), timeout=30)
+
+
+def _probe(stub: Any) -> tuple[grpc.StatusCode, str] | None:
+    """None when an empty StreamEvents gets a slot (it ends at once, freeing it), else its error."""
+    try:
+        stub.StreamEvents(iter(()), timeout=5)
+    except grpc.RpcError as error:
+        return error.code(), error.details() or ""
+    return None
+
+
+def _fill(stub: Any, futures: list[Any], idle: list[threading.Event]) -> tuple[grpc.StatusCode, str]:
+    """Until both idle streams hold their slots: one refused because a probe held a slot for
+    that moment is opened again. Returns the probe's refusal."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for index, future in enumerate(futures):
+            if future.done():
+                futures[index] = _idle_stream(stub, idle[index])
+        time.sleep(0.1)
+        refusal = _probe(stub)
+        if refusal is not None and not any(future.done() for future in futures):
+            return refusal
+    raise AssertionError("the idle streams did not both get a slot")
 
 
 def _waiting_batches(done: threading.Event):
