@@ -127,7 +127,7 @@ def test_a_failed_refit_keeps_the_old_model_counts_and_waits_for_more_data() -> 
     assert core.freshness(first).refit_failures == 2
 
 
-def test_the_most_served_due_model_is_refit_first() -> None:
+def test_the_due_model_most_served_since_its_fit_is_refit_first() -> None:
     core = core_with(RefitPolicy(interactions=1, share=0, max_age_seconds=0))
     quiet = core.configuration("item_knn", {})
     busy = core.configuration("popularity", {})
@@ -137,6 +137,9 @@ def test_the_most_served_due_model_is_refit_first() -> None:
     core.data.add_interactions([Interaction("u3", "7", 1.0, 2_000_000.0)])
     assert core.refresh() == busy.hash
     wait_for_fits(core)
+    # Both due again: busy has served more in all, quiet more since its fit: quiet's turn
+    # (the busiest model, always due, must not starve the others).
+    core.data.add_interactions([Interaction("u4", "8", 1.0, 2_000_001.0)])
     assert core.refresh() == quiet.hash
     wait_for_fits(core)
     assert core.freshness(core.fitted(busy)).served == 3

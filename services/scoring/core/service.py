@@ -103,6 +103,9 @@ class ScoringCore:
         self._child: ProcessPoolExecutor | None = None  # started at the first fit sent to it
         self._served: Counter[str] = Counter()  # RankItems answered, by configuration hash
         self._served_lock = threading.Lock()
+        # The served count when each model was fitted: refits go to the model most served
+        # since its own fit, so that one always-due, always-busy model cannot starve the rest.
+        self._served_at_fit: dict[str, int] = {}
         self._refit_failures: Counter[str] = Counter()
         self._failed_at: dict[str, int] = {}  # hash -> watermark of the data its last refit failed on
 
@@ -254,6 +257,8 @@ class ScoringCore:
             refits=0 if previous is None else previous.refits + 1,
         )
         self.cache.put(fitted)
+        with self._served_lock:
+            self._served_at_fit[configuration.hash] = self._served[configuration.hash]
         return fitted
 
     def _in_child(self, strategy: Strategy) -> bool:
@@ -271,7 +276,7 @@ class ScoringCore:
     # -- keeping live models fresh ----------------------------------------------------------------
 
     def refresh(self, now: float | None = None) -> str | None:
-        """Start a background refit of the most-served model that is due (RefitPolicy), unless
+        """Start a background refit of the due model (RefitPolicy) most served since its fit, unless
         a fit is running; returns the configuration hash it started, or None. Ranking never
         waits for it: the old model serves until the new one replaces it whole, and a failed
         refit leaves the old one serving (logged, counted, retried once more data arrived)."""
@@ -296,7 +301,9 @@ class ScoringCore:
                 continue  # failed on exactly this data: wait for more
             reason = self.limits.refit.reason(fitted.watermark, fitted.fitted_at, interactions, now)
             if reason is not None:
-                due.append((self._served[key], fitted, reason))
+                with self._served_lock:
+                    served_since_fit = self._served[key] - self._served_at_fit.get(key, 0)
+                due.append((served_since_fit, fitted, reason))
         if not due:
             return None
         _, fitted, reason = max(due, key=lambda entry: entry[0])
