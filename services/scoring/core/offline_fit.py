@@ -1,7 +1,8 @@
 """The fit that a child process runs (ScoringLimits.fit_in_child_process): strategies that
 need nothing but the data (als, item_knn), with the calibration, so that a background refit
-never holds the interpreter lock ranking needs. Imports only what those fits need: the child
-starts without PyTorch."""
+never holds the interpreter lock ranking needs. The child is spawned (a fresh interpreter),
+so it imports the service's modules again: it holds about as much code as the service, and
+only the data of the fit it runs."""
 
 from __future__ import annotations
 
