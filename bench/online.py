@@ -89,7 +89,6 @@ class Arm:
         self.initial_fit_seconds = time.perf_counter() - started
         self.clicks = 0
         self.new_item_clicks = 0
-        self.refits_started = 0
         self.latency_during_refit: list[float] = []
         self.latency_otherwise: list[float] = []
 
@@ -100,8 +99,7 @@ class Arm:
             self.core.upsert_items(self.items(step.items), embed=self.core.vectors is not None)
         if step.interactions:
             self.core.add_interactions(step.interactions)
-        if self.core.refresh() is not None:
-            self.refits_started += 1
+        self.core.refresh()
 
     def items(self, item_ids: list[str]) -> list[Item]:
         return [Item(item_id, self.world.texts[item_id]) for item_id in item_ids]

@@ -113,15 +113,16 @@ def cold_held_out(split: Split, cold: set[int]) -> dict[int, np.ndarray]:
     return {user: items for user, items in picked.items() if len(items)}
 
 
-def shelf_ndcg(model: FittedModel | None, split: Split, cold: set[int]) -> float:
-    """NDCG@K of ranking the cold items alone for each user with cold test items; ties
-    broken at random (mean over TIE_DRAWS draws). None: every score equal (chance)."""
-    candidates = np.array(sorted(cold))
+def shelf_ndcg(model: FittedModel | None, split: Split, cold_split: dict[int, np.ndarray]) -> float:
+    """NDCG@K of ranking the cold items alone for each user with cold test items
+    (``cold_split``); ties broken at random (mean over TIE_DRAWS draws). None: every score
+    equal (chance)."""
+    candidates = np.unique(np.concatenate(list(cold_split.values())))
     histories = split.train.histories()
     as_of = float(split.train.times.max())
     rng = np.random.default_rng(0)
     values = []
-    for user, relevant in sorted(cold_held_out(split, cold).items()):
+    for user, relevant in sorted(cold_split.items()):
         if model is None:
             scores = np.zeros(len(candidates))
         else:
@@ -135,14 +136,14 @@ def shelf_ndcg(model: FittedModel | None, split: Split, cold: set[int]) -> float
 def default_results(registry: Mapping[str, Strategy], split: Split, cold: set[int]) -> dict[str, Any]:
     """Each strategy at its defaults: fitted on the training part, scored on test."""
     cold_split = cold_held_out(split, cold)
-    results: dict[str, Any] = {"chance": {"new_item_shelf_ndcg": round(shelf_ndcg(None, split, cold), 4)}}
+    results: dict[str, Any] = {"chance": {"new_item_shelf_ndcg": round(shelf_ndcg(None, split, cold_split), 4)}}
     for name in STRATEGIES:
         strategy = registry[name]
         started = time.perf_counter()
         model = strategy.fit(split.train, strategy.space.canonical({}), None)
         seconds = time.perf_counter() - started
         results[name] = scored(model, split.train, split.held_out, cold_split) | {
-            "new_item_shelf_ndcg": round(shelf_ndcg(model, split, cold), 4),
+            "new_item_shelf_ndcg": round(shelf_ndcg(model, split, cold_split), 4),
             "fit_seconds": round(seconds, 2),
         }
         training = getattr(model, "training", None)

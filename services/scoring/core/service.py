@@ -40,10 +40,8 @@ from services.scoring.core.vectors import ItemVectors
 
 log = structlog.get_logger(__name__)
 
-LEASE_POLL_SECONDS = 0.5
-OFFLINE_TYPES = tuple(
-    type(strategy) for strategy in OFFLINE.values()
-)  # how often a replica waiting on another's fit looks for its model
+LEASE_POLL_SECONDS = 0.5  # how often a replica waiting on another's fit looks for its model
+OFFLINE_TYPES = tuple(type(strategy) for strategy in OFFLINE.values())  # fitted in a child process
 
 # A baseline ratio beyond this is a typo (the tuner's screen uses about 0.8 to 1).
 MAX_BASELINE_RATIO = 10.0
@@ -201,10 +199,8 @@ class ScoringCore:
         without one (then this replica fits)."""
         assert self.models is not None
         while True:
-            stored = self.models.newest(key, self.data.n_items, after_watermark)
+            stored = self._load(key, after_watermark)
             if stored is not None:
-                self.cache.put(stored)
-                log.info("model_loaded", configuration_hash=key, watermark=stored.watermark, source="other replica")
                 return stored
             expiry = self.models.lease_expiry(key)
             if expiry is None or expiry < time.time():
@@ -216,11 +212,16 @@ class ScoringCore:
         loads rather than fits; a stale one is then refit in the background)."""
         if not self._stored(configuration):
             return None
+        return self._load(configuration.hash)
+
+    def _load(self, key: str, after_watermark: int = -1) -> Fitted | None:
+        """The newest stored model fitted on more than ``after_watermark`` interactions, put
+        in the cache; None when there is none."""
         assert self.models is not None
-        stored = self.models.newest(configuration.hash, self.data.n_items)
+        stored = self.models.newest(key, self.data.n_items, after_watermark)
         if stored is not None:
             self.cache.put(stored)
-            log.info("model_loaded", configuration_hash=configuration.hash, watermark=stored.watermark)
+            log.info("model_loaded", configuration_hash=key, watermark=stored.watermark)
         return stored
 
     def _stored(self, configuration: Configuration) -> bool:
@@ -281,7 +282,7 @@ class ScoringCore:
         waits for it: the old model serves until the new one replaces it whole, and a failed
         refit leaves the old one serving (logged, counted, retried once more data arrived)."""
         with self._fit_lock:
-            if any(not future.done() for future in self._fits.values()):
+            if self._fit_running():
                 return None
             due = self._due_for_refit(time.time() if now is None else now)
             if due is None:
@@ -335,7 +336,11 @@ class ScoringCore:
     def fitting(self) -> bool:
         """Whether a fit or refit is running now."""
         with self._fit_lock:
-            return any(not future.done() for future in self._fits.values())
+            return self._fit_running()
+
+    def _fit_running(self) -> bool:
+        """Call with the fit lock held."""
+        return any(not future.done() for future in self._fits.values())
 
     def freshness(self, fitted: Fitted, now: float | None = None) -> Freshness:
         key = fitted.configuration.hash
