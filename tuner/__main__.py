@@ -32,6 +32,7 @@ from rectune.domain.space import SpaceError
 from services.common.clients import client_options_from
 from services.common.config import SettingsError, load_settings
 from services.common.logging import configure_logging
+from services.common.observability import serve_registry
 from services.common.server import HealthState, serve_health_only
 from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
@@ -39,6 +40,7 @@ from tuner.controller import Controller, Plan
 from tuner.errors import TunerError
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
+from tuner.signals import TunerSignals
 from tuner.space import load_restriction
 
 log = structlog.get_logger("tuner")
@@ -107,6 +109,10 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
     stop = threading.Event()
     health = HealthState([TUNER_HEALTH_NAME])
     stop_health = serve_health_only(health, settings.host, settings.health_port) if settings.health_port else None
+    signals = TunerSignals(settings.interval_seconds)
+    stop_metrics = (
+        serve_registry(signals.registry, settings.host, settings.prometheus_port) if settings.prometheus_port else None
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -118,14 +124,25 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
     try:
         while not stop.is_set():
             try:
-                cycle(controller, audit, dry_run=False)
+                result = cycle(controller, audit, dry_run=False)
             except (TunerError, SpaceError, SQLAlchemyError) as exc:  # the next cycle tries again
+                signals.cycle_failed()
                 log.warning("cycle_failed", error=str(exc))
+            else:
+                signals.cycle_succeeded([str(outcome["kind"]) for outcome in _outcomes(result)])
             stop.wait(settings.interval_seconds)
     finally:
         health.shutdown()
-        if stop_health is not None:
-            stop_health()
+        for stopper in (stop_health, stop_metrics):
+            if stopper is not None:
+                stopper()
+
+
+def _outcomes(result: dict[str, object]) -> list[dict[str, object]]:
+    """The applied actions of a cycle's result."""
+    outcomes = result.get("outcomes", [])
+    assert isinstance(outcomes, list)
+    return [o for o in outcomes if isinstance(o, dict) and o.get("outcome") == "applied"]
 
 
 def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:

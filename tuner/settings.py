@@ -91,6 +91,12 @@ class TunerSettings(ClientSettings, TunerLimits):
         default=0,
         help="`tuner run` serves grpc.health.v1 on this plaintext port while its loop runs (for probes); 0 = off",
     )
+    prometheus_port: int = option(
+        env="RECTUNE_PROMETHEUS_PORT",
+        default=0,
+        help="`tuner run` serves Prometheus metrics (last successful cycle, cycles by outcome) at /metrics "
+        "on this port; 0 = off",
+    )
     host: str = option(env="RECTUNE_HOST", default="127.0.0.1", help="address the health port binds; 0.0.0.0 in pods")
 
     def __post_init__(self) -> None:
@@ -120,8 +126,11 @@ class TunerSettings(ClientSettings, TunerLimits):
             )
         if self.lm_timeout_seconds <= 0:
             raise SettingsError(f"--lm-timeout-seconds: must be > 0, got {self.lm_timeout_seconds}")
-        if not 0 <= self.health_port <= 65535:
-            raise SettingsError(f"--health-port: must be between 0 and 65535, got {self.health_port}")
+        for flag, port in (("--health-port", self.health_port), ("--prometheus-port", self.prometheus_port)):
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"{flag}: must be between 0 and 65535, got {port}")
+        if self.health_port and self.health_port == self.prometheus_port:
+            raise SettingsError("--health-port and --prometheus-port: must differ")
         if self.interval_seconds <= 0:
             raise SettingsError(f"--interval-seconds: must be > 0, got {self.interval_seconds}")
         problems = self.limits().problems()

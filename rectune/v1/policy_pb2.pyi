@@ -680,3 +680,49 @@ class UpdatePolicySettingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdatePolicySettingsResponse: _TypeAlias = UpdatePolicySettingsResponse  # noqa: Y015
+
+@_typing.final
+class RollbackChampionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Kept as the restored champion's state reason; empty: "rolled back from <arm>"."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackChampionRequest: _TypeAlias = RollbackChampionRequest  # noqa: Y015
+
+@_typing.final
+class RollbackChampionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARM_FIELD_NUMBER: _builtins.int
+    REPLACED_ARM_ID_FIELD_NUMBER: _builtins.int
+    replaced_arm_id: _builtins.str
+    """The champion it replaced, now active."""
+    @_builtins.property
+    def arm(self) -> Global___Arm:
+        """The champion again."""
+
+    def __init__(
+        self,
+        *,
+        arm: Global___Arm | None = ...,
+        replaced_arm_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "replaced_arm_id", b"replaced_arm_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackChampionResponse: _TypeAlias = RollbackChampionResponse  # noqa: Y015

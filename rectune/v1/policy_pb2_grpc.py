@@ -72,6 +72,11 @@ class PolicyServiceStub:
                 request_serializer=rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsRequest.SerializeToString,
                 response_deserializer=rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsResponse.FromString,
                 _registered_method=True)
+        self.RollbackChampion = channel.unary_unary(
+                '/rectune.v1.PolicyService/RollbackChampion',
+                request_serializer=rectune_dot_v1_dot_policy__pb2.RollbackChampionRequest.SerializeToString,
+                response_deserializer=rectune_dot_v1_dot_policy__pb2.RollbackChampionResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -127,6 +132,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RollbackChampion(self, request, context):
+        """Puts back the champion that the newest promotion replaced (each promotion is recorded);
+        repeated, it walks further back. FAILED_PRECONDITION when there is none to put back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.UpdatePolicySettings,
                     request_deserializer=rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsRequest.FromString,
                     response_serializer=rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsResponse.SerializeToString,
+            ),
+            'RollbackChampion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackChampion,
+                    request_deserializer=rectune_dot_v1_dot_policy__pb2.RollbackChampionRequest.FromString,
+                    response_serializer=rectune_dot_v1_dot_policy__pb2.RollbackChampionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class PolicyService:
             '/rectune.v1.PolicyService/UpdatePolicySettings',
             rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsRequest.SerializeToString,
             rectune_dot_v1_dot_policy__pb2.UpdatePolicySettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackChampion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rectune.v1.PolicyService/RollbackChampion',
+            rectune_dot_v1_dot_policy__pb2.RollbackChampionRequest.SerializeToString,
+            rectune_dot_v1_dot_policy__pb2.RollbackChampionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class PolicyServiceStub:
     ListArms: _grpc.UnaryUnaryMultiCallable[_policy_pb2.ListArmsRequest, _policy_pb2.ListArmsResponse]
     GetPolicySettings: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetPolicySettingsRequest, _policy_pb2.GetPolicySettingsResponse]
     UpdatePolicySettings: _grpc.UnaryUnaryMultiCallable[_policy_pb2.UpdatePolicySettingsRequest, _policy_pb2.UpdatePolicySettingsResponse]
+    RollbackChampion: _grpc.UnaryUnaryMultiCallable[_policy_pb2.RollbackChampionRequest, _policy_pb2.RollbackChampionResponse]
+    """Puts back the champion that the newest promotion replaced (each promotion is recorded);
+    repeated, it walks further back. FAILED_PRECONDITION when there is none to put back.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -71,6 +75,10 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     ListArms: _aio.UnaryUnaryMultiCallable[_policy_pb2.ListArmsRequest, _policy_pb2.ListArmsResponse]  # type: ignore[assignment]
     GetPolicySettings: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetPolicySettingsRequest, _policy_pb2.GetPolicySettingsResponse]  # type: ignore[assignment]
     UpdatePolicySettings: _aio.UnaryUnaryMultiCallable[_policy_pb2.UpdatePolicySettingsRequest, _policy_pb2.UpdatePolicySettingsResponse]  # type: ignore[assignment]
+    RollbackChampion: _aio.UnaryUnaryMultiCallable[_policy_pb2.RollbackChampionRequest, _policy_pb2.RollbackChampionResponse]  # type: ignore[assignment]
+    """Puts back the champion that the newest promotion replaced (each promotion is recorded);
+    repeated, it walks further back. FAILED_PRECONDITION when there is none to put back.
+    """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """PolicyService is what applications call. Each arm is one full ScoringService
@@ -132,5 +140,15 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_pb2.UpdatePolicySettingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.UpdatePolicySettingsResponse, _abc.Awaitable[_policy_pb2.UpdatePolicySettingsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RollbackChampion(
+        self,
+        request: _policy_pb2.RollbackChampionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.RollbackChampionResponse, _abc.Awaitable[_policy_pb2.RollbackChampionResponse]]:
+        """Puts back the champion that the newest promotion replaced (each promotion is recorded);
+        repeated, it walks further back. FAILED_PRECONDITION when there is none to put back.
+        """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -33,5 +33,5 @@ IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
 # RPCs that change which configurations serve traffic: only the tuner and operators
 # (the admin token) may call them when auth is on.
 ADMIN_METHODS: tuple[str, ...] = tuple(
-    f"/{POLICY_SERVICE}/{name}" for name in ("PutArm", "SetArmState", "UpdatePolicySettings")
+    f"/{POLICY_SERVICE}/{name}" for name in ("PutArm", "SetArmState", "UpdatePolicySettings", "RollbackChampion")
 )

@@ -50,7 +50,12 @@ def rpc_metrics() -> RpcMetrics:
 
 def serve_metrics(metrics: RpcMetrics, host: str, port: int) -> Callable[[], None]:
     """Serve ``/metrics`` on host:port; returns the function that stops it."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return serve_registry(metrics.registry, host, port)
+
+
+def serve_registry(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serve a registry at ``/metrics`` on host:port; returns the function that stops it."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
 
     def stop() -> None:
         server.shutdown()

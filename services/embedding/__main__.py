@@ -22,6 +22,7 @@ from services.common.server import RunningService, ServiceRegistration, start_se
 from services.common.settings import ServerSettings
 from services.embedding.core.encoder import Encoder, EncoderConfig, ModelLoadError
 from services.embedding.core.service import EmbeddingCore, EmbeddingLimits
+from services.embedding.gauges import QueueGauges
 from services.embedding.servicer import EmbeddingServicer
 
 log = structlog.get_logger(__name__)
@@ -121,6 +122,7 @@ def build(settings: EmbeddingSettings) -> RunningService:
         EMBEDDING_SERVICE, embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingServicer(core)
     )
     service = start_service("embedding", [registration], settings)
+    service.metrics.registry.register(QueueGauges(core))
     service.closers.append(core.close)
     threading.Thread(target=load_model, args=(service, core, settings.encoder_config()), name="load-model").start()
     return service

@@ -24,7 +24,7 @@ from services.policy.clients import GrpcMetricsSink, GrpcRanker
 from services.policy.core.choosing import Ranker
 from services.policy.core.service import PolicyCore
 from services.policy.core.store import PolicyStore
-from services.policy.gauges import OutboxGauges
+from services.policy.gauges import ArmStateGauges, OutboxGauges
 from services.policy.servicer import PolicyServicer
 
 
@@ -83,6 +83,7 @@ def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningServ
     )
     service = start_service("policy", [registration], settings, admin_methods=ADMIN_METHODS)
     service.metrics.registry.register(OutboxGauges(core.store))
+    service.metrics.registry.register(ArmStateGauges(core))
     service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose, core.close])
     # Stopped first (closers run in reverse): background work ends before the channels close.
     service.closers.append(

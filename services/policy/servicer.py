@@ -69,3 +69,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.UpdatePolicySettingsResponse:
         updated = self.core.update_settings(convert.settings_changes(request))
         return policy_pb2.UpdatePolicySettingsResponse(settings=convert.settings_message(updated))
+
+    def RollbackChampion(
+        self, request: policy_pb2.RollbackChampionRequest, context: Any
+    ) -> policy_pb2.RollbackChampionResponse:
+        arm, replaced = self.core.rollback_champion(request.reason)
+        return policy_pb2.RollbackChampionResponse(arm=convert.arm_message(arm), replaced_arm_id=replaced)

@@ -155,7 +155,11 @@ def test_a_refused_outbox_row_becomes_a_dead_letter_and_the_rest_flow(suite) -> 
     assert dead.letter.kind == "event" and dead.letter.payload["event_id"] == "e-poison"
     assert dead.letter.reason.startswith("events[0].time: is ")
     gauges = {family.name: family.samples[0].value for family in OutboxGauges(store).collect()}
-    assert gauges == {"rectune_policy_outbox_backlog": 0.0, "rectune_policy_outbox_dead_letters": 1.0}
+    assert gauges == {
+        "rectune_policy_outbox_backlog": 0.0,
+        "rectune_policy_outbox_oldest_age_seconds": 0.0,
+        "rectune_policy_outbox_dead_letters": 1.0,
+    }
     # Replayed, it is refused again (nothing changed) and comes back: it never blocks the rest.
     assert store.replay_dead_letters() == 1
     stub.RecordFeedback(feedback("e-after", decision.decision_id), timeout=10)

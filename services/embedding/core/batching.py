@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -69,6 +69,7 @@ class MicroBatcher:
         self._closed = False
         self._condition = threading.Condition()
         self.batches = 0  # forward batches run, for tests and metrics
+        self.batch_sizes: Counter[int] = Counter()  # texts per forward batch -> batches of that size
         self._expected_texts = 0  # texts the next batch waits for (see _expect_answered_back)
         self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._worker.start()
@@ -91,6 +92,16 @@ class MicroBatcher:
             self._queued_texts += len(texts)
             self._condition.notify()
         return request.future
+
+    @property
+    def queued_texts(self) -> int:
+        """Texts waiting for a forward batch now."""
+        return self._queued_texts
+
+    def batch_size_counts(self) -> dict[int, int]:
+        """Texts per forward batch -> batches of that size, since start."""
+        with self._condition:
+            return dict(self.batch_sizes)
 
     def encode(self, texts: list[str], timeout: float | None = None) -> Vectors:
         return self.submit(texts).result(timeout)
@@ -161,6 +172,8 @@ class MicroBatcher:
                 self._fail(batch, exc)
                 continue
             self.batches += 1
+            with self._condition:  # batch_size_counts copies them under the same lock
+                self.batch_sizes[len(texts)] += 1
             self._expect_answered_back(len(texts))
             self._deliver(batch, vectors)
 

@@ -72,6 +72,13 @@ def decode_texts(raw_texts: Sequence[bytes], limits: EmbeddingLimits, field: str
     return texts
 
 
+@dataclass(frozen=True)
+class QueueState:
+    queued_texts: int
+    max_queue_texts: int
+    batch_sizes: dict[int, int]  # texts in a forward batch -> batches of that size
+
+
 class EmbeddingCore:
     """Everything the servicer calls. Answers UNAVAILABLE until the encoder is attached."""
 
@@ -104,6 +111,13 @@ class EmbeddingCore:
             batcher = self._batcher
         if batcher is not None:
             batcher.close()
+
+    def queue_state(self) -> QueueState:
+        """The batcher's queue and its batch sizes so far (all zero before the model is loaded)."""
+        batcher = self._batcher
+        if batcher is None:
+            return QueueState(0, self.limits.max_queue_texts, {})
+        return QueueState(batcher.queued_texts, batcher.max_queue_texts, batcher.batch_size_counts())
 
     def _ready(self) -> tuple[Encoder, MicroBatcher]:
         encoder, batcher = self._encoder, self._batcher

@@ -13,7 +13,7 @@ from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import AlreadyExists, Duplicate, FailedPrecondition, InvalidArgument, NotFound, quoted
 from services.policy.core.model import Arm
-from services.policy.core.store import PolicyStore
+from services.policy.core.store import PolicyStore, StoreWork
 
 
 class Hasher(Protocol):
@@ -97,22 +97,49 @@ class ArmRegistry:
                 raise FailedPrecondition(f"arm_id: arm {arm_id!r} is retired, which is final")
             if arm.state is ArmState.CHAMPION and state is not ArmState.CHAMPION:
                 raise FailedPrecondition(f"arm_id: arm {arm_id!r} is the champion; promote another arm first")
-            now = time.time()
-            changed = [
-                dataclasses.replace(arm, state=state, updated_at=now, state_reason=reason or f"set to {state.value}")
-            ]
-            if state is ArmState.CHAMPION:
-                changed[0] = dataclasses.replace(changed[0], exposure_cap=1.0)
-                changed += [
-                    dataclasses.replace(
-                        other, state=ArmState.ACTIVE, updated_at=now, state_reason=f"replaced by {arm_id}"
-                    )
-                    for other in work.arms()
-                    if other.state is ArmState.CHAMPION and other.arm_id != arm_id
-                ]
+            reason = reason or f"set to {state.value}"
+            if state is ArmState.CHAMPION and arm.state is not ArmState.CHAMPION:
+                changed = _crowned(work, arm, reason)
+                work.record_promotion(arm_id, changed[1].arm_id if len(changed) > 1 else "", reason)
+            else:
+                changed = [dataclasses.replace(arm, state=state, updated_at=time.time(), state_reason=reason)]
             work.save_arms(changed)
         self.snapshot(fresh=True)
         return changed[0]
+
+    def rollback(self, reason: str) -> tuple[Arm, str]:
+        """Put back the champion that the newest promotion (not yet rolled back) replaced; the
+        new champion and the arm it replaced. Rollbacks walk back through the promotions."""
+        with self.store.unit_of_work() as work:
+            promotion = work.last_promotion()
+            if promotion is None or not promotion.previous_arm_id:
+                raise FailedPrecondition(
+                    "champion: no promotion is recorded, so there is no previous champion to put back"
+                )
+            previous = work.arm(promotion.previous_arm_id)
+            if previous is None or previous.state is ArmState.RETIRED:
+                raise FailedPrecondition(
+                    f"champion: the previous champion {promotion.previous_arm_id!r} is retired (or gone); "
+                    "promote another arm instead"
+                )
+            replaced = next((a.arm_id for a in work.arms() if a.state is ArmState.CHAMPION), "")
+            changed = _crowned(work, previous, reason or f"rolled back from {replaced}")
+            work.mark_rolled_back(promotion.promotion_id)
+            work.save_arms(changed)
+        self.snapshot(fresh=True)
+        return changed[0], replaced
+
+
+def _crowned(work: StoreWork, arm: Arm, reason: str) -> list[Arm]:
+    """The arm as champion (uncapped) and the champion it replaces, now active: to be saved together."""
+    now = time.time()
+    crowned = dataclasses.replace(arm, state=ArmState.CHAMPION, exposure_cap=1.0, updated_at=now, state_reason=reason)
+    replaced = [
+        dataclasses.replace(other, state=ArmState.ACTIVE, updated_at=now, state_reason=f"replaced by {arm.arm_id}")
+        for other in work.arms()
+        if other.state is ArmState.CHAMPION and other.arm_id != arm.arm_id
+    ]
+    return [crowned, *replaced]
 
 
 def _check_champion_rule(state: ArmState, existing: Sequence[Arm]) -> None:

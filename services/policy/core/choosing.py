@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
@@ -51,6 +51,8 @@ class ArmChooser:
         self._popular: tuple[ScoredItem, ...] = ()  # the longest popularity list scoring gave
         self._lock = threading.Lock()
         self.breaker = Breaker()
+        # Degraded answers served since start, by arm (for the Prometheus counter).
+        self.degraded_by_arm: Counter[str] = Counter()
 
     def decide(
         self,
@@ -70,6 +72,9 @@ class ArmChooser:
         index = chosen_from.arm_at(self._draws.random())
         arm = serving[index]
         items, degraded_reason = self._ranked_list(arm, user_id, history, k, settings)
+        if degraded_reason:
+            with self._lock:
+                self.degraded_by_arm[arm.arm_id] += 1
         return Decision(
             # uuid4 would read the OS entropy pool on every request, a system call that lets go of the GIL.
             decision_id=uuid.UUID(int=self._ids.getrandbits(128), version=4).hex,

@@ -11,6 +11,9 @@ from rectune.domain.arms import ArmState
 from services.policy.core.bandits import ArmBelief
 from services.policy.core.model import Arm, BanditSettings, belief_of
 
+# Every pause a guardrail makes carries this reason prefix (the gauges and alerts find them by it).
+GUARDRAIL_REASON_PREFIX = "guardrail: "
+
 
 @dataclass(frozen=True)
 class Guardrail:
@@ -33,7 +36,7 @@ class Guardrail:
         if worse <= self.threshold:
             return None
         return (
-            f"guardrail: P(CTR < champion CTR - {self.delta:g}) = {worse:.3f} > {self.threshold:g} "
+            f"{GUARDRAIL_REASON_PREFIX}P(CTR < champion CTR - {self.delta:g}) = {worse:.3f} > {self.threshold:g} "
             f"after {arm.impressions:.0f} impressions"
         )
 

@@ -102,6 +102,10 @@ class PolicyCore:
     def set_arm_state(self, arm_id: str, state: ArmState, reason: str) -> Arm:
         return self.arms.set_state(arm_id, state, reason)
 
+    def rollback_champion(self, reason: str) -> tuple[Arm, str]:
+        """The previous champion back in place; it and the arm it replaced."""
+        return self.arms.rollback(reason)
+
     # -- recommend and feedback ------------------------------------------------------------------
 
     def recommend(

@@ -41,6 +41,7 @@ from services.policy.core.tables import (
     decisions,
     feedback,
     outbox,
+    promotions,
     settings_table,
 )
 
@@ -59,6 +60,17 @@ class StoredDeadLetter:
     id: int
     letter: DeadLetter
     created_at: float
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One promotion: ``arm_id`` became champion in place of ``previous_arm_id``."""
+
+    promotion_id: int
+    arm_id: str
+    previous_arm_id: str
+    reason: str
+    promoted_at: float
 
 
 def _bury(connection: Connection, dead: Sequence[DeadLetter]) -> None:
@@ -145,8 +157,29 @@ class StoreWork:
 
     def enqueue_many(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
         self.connection.execute(
-            insert(outbox), [{"kind": kind, "payload": json.dumps(payload), "attempts": 0} for kind, payload in rows]
+            insert(outbox),
+            [
+                {"kind": kind, "payload": json.dumps(payload), "attempts": 0, "created_at": time.time()}
+                for kind, payload in rows
+            ],
         )
+
+    def record_promotion(self, arm_id: str, previous_arm_id: str, reason: str) -> None:
+        self.connection.execute(
+            insert(promotions).values(
+                arm_id=arm_id, previous_arm_id=previous_arm_id, reason=reason, promoted_at=time.time()
+            )
+        )
+
+    def last_promotion(self) -> Promotion | None:
+        """The newest promotion not rolled back yet."""
+        row = self.connection.execute(
+            select(promotions).where(promotions.c.rolled_back.is_(False)).order_by(promotions.c.id.desc()).limit(1)
+        ).first()
+        return None if row is None else Promotion(row.id, row.arm_id, row.previous_arm_id, row.reason, row.promoted_at)
+
+    def mark_rolled_back(self, promotion_id: int) -> None:
+        self.connection.execute(update(promotions).where(promotions.c.id == promotion_id).values(rolled_back=True))
 
 
 class PolicyStore:
@@ -256,6 +289,16 @@ class PolicyStore:
             waiting = decisions.c.forwarded.is_(False)
             unforwarded = connection.execute(select(func.count()).select_from(decisions).where(waiting)).scalar()
         return int(rows) + int(unforwarded or 0)
+
+    def oldest_waiting_since(self) -> float | None:
+        """When the oldest row still waiting to be forwarded was queued (None when none waits,
+        or only rows queued before their time was recorded)."""
+        with self.engine.connect() as connection:
+            oldest_row = connection.execute(select(func.min(outbox.c.created_at))).scalar()
+            waiting = decisions.c.forwarded.is_(False)
+            oldest_decision = connection.execute(select(func.min(decisions.c.created_at)).where(waiting)).scalar()
+        known = [float(t) for t in (oldest_row, oldest_decision) if t is not None]
+        return min(known) if known else None
 
     def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
         """The oldest dead letters first."""

@@ -67,6 +67,19 @@ outbox = Table(
     Column("kind", String(16), nullable=False),  # "event" or "interaction" (older rows: "decision")
     Column("payload", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=True),  # when queued; NULL for rows older than migration 0004
+)
+# Every promotion with the champion it replaced: what `rollback` puts back. A rolled-back row
+# is skipped by the next rollback, so rollbacks walk back through the promotions in turn.
+promotions = Table(
+    "policy_promotions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("arm_id", String(128), nullable=False),
+    Column("previous_arm_id", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("promoted_at", Float, nullable=False),
+    Column("rolled_back", Boolean, nullable=False, default=False),
 )
 # Outbox rows a receiver refused as invalid, with its reason: counted, inspectable, replayable.
 dead_letters = Table(
