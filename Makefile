@@ -41,7 +41,7 @@ protos: $(STAMP) ## regenerate rectune/v1 from protos/ (the generated code is co
 lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, generated-code freshness
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy rectune services tuner demo bench tests scripts
+	$(VENV)/bin/mypy rectune services tuner operators demo bench tests scripts
 	$(VENV)/bin/buf lint
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
 	$(PY) scripts/gen_protos.py --check

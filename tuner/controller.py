@@ -159,6 +159,8 @@ class Plan:
     screens: dict[str, Screen] = field(default_factory=dict)  # proposal key -> its screen
     proposals: list[Proposal] = field(default_factory=list)
     champion_screen: Screen | None = None
+    # Why the cycle stopped short of proposing, when it did (an empty plan explains itself).
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         def action(a: Action) -> dict[str, Any]:
@@ -175,6 +177,7 @@ class Plan:
             "cycle_id": self.cycle_id,
             "champion_screen": asdict(self.champion_screen) if self.champion_screen else None,
             "actions": [action(a) for a in self.actions],
+            "notes": list(self.notes),
             "rejected": [
                 {
                     "configuration": r.proposal.configuration.as_dict(),
@@ -185,6 +188,12 @@ class Plan:
                 for r in self.rejected
             ],
         }
+
+
+NO_CHAMPION = (
+    "no champion: PolicyService has no arms, so there is nothing to compare proposals with; register the "
+    "control arm first, e.g. `rectune arms put control --champion --strategy popularity`"
+)
 
 
 class Backend(Protocol):
@@ -328,12 +337,18 @@ class Controller:
         plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())
         arms = self.backend.arms()
         plan.actions = judge([self.concurrent(a) for a in arms], self.limits)
+        champions = [a for a in arms if a.state is ArmState.CHAMPION]
+        if not champions:  # nothing to compare with: PolicyService has no arms yet
+            plan.notes.append(NO_CHAMPION)
+            return plan
         slots = free_slots(arms, plan.actions, self.limits)
         if slots == 0:
+            plan.notes.append(
+                f"no free slot: the tuner's live arms fill --max-live-arms ({self.limits.max_live_arms}) or this "
+                f"cycle's --max-new-arms-per-cycle ({self.limits.max_new_arms_per_cycle}) is 0; a slot frees when "
+                "one of them is retired, paused or promoted"
+            )
             return plan
-        champions = [a for a in arms if a.state is ArmState.CHAMPION]
-        if not champions:
-            return plan  # nothing to compare with: PolicyService has no arms yet
         history = self.history()
         # Arms and configurations screened before: a proposal equal to one of them would
         # only repeat a screen whose answer is known.
@@ -341,6 +356,7 @@ class Controller:
         space, shape = self.described()
         plan.proposals = self.proposer.propose(space, slots, taken, history, self.briefing(arms, shape))
         if not plan.proposals:
+            plan.notes.append("the proposer found no configuration that was not tried before in the search space")
             return plan
         # Screened again every cycle, not taken from the audit table: ScoringService's
         # interactions grow (feedback, AddInteractions) and so does its holdout, and the bar

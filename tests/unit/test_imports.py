@@ -2,7 +2,8 @@
 
 - a service imports only its own package, services.common, rectune.domain and rectune.v1:
   services meet on the wire and in the shared vocabulary, never in each other's code;
-- the tuner and the demo talk to services through rectune.v1 and services.common only;
+- the tuner, the demo and the operators' tools talk to services through rectune.v1 and
+  services.common only;
 - rectune.domain imports no service, no protobuf and no gRPC;
 - nothing in the service image (rectune, services, tuner) imports the demo or matplotlib.
 """
@@ -64,7 +65,7 @@ def test_no_service_imports_another_service() -> None:
     assert found == []
 
 
-@pytest.mark.parametrize("package", ["tuner", "demo", "rectune"])
+@pytest.mark.parametrize("package", ["tuner", "demo", "rectune", "operators"])
 def test_the_tuner_the_demo_and_the_vocabulary_use_no_service_internals(package: str) -> None:
     found = violations(
         sources(package),
@@ -86,7 +87,7 @@ def test_the_domain_is_free_of_protobuf_and_grpc() -> None:
 
 def test_nothing_in_the_service_image_imports_the_demo_or_matplotlib() -> None:
     found = violations(
-        sources("rectune", "services", "tuner"),
+        sources("rectune", "services", "tuner", "operators"),
         lambda path, name: False,
         lambda name: name.split(".")[0] in ("demo", "matplotlib"),
     )

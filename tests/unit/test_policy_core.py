@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
-from rectune.domain.errors import Unavailable
+from rectune.domain.errors import FailedPrecondition, Unavailable
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core import feedback
@@ -140,6 +140,8 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(tmp_path) -> 
         connection.execute(text("ALTER TABLE policy_decisions DROP COLUMN forwarded"))
         connection.execute(text("DROP TABLE policy_alembic_version"))
         connection.execute(text("DROP TABLE policy_dead_letters"))
+        connection.execute(text("DROP TABLE policy_promotions"))
+        connection.execute(text("ALTER TABLE policy_outbox DROP COLUMN created_at"))
     upgraded = PolicyCore(PolicyStore(make_engine(f"sqlite:///{path}")), StandInRanker())
     assert [arm.arm_id for arm in upgraded.list_arms()] == ["popularity", "item_knn"]  # nothing lost
     # Its decisions went to the old outbox table when they were made: not sent a second time.
@@ -261,4 +263,39 @@ def test_an_unreachable_scoring_is_not_called_again_until_a_probe_and_recovery_i
     time.sleep(0.25)  # the next request probes, finds scoring back, and closes the breaker
     assert not core.recommend("r2", "u2", {}, 3, []).degraded
     assert not core.recommend("r3", "u3", {}, 3, []).degraded
+    core.close()
+
+
+def states_of(core: PolicyCore) -> dict[str, tuple[str, float]]:
+    return {arm.arm_id: (arm.state.value, arm.exposure_cap) for arm in core.list_arms()}
+
+
+def test_rollback_walks_back_through_the_promotions(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db", arms=("popularity", "item_knn", "als"))
+    default_cap = core.settings().default_exposure_cap
+    core.set_arm_state("item_knn", ArmState.CHAMPION, "better")
+    core.set_arm_state("als", ArmState.CHAMPION, "better still")
+    # The replaced champion competes again under the default cap, not the champion's whole share.
+    assert states_of(core)["item_knn"] == ("active", default_cap)
+    arm, replaced = core.rollback_champion("")
+    assert (arm.arm_id, replaced, arm.state_reason) == ("item_knn", "als", "rolled back from als")
+    arm, replaced = core.rollback_champion("the first was best")
+    assert (arm.arm_id, replaced, arm.state_reason) == ("popularity", "item_knn", "the first was best")
+    assert states_of(core) == {
+        "popularity": ("champion", 1.0),
+        "item_knn": ("active", default_cap),
+        "als": ("active", default_cap),
+    }
+    with pytest.raises(FailedPrecondition, match="no promotion is recorded"):
+        core.rollback_champion("")
+    core.close()
+
+
+def test_rollback_refuses_to_bring_back_a_retired_champion(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    core.set_arm_state("item_knn", ArmState.CHAMPION, "")
+    core.set_arm_state("popularity", ArmState.RETIRED, "")
+    with pytest.raises(FailedPrecondition, match="'popularity' is retired"):
+        core.rollback_champion("")
+    assert states_of(core)["item_knn"][0] == "champion"  # nothing changed
     core.close()

@@ -89,6 +89,8 @@ class ArmRegistry:
         return arm
 
     def set_state(self, arm_id: str, state: ArmState, reason: str) -> Arm:
+        # Read before the write transaction: what a champion that loses its place gets.
+        demoted_cap = self.store.settings().default_exposure_cap if state is ArmState.CHAMPION else 1.0
         with self.store.unit_of_work() as work:
             arm = work.arm(arm_id)
             if arm is None:
@@ -99,7 +101,7 @@ class ArmRegistry:
                 raise FailedPrecondition(f"arm_id: arm {arm_id!r} is the champion; promote another arm first")
             reason = reason or f"set to {state.value}"
             if state is ArmState.CHAMPION and arm.state is not ArmState.CHAMPION:
-                changed = _crowned(work, arm, reason)
+                changed = _crowned(work, arm, reason, demoted_cap)
                 work.record_promotion(arm_id, changed[1].arm_id if len(changed) > 1 else "", reason)
             else:
                 changed = [dataclasses.replace(arm, state=state, updated_at=time.time(), state_reason=reason)]
@@ -110,6 +112,7 @@ class ArmRegistry:
     def rollback(self, reason: str) -> tuple[Arm, str]:
         """Put back the champion that the newest promotion (not yet rolled back) replaced; the
         new champion and the arm it replaced. Rollbacks walk back through the promotions."""
+        demoted_cap = self.store.settings().default_exposure_cap
         with self.store.unit_of_work() as work:
             promotion = work.last_promotion()
             if promotion is None or not promotion.previous_arm_id:
@@ -123,19 +126,27 @@ class ArmRegistry:
                     "promote another arm instead"
                 )
             replaced = next((a.arm_id for a in work.arms() if a.state is ArmState.CHAMPION), "")
-            changed = _crowned(work, previous, reason or f"rolled back from {replaced}")
+            changed = _crowned(work, previous, reason or f"rolled back from {replaced}", demoted_cap)
             work.mark_rolled_back(promotion.promotion_id)
             work.save_arms(changed)
         self.snapshot(fresh=True)
         return changed[0], replaced
 
 
-def _crowned(work: StoreWork, arm: Arm, reason: str) -> list[Arm]:
-    """The arm as champion (uncapped) and the champion it replaces, now active: to be saved together."""
+def _crowned(work: StoreWork, arm: Arm, reason: str, demoted_cap: float) -> list[Arm]:
+    """The arm as champion (uncapped) and the champion it replaces, now active under
+    ``demoted_cap`` (the default exposure cap: an arm that lost its place competes like any
+    other, rather than keeping the champion's whole share): to be saved together."""
     now = time.time()
     crowned = dataclasses.replace(arm, state=ArmState.CHAMPION, exposure_cap=1.0, updated_at=now, state_reason=reason)
     replaced = [
-        dataclasses.replace(other, state=ArmState.ACTIVE, updated_at=now, state_reason=f"replaced by {arm.arm_id}")
+        dataclasses.replace(
+            other,
+            state=ArmState.ACTIVE,
+            exposure_cap=demoted_cap,
+            updated_at=now,
+            state_reason=f"replaced by {arm.arm_id}",
+        )
         for other in work.arms()
         if other.state is ArmState.CHAMPION and other.arm_id != arm.arm_id
     ]
