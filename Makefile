@@ -18,9 +18,10 @@ EMBEDDING_PORT ?= 50051
 SCORING_PORT ?= 50052
 POLICY_PORT ?= 50053
 METRICS_PORT ?= 50054
-SERVICES := embedding scoring policy metrics
+DASHBOARD_PORT ?= 8050
+SERVICES := embedding scoring policy metrics dashboard
 
-.PHONY: help install protos lint test fuzz soak demo bench up down manifests deploy images clean
+.PHONY: help install browser protos lint test fuzz soak demo bench up down manifests deploy images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,7 +47,14 @@ lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, generated-code freshness
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
 	$(PY) scripts/gen_protos.py --check
 
-test: $(STAMP) ## the whole test suite (unit and integration, real servers on loopback)
+browser: ## Debian's chromium and chromium-driver, for the dashboard's browser tests (installed with apt-get when missing)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "the browser tests need Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi; \
+	  echo "installing chromium and chromium-driver (apt-get) for the dashboard's browser tests ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: $(STAMP) browser ## the whole test suite (unit and integration, real servers on loopback, a real browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests on real servers (make test sends 24)
@@ -72,6 +80,9 @@ up: $(STAMP) ## start all services in the background on fixed local ports (.run/
 	start scoring $(SCORING_PORT) RECTUNE_EMBEDDING_ADDRESS=127.0.0.1:$(EMBEDDING_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/scoring.db RECTUNE_SCORING_DATASET=data/movielens-100k; \
 	start policy $(POLICY_PORT) RECTUNE_SCORING_ADDRESS=127.0.0.1:$(SCORING_PORT) RECTUNE_METRICS_ADDRESS=127.0.0.1:$(METRICS_PORT) RECTUNE_DATABASE_URL=sqlite:///$(abspath $(RUN_DIR))/policy.db
 	@$(PY) -m services.common.wait_healthy 127.0.0.1:$(METRICS_PORT) 127.0.0.1:$(EMBEDDING_PORT) 127.0.0.1:$(SCORING_PORT) 127.0.0.1:$(POLICY_PORT)
+	@RECTUNE_POLICY_ADDRESS=127.0.0.1:$(POLICY_PORT) RECTUNE_SCORING_ADDRESS=127.0.0.1:$(SCORING_PORT) RECTUNE_METRICS_ADDRESS=127.0.0.1:$(METRICS_PORT) \
+	  $(PY) -m operators dashboard --port $(DASHBOARD_PORT) > $(RUN_DIR)/dashboard.log 2>&1 & echo $$! > $(RUN_DIR)/dashboard.pid
+	@echo "dashboard on http://127.0.0.1:$(DASHBOARD_PORT)/ (log $(RUN_DIR)/dashboard.log); next: .venv/bin/rectune arms list"
 
 down: ## stop what `make up` started
 	@for name in $(SERVICES); do \

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from demo import report
 from demo.simulation import ClickModel, MovingWorld, SimulatedUsers
-from demo.suite import START_ORDER, LocalSuite
+from demo.suite import START_ORDER, LocalSuite, port_or_free
 from demo.traffic import MovingTraffic, Tally, Traffic
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.events import Interaction, Item
@@ -221,6 +221,8 @@ def main() -> int:
             scoring = scoring_pb2_grpc.ScoringServiceStub(channels["scoring"])
             console.print("registering the champion (popularity) and four challengers (fitting them) ...")
             register_arms(policy)
+            url = suite.start_dashboard(port_or_free(int(os.environ.get("DEMO_DASHBOARD_PORT", "8050"))))
+            console.print(f"dashboard: {url} (open it in a browser while the demo runs)")
             if tuner != "off":
                 console.print(f"starting the tuner ({tuner} proposer, a cycle every {tuner_interval:g} s) ...")
                 start_tuner(suite, run_dir, tuner, tuner_interval, seed)

@@ -27,6 +27,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_or_free(preferred: int) -> int:
+    """The preferred port when nothing listens on it, else a free one."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
 def service_flags(name: str, ports: dict[str, int], run_dir: Path) -> list[str]:
     """What each service needs: its siblings' addresses, its database under the run folder."""
     address = {peer: f"127.0.0.1:{port}" for peer, port in ports.items()}
@@ -67,6 +77,14 @@ class LocalSuite:
         peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
         database = f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
         self._spawn("tuner", [sys.executable, "-m", "tuner", "run", *peers, database, *flags])
+
+    def start_dashboard(self, port: int) -> str:
+        """``rectune dashboard`` over the running services and the tuner's audit table; its URL."""
+        peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
+        database = f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
+        command = [sys.executable, "-m", "operators", *peers, database, "dashboard", "--port", str(port)]
+        self._spawn("dashboard", command)
+        return f"http://127.0.0.1:{port}/"
 
     def _spawn(self, name: str, command: list[str]) -> None:
         """A child with JSON logs into ``<name>.log`` under the run folder."""

@@ -103,6 +103,8 @@ def connected() -> Iterator[OperatorClient]:
             err.print("Are the services running? `make up` starts them on this machine.")
         elif exc.code == "PERMISSION_DENIED":
             err.print("This call needs the admin token: --admin-token or RECTUNE_ADMIN_TOKEN.")
+        elif exc.code == "UNAUTHENTICATED":
+            err.print("The services want a token: RECTUNE_CLIENT_TOKEN to read, the admin token to change.")
         raise typer.Exit(1) from None
     finally:
         client.close()
