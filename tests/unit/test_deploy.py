@@ -36,6 +36,7 @@ SETTINGS = {
     "policy": ("services.policy.__main__", "PolicySettings"),
     "metrics": ("services.metrics.__main__", "MetricsSettings"),
     "tuner": ("tuner.settings", "TunerSettings"),
+    "dashboard": ("operators.settings", "OperatorSettings"),
 }
 # The Deployments that serve RPCs (each with a Service); the tuner only calls out.
 SERVICES = ("embedding", "scoring", "policy", "metrics")
@@ -182,14 +183,15 @@ def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -
     objects = render(overlay)
     assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in of_kind(objects, "NetworkPolicy"))
     assert allowed_sources(objects, "policy", "grpc") == [{"namespaceSelector": {}}]
-    from_policy_and_tuner = [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "policy"}}},
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tuner"}}},
+    from_policy_tuner_and_dashboard = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}} for name in ("policy", "tuner", "dashboard")
     ]
-    assert allowed_sources(objects, "scoring", "grpc") == from_policy_and_tuner
-    assert allowed_sources(objects, "metrics", "grpc") == from_policy_and_tuner
+    assert allowed_sources(objects, "scoring", "grpc") == from_policy_tuner_and_dashboard
+    assert allowed_sources(objects, "metrics", "grpc") == from_policy_tuner_and_dashboard
     from_scoring = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scoring"}}}]
     assert allowed_sources(objects, "embedding", "grpc") == from_scoring
+    # The dashboard: from this namespace's pods only (never exposed outside it by default).
+    assert allowed_sources(objects, "dashboard", "http") == [{"podSelector": {}}]
 
 
 def database_users(objects: tuple[dict[str, Any], ...]) -> set[str]:
@@ -208,7 +210,7 @@ def test_dev_runs_postgres_for_the_stateful_services_and_prod_expects_a_database
     (postgres,) = of_kind(dev, "StatefulSet")
     secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
     assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
-    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner"}
+    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner", "dashboard"}
     # Each of them may reach PostgreSQL through the NetworkPolicies, and nothing else may.
     admitted = {
         source["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
