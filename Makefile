@@ -21,7 +21,7 @@ METRICS_PORT ?= 50054
 DASHBOARD_PORT ?= 8050
 SERVICES := embedding scoring policy metrics dashboard
 
-.PHONY: help install browser protos lint test fuzz soak demo bench up down manifests deploy images clean
+.PHONY: help install test-tools protos lint test fuzz soak demo bench up down manifests deploy images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,14 +47,14 @@ lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, generated-code freshness
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
 	$(PY) scripts/gen_protos.py --check
 
-browser: ## Debian's chromium and chromium-driver, for the dashboard's browser tests (installed with apt-get when missing)
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "the browser tests need Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi; \
-	  echo "installing chromium and chromium-driver (apt-get) for the dashboard's browser tests ..."; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+test-tools: ## what the tests use from Debian: chromium and chromium-driver (the dashboard's browser tests), promtool (the alert rules); apt-get when missing
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "the tests need Debian's chromium, chromium-driver and prometheus (promtool): sudo apt-get install chromium chromium-driver prometheus" >&2; exit 1; fi; \
+	  echo "installing chromium, chromium-driver and promtool (apt-get) for the tests ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver prometheus >/dev/null; \
 	fi
 
-test: $(STAMP) browser ## the whole test suite (unit and integration, real servers on loopback, a real browser)
+test: $(STAMP) test-tools ## the whole test suite (unit and integration, real servers on loopback, a real browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests on real servers (make test sends 24)

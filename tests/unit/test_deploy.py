@@ -80,6 +80,9 @@ def test_there_are_dev_and_prod_overlays() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_validates_against_the_kubernetes_schemas(overlay: str) -> None:
     for manifest in render(overlay):
+        # The Prometheus Operator's kinds have no schema here: tests/unit/test_monitoring.py checks them.
+        if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
 
@@ -210,7 +213,9 @@ def test_dev_runs_postgres_for_the_stateful_services_and_prod_expects_a_database
     (postgres,) = of_kind(dev, "StatefulSet")
     secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
     assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
-    assert database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner", "dashboard"}
+    assert (
+        database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner", "dashboard"}
+    )
     # Each of them may reach PostgreSQL through the NetworkPolicies, and nothing else may.
     admitted = {
         source["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
