@@ -172,7 +172,7 @@ def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(serv
 
     def state_of(arm_id: str) -> int:
         arms = policy.stub.ListArms(policy_pb2.ListArmsRequest(), metadata=admin, timeout=10).arms
-        return next(arm.state for arm in arms if arm.arm_id == arm_id)
+        return int(next(arm.state for arm in arms if arm.arm_id == arm_id))
 
     browser.get(url)
     pause = WebDriverWait(browser, 30).until(

@@ -253,6 +253,9 @@ def test_dockerfile_runs_as_a_non_root_user_with_the_pinned_lock() -> None:
     assert "ARG BASE_IMAGE=" in dockerfile
 
 
+IMAGE_PACKAGES = ("rectune", "services", "tuner", "operators")
+
+
 def test_the_package_the_image_installs_carries_every_module_of_the_checkout(tmp_path) -> None:
     # The Dockerfile copies these into the build stage and runs `pip install .`: a folder
     # that setuptools does not pick up (the metrics migrations, say) would be missing in the
@@ -261,7 +264,7 @@ def test_the_package_the_image_installs_carries_every_module_of_the_checkout(tmp
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("rectune", "services", "tuner"):
+    for package in IMAGE_PACKAGES:
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
@@ -273,10 +276,13 @@ def test_the_package_the_image_installs_carries_every_module_of_the_checkout(tmp
     packaged = set(zipfile.ZipFile(wheel).namelist())
     sources = {
         path.relative_to(ROOT).as_posix()
-        for package in ("rectune", "services", "tuner")
-        for path in (ROOT / package).rglob("*.py")
+        for package in IMAGE_PACKAGES
+        for path in (ROOT / package).rglob("*")
+        if path.is_file() and path.suffix in (".py", ".html", ".js", ".css")  # the dashboard's page too
     }
     assert sources - packaged == set()
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    assert all(f"COPY {package} {package}" in dockerfile for package in IMAGE_PACKAGES)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
