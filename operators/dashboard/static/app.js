@@ -33,8 +33,12 @@ function age(seconds) {
   return seconds.toFixed(0) + "s";
 }
 
+function shortValue(value) {
+  return typeof value === "number" && !Number.isInteger(value) ? Number(value.toPrecision(4)) : value;
+}
+
 function describeConfiguration(configuration) {
-  const params = Object.entries(configuration.params).map(([k, v]) => `${k}=${v}`).join(" ");
+  const params = Object.entries(configuration.params).map(([k, v]) => `${k}=${shortValue(v)}`).join(" ");
   return params ? `${configuration.strategy} ${params}` : configuration.strategy;
 }
 
@@ -132,7 +136,9 @@ function svgEl(tag, attrs) {
 function lineChart(svg, lines, formatY) {
   svg.replaceChildren();
   const width = svg.clientWidth || 480, height = svg.clientHeight || 220;
-  const left = 52, right = 10, top = 10, bottom = 34;
+  const perRow = Math.max(1, Math.floor((width - 52) / 120));
+  const legendRows = Math.ceil(lines.length / perRow);
+  const left = 52, right = 10, top = 10, bottom = 22 + 12 * legendRows;
   const points = lines.flatMap((line) => line.points.filter((p) => p[1] !== null));
   if (points.length === 0) {
     svg.append(Object.assign(svgEl("text", { x: left, y: height / 2 }), { textContent: "no impressions in this window yet" }));
@@ -156,7 +162,9 @@ function lineChart(svg, lines, formatY) {
     const drawn = line.points.filter((p) => p[1] !== null);
     const path = drawn.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
     svg.append(svgEl("path", { d: path, fill: "none", stroke: line.color, "stroke-width": 1.8, "data-line": line.name }));
-    const legend = svgEl("text", { x: left + index * 120, y: height - 6, class: "legend", style: `fill:${line.color}` });
+    const legendX = left + (index % perRow) * 120;
+    const legendY = height - 6 - 12 * (legendRows - 1 - Math.floor(index / perRow));
+    const legend = svgEl("text", { x: legendX, y: legendY, class: "legend", style: `fill:${line.color}` });
     legend.textContent = line.name;
     svg.append(legend);
   });
