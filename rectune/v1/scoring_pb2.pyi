@@ -209,12 +209,17 @@ class RankItemsRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    EXACT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """A known user. Leave empty and pass history for a cold user."""
     k: _builtins.int
     """Number of items to return: 1 <= k <= catalogue size."""
     seed: _builtins.int
     """Seed for strategies with in-list exploration; 0 means unseeded."""
+    exact: _builtins.bool
+    """Rank every item exactly even where an approximate index would answer (catalogues above
+    the retrieval threshold): slower; for measuring the index's recall, or debugging.
+    """
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Interaction]:
         """History of a cold user (or extra recent history of a known user)."""
@@ -234,10 +239,11 @@ class RankItemsRequest(_message.Message):
         k: _builtins.int = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         seed: _builtins.int = ...,
+        exact: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "exclude_item_ids", b"exclude_item_ids", "history", b"history", "k", b"k", "seed", b"seed", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "exact", b"exact", "exclude_item_ids", b"exclude_item_ids", "history", b"history", "k", b"k", "seed", b"seed", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,6 +30,7 @@ from services.scoring.core.data import ScoringData, shifted_to_end_at
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
+from services.scoring.core.retrieval import RetrievalSettings
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
@@ -77,6 +78,17 @@ class ScoringSettings(ServerSettings):
     fitted_cache_bytes: int = option(
         env="RECTUNE_SCORING_FITTED_CACHE_BYTES", default=512 * 1024 * 1024, help="memory bound of fitted models"
     )
+    ann_min_items: int = option(
+        env="RECTUNE_SCORING_ANN_MIN_ITEMS",
+        default=50_000,
+        help="als, content and two_tower rank with an approximate index (faiss IVF, built at fit) from this "
+        "many items on; exact below; 0 = always exact",
+    )
+    ann_probes: int = option(
+        env="RECTUNE_SCORING_ANN_PROBES",
+        default=64,
+        help="index cells scanned per request: more, better recall and slower (README, Scaling)",
+    )
     refit_check_seconds: float = option(
         env="RECTUNE_SCORING_REFIT_CHECK_SECONDS",
         default=10.0,
@@ -113,6 +125,10 @@ class ScoringSettings(ServerSettings):
             )
         if not self.max_fit_seconds > 0:
             raise SettingsError(f"--max-fit-seconds: must be > 0, got {self.max_fit_seconds}")
+        if self.ann_min_items < 0:
+            raise SettingsError(f"--ann-min-items: must be >= 0, got {self.ann_min_items}")
+        if self.ann_probes < 1:
+            raise SettingsError(f"--ann-probes: must be >= 1, got {self.ann_probes}")
         if self.dataset and (self.items_csv or self.interactions_csv):
             raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
         if bool(self.items_csv) != bool(self.interactions_csv):
@@ -148,7 +164,10 @@ def build(settings: ScoringSettings) -> RunningService:
     encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
     vectors = ItemVectors(data, encoder, VectorStore(engine))
     refit = RefitPolicy(settings.refit_interactions, settings.refit_share, settings.refit_max_age_seconds)
-    limits = ScoringLimits(settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit)
+    retrieval = RetrievalSettings(settings.ann_min_items, settings.ann_probes)
+    limits = ScoringLimits(
+        settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit, retrieval=retrieval
+    )
     journal = DataJournal(engine)
     registry = default_registry(vectors, settings.max_fit_seconds)
     core = ScoringCore(registry, limits, data, vectors, journal, ModelStore(engine))

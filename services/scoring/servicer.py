@@ -45,6 +45,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             shared.interactions(request.history),
             request.k,
             list(request.exclude_item_ids),
+            seed=request.seed,
+            exact=request.exact,
         )
         return scoring_pb2.RankItemsResponse(items=shared.scored_items(ranked), configuration_hash=configuration.hash)
 

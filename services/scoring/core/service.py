@@ -34,6 +34,12 @@ from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.offline_fit import OFFLINE, background_priority, fit_offline
 from services.scoring.core.ranking import Metrics, Split, time_split
+from services.scoring.core.retrieval import (
+    ApproximateIndex,
+    DotProductModel,
+    RetrievalSettings,
+    approximate_top_k,
+)
 from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
@@ -74,6 +80,8 @@ class ScoringLimits:
     # Fit strategies that need nothing but the data (als, item_knn) in a child process, so
     # that a background refit never holds the interpreter lock that ranking needs.
     fit_in_child_process: bool = True
+    # Approximate top-k above a catalogue size, for dot-product models (retrieval.py).
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
 
 
 class ScoringCore:
@@ -99,6 +107,9 @@ class ScoringCore:
         self._fit_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit")
         self._child: ProcessPoolExecutor | None = None  # started at the first fit sent to it
+        # Approximate indexes of large catalogues' dot-product models, by configuration hash,
+        # each with the fitted model it indexes (a refit's model replaces both together).
+        self._indexes: dict[str, tuple[Fitted, ApproximateIndex]] = {}
         self._served: Counter[str] = Counter()  # RankItems answered, by configuration hash
         self._served_lock = threading.Lock()
         # The served count when each model was fitted: refits go to the model most served
@@ -220,6 +231,7 @@ class ScoringCore:
         assert self.models is not None
         stored = self.models.newest(key, self.data.n_items, after_watermark)
         if stored is not None:
+            self._index(stored)
             self.cache.put(stored)
             log.info("model_loaded", configuration_hash=key, watermark=stored.watermark)
         return stored
@@ -257,10 +269,36 @@ class ScoringCore:
             watermark=len(data.users),
             refits=0 if previous is None else previous.refits + 1,
         )
+        self._index(fitted)
         self.cache.put(fitted)
         with self._served_lock:
             self._served_at_fit[configuration.hash] = self._served[configuration.hash]
         return fitted
+
+    def _index(self, fitted: Fitted) -> None:
+        """Build the approximate index of a large catalogue's dot-product model (at fit or load
+        time, before the model serves), and drop those of models no longer cached."""
+        if not self.limits.retrieval.wants_index(fitted.model):
+            return
+        started = time.perf_counter()
+        model = fitted.model
+        assert isinstance(model, DotProductModel)
+        index = ApproximateIndex(model.item_vectors(), self.limits.retrieval.probes)
+        cached = {id(entry) for entry in self.cache.entries()}
+        with self._served_lock:
+            self._indexes = {k: v for k, v in self._indexes.items() if id(v[0]) in cached}
+            self._indexes[fitted.configuration.hash] = (fitted, index)
+        log.info(
+            "index_built",
+            configuration_hash=fitted.configuration.hash,
+            items=index.n_items,
+            cells=index.lists,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+    def _index_of(self, fitted: Fitted) -> ApproximateIndex | None:
+        entry = self._indexes.get(fitted.configuration.hash)
+        return entry[1] if entry is not None and entry[0] is fitted else None
 
     def _in_child(self, strategy: Strategy) -> bool:
         return self.limits.fit_in_child_process and type(strategy) in OFFLINE_TYPES
@@ -424,7 +462,10 @@ class ScoringCore:
         k: int,
         exclude_item_ids: Sequence[str],
         seed: int = 0,
+        exact: bool = False,
     ) -> list[ScoredItem]:
+        """The k best items for the user (never one they have seen or one excluded); above the
+        retrieval threshold a dot-product model's items come from its index unless ``exact``."""
         fitted = self.fitted(configuration)
         with self._served_lock:
             self._served[configuration.hash] += 1
@@ -435,18 +476,26 @@ class ScoringCore:
         excluded = [
             self.data.item_position(item_id, f"exclude_item_ids[{i}]") for i, item_id in enumerate(exclude_item_ids)
         ]
-        scores = fitted.model.scores(context)
         seen = context.history.items[context.history.items < n_items]
         excluded_all = np.concatenate([seen, np.array(excluded, dtype=np.int64)])
-        chosen = select_items(
-            fitted.model, scores, k, excluded_all, seed or int(np.random.default_rng().integers(2**31))
-        )
-        probabilities = fitted.calibration.probability(scores[chosen])
+        index = None if exact else self._index_of(fitted)
+        found = None
+        if index is not None:
+            assert isinstance(fitted.model, DotProductModel)
+            found = approximate_top_k(index, fitted.model, context, k, excluded_all)
+        if found is None:
+            scores = fitted.model.scores(context)
+            chosen = select_items(
+                fitted.model, scores, k, excluded_all, seed or int(np.random.default_rng().integers(2**31))
+            )
+            found = chosen, scores[chosen]
+        chosen, chosen_scores = found
+        probabilities = fitted.calibration.probability(chosen_scores)
         item_ids = self.data.item_ids(chosen.tolist())
         return [
-            ScoredItem(item_id, float(scores[index]), float(p), rank)
-            for rank, (item_id, index, p) in enumerate(
-                zip(item_ids, chosen.tolist(), probabilities.tolist(), strict=True), start=1
+            ScoredItem(item_id, float(score), float(p), rank)
+            for rank, (item_id, score, p) in enumerate(
+                zip(item_ids, chosen_scores.tolist(), probabilities.tolist(), strict=True), start=1
             )
         ]
 

@@ -94,14 +94,25 @@ class AlsModel:
         self.fitted_counts = fitted_counts  # interactions per user row in the fit's data
         self.n_items = len(self.item_factors)
 
-    def scores(self, context: ScoringContext) -> Scores:
-        # float32 products, as implicit computes them, so rankings match the library's.
+    # Scores are dot products: above the catalogue size of ScoringLimits.retrieval an
+    # approximate index finds the best items (retrieval.py).
+    score_scale = 1.0
+
+    def item_vectors(self) -> npt.NDArray[np.float32]:
+        return self.item_factors
+
+    def query(self, context: ScoringContext) -> npt.NDArray[np.float32]:
+        """The user's factors: as fitted while their history is what the fit saw, else folded
+        in from the current history (one least-squares solve)."""
         row = context.user_row
         if row is not None and row < len(self.user_factors) and len(context.history.items) == self.fitted_counts[row]:
-            user = self.user_factors[row]
-        else:
-            user = solve_user(self.item_factors, context.history, self.alpha, self.regularization).astype(np.float32)
-        result: Scores = (self.item_factors @ user).astype(np.float64)
+            fitted: npt.NDArray[np.float32] = self.user_factors[row]
+            return fitted
+        return solve_user(self.item_factors, context.history, self.alpha, self.regularization).astype(np.float32)
+
+    def scores(self, context: ScoringContext) -> Scores:
+        # float32 products, as implicit computes them, so rankings match the library's.
+        result: Scores = (self.item_factors @ self.query(context)).astype(np.float64)
         return result
 
     def nbytes(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from rectune.domain.configuration import ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
@@ -51,17 +52,29 @@ class ContentModel:
         self.half_life = half_life
         self.temperature = temperature
         self.n_items = len(matrix)
+        # Scores are dot products (scaled): an approximate index can rank them (retrieval.py).
+        self.score_scale = 1.0 / temperature
 
-    def scores(self, context: ScoringContext) -> Scores:
+    def item_vectors(self) -> Vectors:
+        return self.matrix
+
+    def query(self, context: ScoringContext) -> npt.NDArray[np.float32] | None:
+        """The user's interest vector from their history; None without one (every score 0)."""
         history = context.history
         inside = history.items < self.n_items
         items, values, times = history.items[inside], history.values[inside], history.times[inside]
         if len(items) == 0:
-            return np.zeros(self.n_items)
+            return None
         items, values, times = items[-MAX_HISTORY:], values[-MAX_HISTORY:], times[-MAX_HISTORY:]
         user = self.encoder.encode_user(
             [self.texts[i] for i in items.tolist()], values.tolist(), times.tolist(), self.mode, self.half_life
         )
+        return np.asarray(user, dtype=np.float32)
+
+    def scores(self, context: ScoringContext) -> Scores:
+        user = self.query(context)
+        if user is None:
+            return np.zeros(self.n_items)
         result: Scores = (self.matrix @ user).astype(np.float64) / self.temperature
         return result
 

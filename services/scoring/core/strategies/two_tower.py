@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from rectune.domain.configuration import ParamValue
@@ -141,6 +142,15 @@ class TwoTowerModel:
         with torch.no_grad():
             vector = self.net.user_vectors(torch.from_numpy(row)[None, :], user, inputs=self.history_table)[0]
         return vector.numpy().astype(np.float32)
+
+    # Scores are dot products: an approximate index can rank them (retrieval.py).
+    score_scale = 1.0
+
+    def item_vectors(self) -> npt.NDArray[np.float32]:
+        return self.item_matrix
+
+    def query(self, context: ScoringContext) -> npt.NDArray[np.float32]:
+        return self.user_vector(context)
 
     def scores(self, context: ScoringContext) -> Scores:
         result: Scores = (self.item_matrix @ self.user_vector(context)).astype(np.float64)

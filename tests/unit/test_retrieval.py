@@ -1,0 +1,89 @@
+"""Approximate top-k (services/scoring/core/retrieval.py) on the real ALS model over MovieLens:
+on a small catalogue the index scans every cell, so its lists must equal the exact ones;
+excluded and seen items never come back, however many of the best items the user has seen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
+from rectune.domain.errors import NotFound
+from rectune.domain.events import Interaction
+from services.scoring.core.data import ScoringData
+from services.scoring.core.retrieval import ApproximateIndex, DotProductModel, RetrievalSettings
+from services.scoring.core.service import ScoringCore, ScoringLimits
+from services.scoring.core.strategies.registry import default_registry
+
+ALS = {"factors": 32, "iterations": 5}
+
+
+def core_with(retrieval: RetrievalSettings) -> ScoringCore:
+    items, interactions = load_movielens_atomic(MOVIELENS_100K)
+    data = ScoringData()
+    data.upsert_items(items)
+    data.add_interactions(interactions)
+    limits = ScoringLimits(fit_in_child_process=False, retrieval=retrieval)
+    return ScoringCore(default_registry(), limits, data)
+
+
+@pytest.fixture(scope="module")
+def cores():
+    """The same data and configuration ranked exactly, and through an index (threshold 1 item)."""
+    exact, approximate = core_with(RetrievalSettings(min_items=0)), core_with(RetrievalSettings(min_items=1))
+    configuration = exact.configuration("als", ALS)
+    yield exact, approximate, configuration
+    exact.close()
+    approximate.close()
+
+
+def ranked(core: ScoringCore, configuration, user: str, k: int = 10, exclude=(), exact: bool = False):
+    return [(s.item_id, round(s.score, 5)) for s in core.rank(configuration, user, [], k, list(exclude), exact=exact)]
+
+
+def test_the_index_is_built_at_fit_time_only_above_the_threshold(cores) -> None:
+    exact, approximate, configuration = cores
+    fitted = approximate.fitted(configuration)
+    index = approximate._index_of(fitted)
+    assert isinstance(index, ApproximateIndex) and index.n_items == 1682
+    assert index.index.nprobe == index.lists  # small: every cell is scanned, so it is exact
+    assert exact._index_of(exact.fitted(configuration)) is None
+    assert isinstance(fitted.model, DotProductModel)
+
+
+def test_below_the_threshold_exact_and_approximate_lists_are_the_same(cores) -> None:
+    exact, approximate, configuration = cores
+    users = [str(u) for u in range(1, 944, 7)]
+    for user in users:
+        assert ranked(approximate, configuration, user, k=20) == ranked(exact, configuration, user, k=20), user
+    # and `exact` bypasses the index on the same replica
+    assert ranked(approximate, configuration, "5", exact=True) == ranked(exact, configuration, "5")
+
+
+def test_seen_and_excluded_items_never_come_back_even_when_they_fill_the_top(cores) -> None:
+    exact, approximate, configuration = cores
+    # A cold user whose history is 45 of the 50 items the model ranks best for user 1:
+    # the index must over-fetch past them (and past 3 excluded ones) to fill 10 places.
+    best = [item for item, _ in ranked(exact, configuration, "1", k=50)]
+    history = [Interaction("", item, 5.0, 1_000_000.0 + n) for n, item in enumerate(best[:45])]
+    excluded = best[45:48]
+    lists = [[s.item_id for s in core.rank(configuration, "", history, 10, excluded)] for core in (exact, approximate)]
+    assert lists[0] == lists[1]
+    assert len(lists[1]) == 10 and not set(lists[1]) & (set(best[:45]) | set(excluded))
+
+
+def test_an_unknown_exclusion_is_refused_by_field_on_the_index_path(cores) -> None:
+    _, approximate, configuration = cores
+    with pytest.raises(NotFound, match=r"exclude_item_ids\[0\]"):
+        approximate.rank(configuration, "1", [], 10, ["no-such-item"])
+
+
+def test_the_index_finds_the_largest_inner_products_of_vectors_of_any_norm() -> None:
+    """The norm-completing transform: a vector of large norm wins an inner product even when
+    it is far from the query by distance."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((2000, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, (2000, 1)).astype(np.float32)
+    index = ApproximateIndex(vectors, probes=10_000)  # every cell: exact
+    query = rng.standard_normal(16).astype(np.float32)
+    expected = np.argsort(-(vectors @ query), kind="stable")[:10]
+    assert set(index.search(query, 10).tolist()) == set(expected.tolist())
