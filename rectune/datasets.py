@@ -63,15 +63,27 @@ def _required(path: Path, line: int, row: dict[str, str], column: str) -> str:
 
 def load_interactions(path: Path, delimiter: str = ",") -> list[Interaction]:
     """Columns user_id, item_id, rating, timestamp (unix seconds)."""
-    return [
-        Interaction(
-            _required(path, line, row, "user_id"),
-            _required(path, line, row, "item_id"),
-            _number(path, line, row, "rating"),
-            _number(path, line, row, "timestamp"),
+    return [interaction for chunk in iter_interactions(path, delimiter) for interaction in chunk]
+
+
+def iter_interactions(path: Path, delimiter: str = ",", chunk: int = 100_000) -> Iterator[list[Interaction]]:
+    """The interactions file in lists of at most ``chunk``: a large file is never held whole
+    as Python objects (ten million rows would be gigabytes of them)."""
+    batch: list[Interaction] = []
+    for line, row in _rows(path, delimiter):
+        batch.append(
+            Interaction(
+                _required(path, line, row, "user_id"),
+                _required(path, line, row, "item_id"),
+                _number(path, line, row, "rating"),
+                _number(path, line, row, "timestamp"),
+            )
         )
-        for line, row in _rows(path, delimiter)
-    ]
+        if len(batch) == chunk:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def item_text(title: str, year: str, genres: str) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import structlog
 
-from rectune.datasets import DatasetError, load_interactions, load_items, load_movielens_atomic
+from rectune.datasets import DatasetError, iter_interactions, load_items, load_movielens_atomic
+from rectune.domain.events import Interaction
 from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
 from services.common.background import run_periodically
 from services.common.clients import client_options_from, make_channel
@@ -138,21 +139,36 @@ class ScoringSettings(ServerSettings):
 
 
 def load_dataset(core: ScoringCore, settings: ScoringSettings, live_start: float) -> None:
-    if settings.dataset:
-        items, interactions = load_movielens_atomic(Path(settings.dataset))
-    elif settings.items_csv:
-        items, interactions = load_items(Path(settings.items_csv)), load_interactions(Path(settings.interactions_csv))
-    else:
-        return
     # Straight into the data, not through the RPC path: the files are read again at every
     # start, so they are not journaled. Vectors are made on the first content fit or upsert:
     # start-up does not wait for EmbeddingService.
     # The dataset ends where live data begins (the first journaled interaction, or now): the
     # same shift at every start, so the journal's interactions always come after it.
-    interactions, offset = shifted_to_end_at(interactions, live_start)
-    log.info("dataset_loaded", items=len(items), interactions=len(interactions), shifted_days=round(offset / 86400, 1))
-    core.data.upsert_items(items)
-    core.data.add_interactions(interactions)
+    if settings.dataset:
+        items, interactions = load_movielens_atomic(Path(settings.dataset))
+        interactions, offset = shifted_to_end_at(interactions, live_start)
+        core.data.upsert_items(items)
+        core.data.add_interactions(interactions)
+        count = len(interactions)
+    elif settings.items_csv:
+        items = load_items(Path(settings.items_csv))
+        core.data.upsert_items(items)
+        count, offset = load_interactions_in_chunks(core, Path(settings.interactions_csv), live_start)
+    else:
+        return
+    log.info("dataset_loaded", items=len(items), interactions=count, shifted_days=round(offset / 86400, 1))
+
+
+def load_interactions_in_chunks(core: ScoringCore, path: Path, live_start: float) -> tuple[int, float]:
+    """A large interactions file in two passes (its newest time, then the rows shifted by the
+    same offset), a chunk at a time: never the whole file as Python objects."""
+    newest = max((max(i.time for i in chunk) for chunk in iter_interactions(path)), default=live_start)
+    offset = max(0.0, live_start - newest)
+    count = 0
+    for chunk in iter_interactions(path):
+        shifted = [Interaction(i.user_id, i.item_id, i.value, i.time + offset) for i in chunk] if offset else chunk
+        count += core.data.add_interactions(shifted)
+    return count, offset
 
 
 def build(settings: ScoringSettings) -> RunningService:

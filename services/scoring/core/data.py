@@ -9,7 +9,6 @@ strategy uses history at ranking time.
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,11 +77,11 @@ class TrainingData:
 
 
 class Column:
-    """An append-only numpy column that doubles its buffer when full: 8 bytes a row instead
-    of a Python object per row, and a snapshot is a copy of a slice."""
+    """An append-only numpy column that doubles its buffer when full: 4 or 8 bytes a row
+    instead of a Python object per row, and a snapshot is a copy of a slice."""
 
-    def __init__(self, dtype: type[np.generic]) -> None:
-        self._buffer = np.zeros(1024, dtype=dtype)
+    def __init__(self, dtype: type[np.generic], capacity: int = 1024) -> None:
+        self._buffer = np.zeros(capacity, dtype=dtype)
         self.size = 0
 
     def extend(self, values: Sequence[float] | Sequence[int]) -> None:
@@ -94,6 +93,14 @@ class Column:
         self._buffer[self.size : needed] = values
         self.size = needed
 
+    def append(self, value: float) -> None:
+        if self.size == len(self._buffer):
+            grown = np.zeros(2 * len(self._buffer), dtype=self._buffer.dtype)
+            grown[: self.size] = self._buffer
+            self._buffer = grown
+        self._buffer[self.size] = value
+        self.size += 1
+
     def view(self, start: int = 0, stop: int | None = None) -> npt.NDArray[Any]:
         """Rows start..stop as a view: valid until the next append grows the buffer, so
         callers copy (or use it) under the store's lock."""
@@ -104,10 +111,16 @@ class Column:
         return int(self._buffer.nbytes)
 
 
+# What a user's row column costs besides its rows: the Column and its ndarray objects.
+ROW_COLUMN_OVERHEAD = 200
+
+
 class ScoringData:
     """Thread-safe, append-only store of items and interactions, with a version number.
-    Interactions are kept in numpy columns (user row, item position, value, time) and a
-    per-user list of their row numbers."""
+    Interactions are kept in numpy columns (user row and item position as int32, value and
+    time as float64: 24 bytes) and, per user, a numpy column of their row numbers (4 bytes a
+    row): about 28 bytes an interaction plus the columns' growth room (bench/scale.py
+    measures it), and no Python object per row."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -115,11 +128,11 @@ class ScoringData:
         self.item_index: dict[str, int] = {}
         self.user_index: dict[str, int] = {}
         self.user_ids: list[str] = []
-        self._users = Column(np.int64)
-        self._items = Column(np.int64)
+        self._users = Column(np.int32)
+        self._items = Column(np.int32)
         self._values = Column(np.float64)
         self._times = Column(np.float64)
-        self._by_user: dict[int, list[int]] = {}
+        self._rows_of_user: list[Column] = []  # by user row: that user's interaction rows
         self.version = 0
 
     @property
@@ -131,15 +144,16 @@ class ScoringData:
         return self._users.size
 
     def interaction_bytes(self) -> int:
-        """Memory held by the interactions (columns, and the per-user row lists' entries)."""
+        """Memory held by the interactions (columns, and the per-user row columns with their
+        objects' overhead)."""
         with self._lock:
             columns = self._users.nbytes + self._items.nbytes + self._values.nbytes + self._times.nbytes
-            rows = sum(sys.getsizeof(rows) for rows in self._by_user.values()) + 28 * self.n_interactions
+            rows = sum(rows.nbytes + ROW_COLUMN_OVERHEAD for rows in self._rows_of_user)
         return columns + rows
 
     def shape(self) -> DataShape:
         with self._lock:
-            return DataShape.of([len(rows) for rows in self._by_user.values()], len(self.items))
+            return DataShape.of([rows.size for rows in self._rows_of_user], len(self.items))
 
     def item_ids(self, positions: Sequence[int]) -> list[str]:
         with self._lock:
@@ -184,7 +198,8 @@ class ScoringData:
                 if user is None:
                     user = self.user_index[interaction.user_id] = len(self.user_ids)
                     self.user_ids.append(interaction.user_id)
-                self._by_user.setdefault(user, []).append(first_row + offset)
+                    self._rows_of_user.append(Column(np.int32, capacity=4))
+                self._rows_of_user[user].append(first_row + offset)
                 users.append(user)
             self._users.extend(users)
             self._items.extend([self.item_index[i.item_id] for i in interactions])
@@ -198,7 +213,7 @@ class ScoringData:
         the count to pass next time (interactions are only ever appended)."""
         with self._lock:
             end = self._items.size
-            items = self._items.view(start, end).copy()
+            items = self._items.view(start, end).astype(np.int64)
             times = self._times.view(start, end).copy()
         return items, times, end
 
@@ -207,8 +222,8 @@ class ScoringData:
             return TrainingData(
                 item_ids=tuple(item.item_id for item in self.items),
                 user_ids=tuple(self.user_ids),
-                users=self._users.view().copy(),
-                items=self._items.view().copy(),
+                users=self._users.view().astype(np.int64),
+                items=self._items.view().astype(np.int64),
                 values=self._values.view().copy(),
                 times=self._times.view().copy(),
             )
@@ -217,8 +232,8 @@ class ScoringData:
         """The user's current history, by time (empty for an unknown user)."""
         with self._lock:
             user = self.user_index.get(user_id)
-            rows = np.array(self._by_user.get(user, []) if user is not None else [], dtype=np.int64)
-            items = self._items.view()[rows]
+            rows = self._rows_of_user[user].view() if user is not None else np.zeros(0, dtype=np.int64)
+            items = self._items.view()[rows].astype(np.int64)
             values = self._values.view()[rows]
             times = self._times.view()[rows]
         order = np.argsort(times, kind="stable")

@@ -26,36 +26,49 @@ SPACE = StrategySpace(
         Hyperparameter("shrinkage", ParamType.FLOAT, 10.0, "added to the cosine denominator", 0.0, 1000.0),
     ),
 )
-CHUNK = 1024
+# Rows of the item x item product computed at once: bounded so that a chunk's co-occurrences
+# (at most rows x items) stay within about CHUNK_CELLS, whatever the catalogue size.
+CHUNK_CELLS = 2**26
+MAX_CHUNK_ROWS = 4096
 
 
 def cosine_top_k(matrix: sp.csr_matrix, neighbours: int, shrinkage: float) -> sp.csr_matrix:
-    """items x items similarities, top ``neighbours`` per row, the diagonal excluded."""
+    """items x items similarities, top ``neighbours`` per row, the diagonal excluded.
+
+    Computed a chunk of items at a time from the sparse co-occurrences alone (a pair of items
+    no user shares has similarity 0 and is never a neighbour), so memory stays bounded by the
+    chunk and by the result, items x ``neighbours``, at every catalogue size."""
     binary = (matrix > 0).astype(np.float32).tocsc()
     n_items = binary.shape[1]
     norms = np.sqrt(np.asarray(binary.multiply(binary).sum(axis=0)).ravel())
     keep = min(neighbours, max(n_items - 1, 1))
-    rows, cols, vals = [], [], []
     item_major = binary.T.tocsr()
-    for start in range(0, n_items, CHUNK):
-        stop = min(start + CHUNK, n_items)
-        dots = (item_major[start:stop] @ binary).toarray()
-        dots /= np.outer(norms[start:stop], norms) + shrinkage + 1e-12
-        dots[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        top = (
-            np.argpartition(-dots, keep - 1, axis=1)[:, :keep]
-            if keep < n_items
-            else np.tile(np.arange(n_items), (stop - start, 1))
-        )
-        values = np.take_along_axis(dots, top, axis=1)
-        rows.append(np.repeat(np.arange(start, stop), top.shape[1]))
-        cols.append(top.ravel())
-        vals.append(values.ravel())
-    similarity = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
-    )
+    chunk = max(1, min(MAX_CHUNK_ROWS, CHUNK_CELLS // max(n_items, 1)))
+    parts = [
+        _top_of_chunk(item_major[start : min(start + chunk, n_items)] @ binary, start, norms, shrinkage, keep)
+        for start in range(0, n_items, chunk)
+    ]
+    rows, cols, vals = (np.concatenate(column) if parts else np.zeros(0) for column in zip(*parts, strict=True))
+    similarity = sp.csr_matrix((vals, (rows, cols)), shape=(n_items, n_items))
     similarity.eliminate_zeros()
     return similarity
+
+
+def _top_of_chunk(
+    dots: sp.spmatrix, start: int, norms: np.ndarray, shrinkage: float, keep: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``keep`` largest cosines of each row of a chunk, as (row, column, value) arrays;
+    ties broken by the lower column."""
+    coo = dots.tocoo()
+    rows, cols = coo.row.astype(np.int64) + start, coo.col.astype(np.int64)
+    values = coo.data / (norms[rows] * norms[cols] + shrinkage + 1e-12)
+    off_diagonal = (rows != cols) & (values > 0)
+    rows, cols, values = rows[off_diagonal], cols[off_diagonal], values[off_diagonal]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    first_of_row = np.searchsorted(rows, rows, side="left")
+    kept = np.arange(len(rows)) - first_of_row < keep
+    return rows[kept], cols[kept], values[kept].astype(np.float32)
 
 
 class ItemKnnModel:
