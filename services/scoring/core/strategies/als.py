@@ -65,18 +65,30 @@ def fit_als(
     return model
 
 
-def solve_user(
-    item_factors: npt.NDArray[np.float32], history: History, alpha: float, regularization: float
-) -> npt.NDArray[np.float64]:
-    """argmin_x sum_i c_i (p_i - x.y_i)^2 + reg |x|^2 with p_i = 1 on the user's items."""
+def item_gram(item_factors: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Y^T Y in float64: the same for every user, so computed once per model (it reads every
+    item: at a million items, far more work than the rest of a request)."""
     y = item_factors.astype(np.float64)
-    k = y.shape[1]
-    items = history.items[history.items < len(y)]
-    a = y.T @ y + regularization * np.eye(k)
+    gram: npt.NDArray[np.float64] = y.T @ y
+    return gram
+
+
+def solve_user(
+    item_factors: npt.NDArray[np.float32],
+    history: History,
+    alpha: float,
+    regularization: float,
+    gram: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
+    """argmin_x sum_i c_i (p_i - x.y_i)^2 + reg |x|^2 with p_i = 1 on the user's items;
+    ``gram`` is item_gram(item_factors), passed when the caller keeps it."""
+    k = item_factors.shape[1]
+    items = history.items[history.items < len(item_factors)]
     if len(items) == 0:
         return np.zeros(k)
+    a = (item_gram(item_factors) if gram is None else gram) + regularization * np.eye(k)
     confidence = alpha * np.where(history.values[: len(items)] > 0, history.values[: len(items)], 1.0)
-    yi = y[items]
+    yi = item_factors[items].astype(np.float64)
     a += (yi * confidence[:, None]).T @ yi
     b = (yi * (1.0 + confidence)[:, None]).sum(axis=0)
     solution: npt.NDArray[np.float64] = np.linalg.solve(a, b)
@@ -108,7 +120,16 @@ class AlsModel:
         if row is not None and row < len(self.user_factors) and len(context.history.items) == self.fitted_counts[row]:
             fitted: npt.NDArray[np.float32] = self.user_factors[row]
             return fitted
-        return solve_user(self.item_factors, context.history, self.alpha, self.regularization).astype(np.float32)
+        return solve_user(
+            self.item_factors, context.history, self.alpha, self.regularization, self._item_gram()
+        ).astype(np.float32)
+
+    def _item_gram(self) -> npt.NDArray[np.float64]:
+        # Made on first use, not in __init__: models stored before it existed load without it.
+        gram: npt.NDArray[np.float64] | None = getattr(self, "gram", None)
+        if gram is None:
+            gram = self.gram = item_gram(self.item_factors)
+        return gram
 
     def scores(self, context: ScoringContext) -> Scores:
         # float32 products, as implicit computes them, so rankings match the library's.
