@@ -38,7 +38,9 @@ def cosine_top_k(matrix: sp.csr_matrix, neighbours: int, shrinkage: float) -> sp
     Computed a chunk of items at a time from the sparse co-occurrences alone (a pair of items
     no user shares has similarity 0 and is never a neighbour), so memory stays bounded by the
     chunk and by the result, items x ``neighbours``, at every catalogue size."""
-    binary = (matrix > 0).astype(np.float32).tocsc()
+    # users x items and items x users, both CSR: each chunk's product then needs no conversion
+    # of the whole matrix (scipy would convert a CSC operand on every call).
+    binary = (matrix > 0).astype(np.float32).tocsr()
     n_items = binary.shape[1]
     norms = np.sqrt(np.asarray(binary.multiply(binary).sum(axis=0)).ravel())
     keep = min(neighbours, max(n_items - 1, 1))
