@@ -224,13 +224,18 @@ def parse_configuration(strategy: str | None, params: list[str], whole: str | No
             usage_error(f'--configuration: must be JSON like {{"strategy": "als", "params": {{}}}} ({exc})')
     if not strategy:
         usage_error("--strategy: required (or --configuration)")
+    return Configuration(strategy, parse_assignments(params, "--param: must be name=value"))
+
+
+def parse_assignments(items: list[str], rule: str) -> dict[str, Any]:
+    """["factors=64", "alpha=2"] -> {"factors": 64, "alpha": 2}; ``rule`` heads the error."""
     parsed: dict[str, Any] = {}
-    for item in params:
+    for item in items:
         name, sep, raw = item.partition("=")
         if not sep or not name:
-            usage_error(f"--param: must be name=value, got {item[:40]!r}")
+            usage_error(f"{rule}, got {item[:40]!r}")
         parsed[name] = parse_value(raw)
-    return Configuration(strategy, parsed)
+    return parsed
 
 
 def parse_value(raw: str) -> Any:
@@ -314,12 +319,7 @@ def settings_set(
     assignments: Annotated[list[str], typer.Argument(help="field=value, e.g. algorithm=ucb1 guardrail.enabled=false")],
 ) -> None:
     """Change some settings; the rest keep their values."""
-    changes: dict[str, Any] = {}
-    for item in assignments:
-        path, sep, raw = item.partition("=")
-        if not sep or not path:
-            usage_error(f"settings set: must be field=value, got {item[:40]!r} (see `rectune settings show`)")
-        changes[path] = parse_value(raw)
+    changes = parse_assignments(assignments, "settings set: must be field=value (see `rectune settings show`)")
     with connected() as client:
         known = settings_paths(client.settings())
         unknown = [path for path in changes if path not in known]
