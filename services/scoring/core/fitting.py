@@ -15,10 +15,13 @@ from rectune.domain.configuration import Configuration
 from services.scoring.core.data import TrainingData
 from services.scoring.core.freshness import Freshness
 from services.scoring.core.ranking import Calibration, Metrics, fit_platt, ranking_metrics, summarise
-from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport, select_items
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport, scores_at, select_items
 
 NEGATIVES_PER_POSITIVE = 4
 CALIBRATION_SEED = 7
+# Users whose newest interaction calibrates a model: a seeded sample beyond this many. Each is
+# a scoring of the model, and Platt scaling's two parameters need far fewer pairs.
+CALIBRATION_MAX_USERS = 5000
 ECE_BINS = 10
 
 
@@ -149,17 +152,27 @@ def calibration_pairs(
     rng = np.random.default_rng(CALIBRATION_SEED)
     histories = train.histories()
     scores, labels, users = [], [], []
-    for user, positive in held_out.items():
+    for user, positive in sampled(held_out).items():
         history = histories[user]
-        user_scores = model.scores(ScoringContext(history, user, float(train.times.max())))
         negatives = rng.integers(0, model.n_items, NEGATIVES_PER_POSITIVE)
         seen = set(history.items.tolist()) | {positive}
         pairs = [(positive, 1.0)] + [(int(n), 0.0) for n in negatives if int(n) not in seen]
-        for item, label in pairs:
-            scores.append(user_scores[item])
+        items = np.array([item for item, _ in pairs], dtype=np.int64)
+        user_scores = scores_at(model, ScoringContext(history, user, float(train.times.max())), items)
+        for score, (_, label) in zip(user_scores.tolist(), pairs, strict=True):
+            scores.append(score)
             labels.append(label)
             users.append(user)
     return np.array(scores, dtype=np.float64), np.array(labels, dtype=np.float64), np.array(users, dtype=np.int64)
+
+
+def sampled(held_out: dict[int, int]) -> dict[int, int]:
+    """At most CALIBRATION_MAX_USERS of the held-out users (seeded), in their order."""
+    if len(held_out) <= CALIBRATION_MAX_USERS:
+        return held_out
+    users = list(held_out)
+    chosen = np.sort(np.random.default_rng(CALIBRATION_SEED).choice(len(users), CALIBRATION_MAX_USERS, replace=False))
+    return {users[i]: held_out[users[i]] for i in chosen.tolist()}
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -21,6 +21,7 @@ __all__ = [
     "Strategy",
     "TrainingReport",
     "history_vector",
+    "scores_at",
     "select_items",
 ]
 
@@ -71,6 +72,23 @@ class Strategy(Protocol):
         """Fit on ``data``. ``live`` is the growing store for strategies that read fresh
         interactions at ranking time; None fits a frozen model (offline evaluation)."""
         ...
+
+
+def scores_at(model: FittedModel, context: ScoringContext, items: npt.NDArray[np.int64]) -> Scores:
+    """The model's scores of some items: without scoring the whole catalogue where the model
+    can (dot products of those items' vectors; item_knn's similarities to those items)."""
+    own = getattr(model, "scores_at", None)
+    if own is not None:
+        result: Scores = own(context, items)
+        return result
+    vectors, query = getattr(model, "item_vectors", None), getattr(model, "query", None)
+    if vectors is not None and query is not None:
+        user = query(context)
+        if user is None:
+            return np.zeros(len(items))
+        dot: Scores = (vectors()[items] @ user).astype(np.float64) * float(model.score_scale)  # type: ignore[attr-defined]
+        return dot
+    return model.scores(context)[items]
 
 
 def history_vector(history: History, n_items: int) -> Scores:
