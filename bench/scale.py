@@ -283,7 +283,7 @@ def compare_indexes(n_items: int, n_interactions: int) -> dict[str, Any]:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from services.scoring.core.retrieval import DEFAULT_PROBES, ApproximateIndex, _complete_norms
+    from services.scoring.core.retrieval import DEFAULT_SCAN_SHARE, ApproximateIndex, _complete_norms
 
     data = synthetic(n_items, n_interactions)
     matrix = sp.csr_matrix(
@@ -307,8 +307,12 @@ def compare_indexes(n_items: int, n_interactions: int) -> dict[str, Any]:
         return {**percentiles_ms(latencies), "recall_at_10": round(float(np.mean(recalls)), 4)}
 
     started = time.perf_counter()
-    ivf = ApproximateIndex(items, DEFAULT_PROBES)
-    result["faiss_ivf"] = {"build_seconds": round(time.perf_counter() - started, 2), "cells": ivf.lists}
+    ivf = ApproximateIndex(items, DEFAULT_SCAN_SHARE)
+    result["faiss_ivf"] = {
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "cells": ivf.lists,
+        "cells_scanned": int(ivf.index.nprobe),
+    }
     result["faiss_ivf"].update(score(lambda q: ivf.search(q, K).tolist()))
     completed = _complete_norms(items)
     started = time.perf_counter()

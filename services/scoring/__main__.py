@@ -85,10 +85,11 @@ class ScoringSettings(ServerSettings):
         help="als, content and two_tower rank with an approximate index (faiss IVF, built at fit) from this "
         "many items on; exact below; 0 = always exact",
     )
-    ann_probes: int = option(
-        env="RECTUNE_SCORING_ANN_PROBES",
-        default=64,
-        help="index cells scanned per request: more, better recall and slower (README, Scaling)",
+    ann_scan_share: float = option(
+        env="RECTUNE_SCORING_ANN_SCAN_SHARE",
+        default=0.1,
+        help="share of the index's cells scanned per request (at least 64): more, better recall and slower "
+        "(README, Scaling)",
     )
     refit_check_seconds: float = option(
         env="RECTUNE_SCORING_REFIT_CHECK_SECONDS",
@@ -128,8 +129,8 @@ class ScoringSettings(ServerSettings):
             raise SettingsError(f"--max-fit-seconds: must be > 0, got {self.max_fit_seconds}")
         if self.ann_min_items < 0:
             raise SettingsError(f"--ann-min-items: must be >= 0, got {self.ann_min_items}")
-        if self.ann_probes < 1:
-            raise SettingsError(f"--ann-probes: must be >= 1, got {self.ann_probes}")
+        if not 0.0 < self.ann_scan_share <= 1.0:
+            raise SettingsError(f"--ann-scan-share: must be in (0, 1], got {self.ann_scan_share}")
         if self.dataset and (self.items_csv or self.interactions_csv):
             raise SettingsError("--dataset and --items-csv/--interactions-csv: give one or the other")
         if bool(self.items_csv) != bool(self.interactions_csv):
@@ -180,7 +181,7 @@ def build(settings: ScoringSettings) -> RunningService:
     encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(embedding_channel))
     vectors = ItemVectors(data, encoder, VectorStore(engine))
     refit = RefitPolicy(settings.refit_interactions, settings.refit_share, settings.refit_max_age_seconds)
-    retrieval = RetrievalSettings(settings.ann_min_items, settings.ann_probes)
+    retrieval = RetrievalSettings(settings.ann_min_items, settings.ann_scan_share)
     limits = ScoringLimits(
         settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit, retrieval=retrieval
     )

@@ -13,8 +13,9 @@ The index is faiss's IVF with inner product over the item vectors reduced to a
 nearest-neighbour problem: each item vector x gets one more coordinate sqrt(M^2 - |x|^2)
 (M the largest norm) and a query q a 0 there, so that the nearest items by distance are the
 items of the largest q.x (maximum inner product search by a norm-completing transform). IVF
-partitions the items into ``lists`` cells with k-means and scans the ``probes`` cells nearest
-to the query. Why faiss's IVF and not HNSW (faiss's or hnswlib's): bench/scale.py measured
+partitions the items into about 4 sqrt(items) cells with k-means and scans the cells nearest
+to the query: ``scan_share`` of them (10%), and at least 64 (so a small catalogue's index
+scans every cell and is exact). Why faiss's IVF and not HNSW (faiss's or hnswlib's): bench/scale.py measured
 them here; the README gives the numbers, and hnswlib ships no wheel for this Python (it
 would compile at install).
 """
@@ -32,9 +33,10 @@ from services.scoring.core.strategies.base import ScoringContext
 
 Vectors = npt.NDArray[np.float32]
 Indices = npt.NDArray[np.int64]
-# Cells scanned per query: at 1,000,000 items and 4,000 cells, 64 cells are about 16,000
-# vectors, recall@10 >= 0.95 measured (bench/scale.py); more cells, better recall, slower.
-DEFAULT_PROBES = 64
+# The share of cells scanned per query: at 100,000 items (1,264 cells) on ALS vectors, 5%
+# gave recall@10 0.92 and 10% 0.995 (bench/scale.py's data); more, better recall, slower.
+DEFAULT_SCAN_SHARE = 0.1
+MIN_PROBES = 64
 TRAINING_SAMPLE = 100_000  # vectors the k-means of the cells is trained on (faiss: >= 39 per cell)
 SEED = 1234
 
@@ -58,7 +60,7 @@ class DotProductModel(Protocol):
 @dataclass(frozen=True)
 class RetrievalSettings:
     min_items: int = 50_000  # an index for catalogues at least this large; 0: never
-    probes: int = DEFAULT_PROBES
+    scan_share: float = DEFAULT_SCAN_SHARE
 
     def wants_index(self, model: object) -> bool:
         return (
@@ -72,7 +74,7 @@ class RetrievalSettings:
 class ApproximateIndex:
     """IVF over norm-completed item vectors (see the module's docstring)."""
 
-    def __init__(self, vectors: Vectors, probes: int = DEFAULT_PROBES) -> None:
+    def __init__(self, vectors: Vectors, scan_share: float = DEFAULT_SCAN_SHARE) -> None:
         import faiss  # imported here: only replicas with large catalogues build an index
 
         items = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -88,7 +90,7 @@ class ApproximateIndex:
             sample = completed[np.sort(rows)]
         self.index.train(sample)
         self.index.add(completed)
-        self.index.nprobe = min(probes, lists)
+        self.index.nprobe = min(lists, max(MIN_PROBES, math.ceil(scan_share * lists)))
         self.lists = lists
 
     def search(self, query: npt.NDArray[np.float32], count: int) -> Indices:

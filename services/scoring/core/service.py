@@ -283,7 +283,7 @@ class ScoringCore:
         started = time.perf_counter()
         model = fitted.model
         assert isinstance(model, DotProductModel)
-        index = ApproximateIndex(model.item_vectors(), self.limits.retrieval.probes)
+        index = ApproximateIndex(model.item_vectors(), self.limits.retrieval.scan_share)
         cached = {id(entry) for entry in self.cache.entries()}
         with self._served_lock:
             self._indexes = {k: v for k, v in self._indexes.items() if id(v[0]) in cached}
