@@ -46,7 +46,7 @@ def test_the_index_is_built_at_fit_time_only_above_the_threshold(cores) -> None:
     fitted = approximate.fitted(configuration)
     index = approximate._index_of(fitted)
     assert isinstance(index, ApproximateIndex) and index.n_items == 1682
-    assert index.index.nprobe == index.lists  # small: every cell is scanned, so it is exact
+    assert len(index.head) == 1682 and index.index is None  # no larger than the head: scanned whole
     assert exact._index_of(exact.fitted(configuration)) is None
     assert isinstance(fitted.model, DotProductModel)
 
@@ -78,12 +78,16 @@ def test_an_unknown_exclusion_is_refused_by_field_on_the_index_path(cores) -> No
         approximate.rank(configuration, "1", [], 10, ["no-such-item"])
 
 
-def test_the_index_finds_the_largest_inner_products_of_vectors_of_any_norm() -> None:
-    """The norm-completing transform: a vector of large norm wins an inner product even when
-    it is far from the query by distance."""
+@pytest.mark.parametrize("head_items", [0, 50, 2000])
+def test_the_index_finds_the_largest_inner_products_of_vectors_of_any_norm(head_items: int) -> None:
+    """The norm-completing transform (a vector of large norm wins an inner product even when
+    it is far from the query by distance) and the exact head: with every cell scanned, the
+    candidates hold the true top 10 whatever the split."""
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((2000, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, (2000, 1)).astype(np.float32)
-    index = ApproximateIndex(vectors, scan_share=1.0)  # every cell: exact
-    query = rng.standard_normal(16).astype(np.float32)
-    expected = np.argsort(-(vectors @ query), kind="stable")[:10]
-    assert set(index.search(query, 10).tolist()) == set(expected.tolist())
+    index = ApproximateIndex(vectors, scan_share=1.0, head_items=head_items)
+    assert len(index.head) == head_items and (index.index is None) == (head_items == 2000)
+    for query in rng.standard_normal((20, 16)).astype(np.float32):
+        candidates = index.search(query, 10)
+        expected = np.argsort(-(vectors @ query), kind="stable")[:10]
+        assert set(expected.tolist()) <= set(candidates.tolist())
