@@ -44,17 +44,44 @@ def table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Lines through the sizes where items and interactions grow together (10^4 x 10^5 to
+    10^6 x 10^7); other sizes as unconnected points."""
     figure, (fits, ranks) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = result["sizes"]
+    ratio = min(s["interactions"] / s["items"] for s in sizes)
+    diagonal = [s for s in sizes if s["interactions"] / s["items"] == ratio]
+    others = [s for s in sizes if s not in diagonal]
     strategies = sorted({name for _, name, _ in rows(result)})
+    colours = {name: f"C{n}" for n, name in enumerate(strategies)}
     for name in strategies:
-        points = [(s["interactions"], m["fit_seconds"]) for s, n, m in rows(result) if n == name and "fit_seconds" in m]
-        fits.plot(*zip(*sorted(points), strict=True), marker="o", label=name)
-        points = [(s["items"], m["rank"]["p99_ms"]) for s, n, m in rows(result) if n == name and "rank" in m]
-        ranks.plot(*zip(*sorted(points), strict=True), marker="o", label=name)
-    echo = sorted({(s["items"], m["echo"]["p99_ms"]) for s, _, m in rows(result) if "echo" in m})
-    ranks.plot(*zip(*echo, strict=True), linestyle="--", color="grey", label="echo (same server)")
-    fits.set(xscale="log", yscale="log", xlabel="interactions", ylabel="fit seconds", title="Fit time")
-    ranks.set(xscale="log", yscale="log", xlabel="items", ylabel="RankItems p99 (ms)", title="Ranking latency")
+        on = [(s, s["strategies"][name]) for s in diagonal if "rank" in s["strategies"].get(name, {})]
+        if on:
+            fits.plot(
+                [s["interactions"] for s, _ in on],
+                [m["fit_seconds"] for _, m in on],
+                "o-",
+                color=colours[name],
+                label=name,
+            )
+            ranks.plot(
+                [s["items"] for s, _ in on], [m["rank"]["p99_ms"] for _, m in on], "o-", color=colours[name], label=name
+            )
+        off = [(s, s["strategies"][name]) for s in others if "rank" in s["strategies"].get(name, {})]
+        for s, m in off:
+            fits.plot(s["interactions"], m["fit_seconds"], "x", color=colours[name])
+            ranks.plot(s["items"], m["rank"]["p99_ms"], "x", color=colours[name])
+    echo = [
+        (s["items"], sorted(m["echo"]["p99_ms"] for m in s["strategies"].values() if "echo" in m)) for s in diagonal
+    ]
+    ranks.plot([i for i, _ in echo], [v[len(v) // 2] for _, v in echo], "--", color="grey", label="echo p99 (median)")
+    fits.set(xscale="log", yscale="log", xlabel="interactions", ylabel="fit seconds", title="Fit time (x: 10^4 items)")
+    ranks.set(
+        xscale="log",
+        yscale="log",
+        xlabel="items",
+        ylabel="RankItems p99 (ms)",
+        title="Ranking latency (x: 10^6 interactions)",
+    )
     for axes in (fits, ranks):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)

@@ -80,6 +80,8 @@ class Column:
     """An append-only numpy column that doubles its buffer when full: 4 or 8 bytes a row
     instead of a Python object per row, and a snapshot is a copy of a slice."""
 
+    __slots__ = ("_buffer", "size")  # one per user too: no per-instance dict
+
     def __init__(self, dtype: type[np.generic], capacity: int = 1024) -> None:
         self._buffer = np.zeros(capacity, dtype=dtype)
         self.size = 0
@@ -112,7 +114,7 @@ class Column:
 
 
 # What a user's row column costs besides its rows: the Column and its ndarray objects.
-ROW_COLUMN_OVERHEAD = 200
+ROW_COLUMN_OVERHEAD = 160  # 48 (the Column, with slots) + 112 (the ndarray header)
 
 
 class ScoringData:
