@@ -49,10 +49,18 @@ function showError(message, source = "action") {
   box.hidden = !message;
 }
 
+// The API's error in words: a service's {error}, or FastAPI's {detail} (a string, or a list of
+// field errors for a malformed request).
+function errorText(body, response) {
+  if (body.error) return body.error;
+  if (Array.isArray(body.detail)) return body.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  return body.detail || response.statusText;
+}
+
 async function getJson(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
   const body = await response.json();
-  if (!response.ok) throw new Error(body.error || body.detail || response.statusText);
+  if (!response.ok) throw new Error(errorText(body, response));
   return body;
 }
 
@@ -114,7 +122,7 @@ async function changeState(armId, action) {
       method: "POST", headers, body: JSON.stringify({ action, reason: `${action} from the dashboard` }),
     });
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error || body.detail || response.statusText);
+    if (!response.ok) throw new Error(errorText(body, response));
     showError("");
     await refresh();
   } catch (error) {
