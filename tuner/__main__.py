@@ -36,7 +36,7 @@ from services.common.observability import serve_registry
 from services.common.server import HealthState, serve_health_only
 from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
-from tuner.controller import Controller, Plan
+from tuner.controller import Action, Controller, Plan
 from tuner.errors import TunerError
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
@@ -85,13 +85,19 @@ def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: Audit
 
 def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:
     """Plan, record and (unless a dry run) apply one cycle; the plan and outcomes as a dict."""
-    plan: Plan = controller.plan()
-    outcomes = [] if dry_run else controller.apply(plan)
-    audit.record(plan, dry_run, outcomes)
+    plan, outcomes = run_cycle(controller, audit, dry_run)
     result = plan.to_dict()
     result["dry_run"] = dry_run
     if not dry_run:
         result["outcomes"] = [{"kind": a.kind, "arm_id": a.arm_id, "outcome": o} for a, o in outcomes]
+    return result
+
+
+def run_cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> tuple[Plan, list[tuple[Action, str]]]:
+    """Plan, record and (unless a dry run) apply one cycle; the plan and each action's outcome."""
+    plan: Plan = controller.plan()
+    outcomes = [] if dry_run else controller.apply(plan)
+    audit.record(plan, dry_run, outcomes)
     log.info(
         "cycle",
         cycle_id=plan.cycle_id,
@@ -100,7 +106,7 @@ def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, o
         rejected=len(plan.rejected),
         failed=sum(1 for _, o in outcomes if o != "applied"),
     )
-    return result
+    return plan, outcomes
 
 
 def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings) -> None:
@@ -124,25 +130,18 @@ def run_forever(controller: Controller, audit: AuditLog, settings: TunerSettings
     try:
         while not stop.is_set():
             try:
-                result = cycle(controller, audit, dry_run=False)
+                _, outcomes = run_cycle(controller, audit, dry_run=False)
             except (TunerError, SpaceError, SQLAlchemyError) as exc:  # the next cycle tries again
                 signals.cycle_failed()
                 log.warning("cycle_failed", error=str(exc))
             else:
-                signals.cycle_succeeded([str(outcome["kind"]) for outcome in _outcomes(result)])
+                signals.cycle_succeeded([action.kind for action, outcome in outcomes if outcome == "applied"])
             stop.wait(settings.interval_seconds)
     finally:
         health.shutdown()
         for stopper in (stop_health, stop_metrics):
             if stopper is not None:
                 stopper()
-
-
-def _outcomes(result: dict[str, object]) -> list[dict[str, object]]:
-    """The applied actions of a cycle's result."""
-    outcomes = result.get("outcomes", [])
-    assert isinstance(outcomes, list)
-    return [o for o in outcomes if isinstance(o, dict) and o.get("outcome") == "applied"]
 
 
 def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
