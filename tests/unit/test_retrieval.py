@@ -11,8 +11,9 @@ from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.errors import NotFound
 from rectune.domain.events import Interaction
 from services.scoring.core.data import ScoringData
-from services.scoring.core.retrieval import ApproximateIndex, DotProductModel, RetrievalSettings
+from services.scoring.core.retrieval import ApproximateIndex, RetrievalSettings
 from services.scoring.core.service import ScoringCore, ScoringLimits
+from services.scoring.core.strategies.base import DotProductModel
 from services.scoring.core.strategies.registry import default_registry
 
 ALS = {"factors": 32, "iterations": 5}

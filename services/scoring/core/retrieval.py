@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.base import DotProductModel, ScoringContext
 
 Vectors = npt.NDArray[np.float32]
 Indices = npt.NDArray[np.int64]
@@ -49,34 +49,13 @@ HEAD_SHARE = 0.01
 SEED = 1234
 
 
-@runtime_checkable
-class DotProductModel(Protocol):
-    """A fitted model whose scores are ``item_vectors() @ query(context) * score_scale``."""
-
-    n_items: int
-    score_scale: float
-
-    def item_vectors(self) -> Vectors:
-        """One float32 row per item of the fitted catalogue."""
-        ...
-
-    def query(self, context: ScoringContext) -> npt.NDArray[np.float32] | None:
-        """The user's vector; None when the model has nothing to go on (every score equal)."""
-        ...
-
-
 @dataclass(frozen=True)
 class RetrievalSettings:
     min_items: int = 50_000  # an index for catalogues at least this large; 0: never
     scan_share: float = DEFAULT_SCAN_SHARE
 
     def wants_index(self, model: object) -> bool:
-        return (
-            self.min_items > 0
-            and isinstance(model, DotProductModel)
-            and model.n_items >= self.min_items
-            and getattr(model, "select", None) is None  # hybrid re-ranks every score itself
-        )
+        return self.min_items > 0 and isinstance(model, DotProductModel) and model.n_items >= self.min_items
 
 
 class ApproximateIndex:
@@ -123,10 +102,6 @@ class ApproximateIndex:
             rows = rows[0][rows[0] >= 0]
             found.append(self.tail[rows])
         return np.concatenate(found)
-
-    def nbytes(self) -> int:
-        dimension = self.head_vectors.shape[1]
-        return int(self.head_vectors.nbytes + len(self.tail) * ((dimension + 1) * 4 + 16) + len(self.head) * 8)
 
 
 def _complete_norms(items: Vectors) -> Vectors:

@@ -34,13 +34,8 @@ from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.offline_fit import OFFLINE, background_priority, fit_offline
 from services.scoring.core.ranking import Metrics, Split, time_split
-from services.scoring.core.retrieval import (
-    ApproximateIndex,
-    DotProductModel,
-    RetrievalSettings,
-    approximate_top_k,
-)
-from services.scoring.core.strategies.base import ScoringContext, Strategy, select_items
+from services.scoring.core.retrieval import ApproximateIndex, RetrievalSettings, approximate_top_k
+from services.scoring.core.strategies.base import DotProductModel, ScoringContext, Strategy, select_items
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.ranking import Scores, top_k
 
 __all__ = [
+    "DotProductModel",
     "FittedModel",
     "Scores",
     "ScoringContext",
@@ -65,6 +66,24 @@ class FittedModel(Protocol):
         ...
 
 
+@runtime_checkable
+class DotProductModel(Protocol):
+    """A fitted model whose scores are ``item_vectors() @ query(context) * score_scale`` (als,
+    content, two_tower): its best items can come from an index (retrieval.py), and some items'
+    scores need only their vectors (scores_at)."""
+
+    n_items: int
+    score_scale: float
+
+    def item_vectors(self) -> npt.NDArray[np.float32]:
+        """One float32 row per item of the fitted catalogue."""
+        ...
+
+    def query(self, context: ScoringContext) -> npt.NDArray[np.float32] | None:
+        """The user's vector; None when the model has nothing to go on (every score equal)."""
+        ...
+
+
 class Strategy(Protocol):
     space: StrategySpace
 
@@ -81,12 +100,11 @@ def scores_at(model: FittedModel, context: ScoringContext, items: npt.NDArray[np
     if own is not None:
         result: Scores = own(context, items)
         return result
-    vectors, query = getattr(model, "item_vectors", None), getattr(model, "query", None)
-    if vectors is not None and query is not None:
-        user = query(context)
+    if isinstance(model, DotProductModel):
+        user = model.query(context)
         if user is None:
             return np.zeros(len(items))
-        dot: Scores = (vectors()[items] @ user).astype(np.float64) * float(model.score_scale)  # type: ignore[attr-defined]
+        dot: Scores = (model.item_vectors()[items] @ user).astype(np.float64) * model.score_scale
         return dot
     return model.scores(context)[items]
 
