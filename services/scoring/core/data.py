@@ -87,21 +87,22 @@ class Column:
         self.size = 0
 
     def extend(self, values: Sequence[float] | Sequence[int]) -> None:
-        needed = self.size + len(values)
-        if needed > len(self._buffer):
-            grown = np.zeros(max(needed, 2 * len(self._buffer)), dtype=self._buffer.dtype)
-            grown[: self.size] = self._buffer[: self.size]
-            self._buffer = grown
+        needed = self._reserve(len(values))
         self._buffer[self.size : needed] = values
         self.size = needed
 
     def append(self, value: float) -> None:
-        if self.size == len(self._buffer):
-            grown = np.zeros(2 * len(self._buffer), dtype=self._buffer.dtype)
-            grown[: self.size] = self._buffer
+        self.size = self._reserve(1)  # first: it may replace the buffer
+        self._buffer[self.size - 1] = value
+
+    def _reserve(self, count: int) -> int:
+        """Room for ``count`` more rows (the buffer at least doubles); the size they make."""
+        needed = self.size + count
+        if needed > len(self._buffer):
+            grown = np.zeros(max(needed, 2 * len(self._buffer)), dtype=self._buffer.dtype)
+            grown[: self.size] = self._buffer[: self.size]
             self._buffer = grown
-        self._buffer[self.size] = value
-        self.size += 1
+        return needed
 
     def view(self, start: int = 0, stop: int | None = None) -> npt.NDArray[Any]:
         """Rows start..stop as a view: valid until the next append grows the buffer, so

@@ -82,19 +82,23 @@ class ItemKnnModel:
         # Only the history's rows of the similarity matrix are read (the same sums, in the
         # same order, as the whole matrix's product): the cost follows the history and the
         # neighbours, not the catalogue's neighbour lists (10^7 entries at 10^5 items).
-        vector = history_vector(context.history, self.n_items)
-        rows = np.flatnonzero(vector)
+        rows, weights = self._history_rows(context)
         if len(rows) == 0:
             return np.zeros(self.n_items)
-        return np.asarray(self.similarity[rows].T @ vector[rows], dtype=np.float64).ravel()
+        return np.asarray(self.similarity[rows].T @ weights, dtype=np.float64).ravel()
 
     def scores_at(self, context: ScoringContext, items: np.ndarray) -> Scores:
         """Scores of some items from the history's rows alone (calibration: a few items per user)."""
-        vector = history_vector(context.history, self.n_items)
-        rows = np.flatnonzero(vector)
+        rows, weights = self._history_rows(context)
         if len(rows) == 0:
             return np.zeros(len(items))
-        return np.asarray(self.similarity[rows][:, items].T @ vector[rows], dtype=np.float64).ravel()
+        return np.asarray(self.similarity[rows][:, items].T @ weights, dtype=np.float64).ravel()
+
+    def _history_rows(self, context: ScoringContext) -> tuple[np.ndarray, np.ndarray]:
+        """The history's items (in item order) and their summed values: the rows to read."""
+        vector = history_vector(context.history, self.n_items)
+        rows = np.flatnonzero(vector)
+        return rows, vector[rows]
 
     def nbytes(self) -> int:
         return int(self.similarity.data.nbytes + self.similarity.indices.nbytes + self.similarity.indptr.nbytes)
