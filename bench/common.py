@@ -46,6 +46,14 @@ def start_child_service(name: str, *flags: str, module: str = "") -> tuple[subpr
     raise RuntimeError(f"services.{name} exited with {process.wait()} before listening")
 
 
+def memory_of(pid: int, field: str = "VmRSS") -> int:
+    """A process's VmRSS (or VmHWM, its peak) in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def logs_to_stderr() -> None:
     """Keep stdout for the JSON result: services run in-process by a bench log to stderr."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.common import percentiles_ms, print_json, start_child_service
+from bench.common import memory_of, percentiles_ms, print_json, start_child_service
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.wait_healthy import wait_serving
 
@@ -119,14 +119,6 @@ def write_csv(data: dict[str, Any], folder: Path) -> tuple[Path, Path]:
 
 
 # -- the replica's memory ------------------------------------------------------------------------
-
-
-def memory_of(pid: int, field: str) -> int:
-    """VmRSS or VmHWM of a process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def reset_peaks(pids: list[int]) -> None:

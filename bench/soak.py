@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from bench.common import DATA, print_json, start_child_service
+from bench.common import DATA, memory_of, print_json, start_child_service
 from rectune.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc
 
 ARMS = [
@@ -39,10 +39,7 @@ CLICK_EVERY = 10  # one request in ten gets a click
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return memory_of(pid) / (1024 * 1024)
 
 
 class Load:

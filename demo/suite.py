@@ -74,17 +74,19 @@ class LocalSuite:
 
     def start_tuner(self, flags: list[str]) -> None:
         """``tuner run`` against the running services, its audit table under the run folder."""
-        peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
-        database = f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
-        self._spawn("tuner", [sys.executable, "-m", "tuner", "run", *peers, database, *flags])
+        self._spawn("tuner", [sys.executable, "-m", "tuner", "run", *self._tuner_flags(), *flags])
 
     def start_dashboard(self, port: int) -> str:
         """``rectune dashboard`` over the running services and the tuner's audit table; its URL."""
-        peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
-        database = f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
-        command = [sys.executable, "-m", "operators", *peers, database, "dashboard", "--port", str(port)]
+        command = [sys.executable, "-m", "operators", *self._tuner_flags(), "dashboard", "--port", str(port)]
         self._spawn("dashboard", command)
         return f"http://127.0.0.1:{port}/"
+
+    def _tuner_flags(self) -> list[str]:
+        """The services' addresses and the audit table under the run folder, as the tuner
+        and the dashboard take them."""
+        peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
+        return [*peers, f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"]
 
     def _spawn(self, name: str, command: list[str]) -> None:
         """A child with JSON logs into ``<name>.log`` under the run folder."""

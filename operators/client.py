@@ -121,10 +121,18 @@ class OperatorClient:
 
     def arms(self, window_seconds: float | None = None) -> list[ArmRow]:
         """Every arm with its statistics (over the window, or all time) and model freshness."""
-        listed = _call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms)
+        listed = self._listed()
         stats = self.stats(window_seconds)
         freshness = self.freshness()
         return [_arm_row(arm, stats.get(arm.arm_id), freshness.get(arm.configuration_hash)) for arm in listed]
+
+    def champion(self) -> str:
+        """The champion's arm id ("" before one is registered)."""
+        champion = shared.STATE_VALUES[ArmState.CHAMPION]
+        return next((arm.arm_id for arm in self._listed() if arm.state == champion), "")
+
+    def _listed(self) -> list[policy_pb2.Arm]:
+        return list(_call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms))
 
     def stats(self, window_seconds: float | None = None) -> dict[str, Stats]:
         request = metrics_pb2.GetArmStatsRequest(window=_window(window_seconds))
