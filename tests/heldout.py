@@ -2,7 +2,9 @@
 ScoringService's numbers with: per user, the last ``holdout`` share of their interactions by
 time is held out (at least one when they have two or more; ties keep the input order); a
 ranked list never holds the user's training items; relevance is binary; NDCG@k over the
-held-out items the user did not also have in training. Nothing here imports rectune."""
+held-out items the user did not also have in training. Nothing here imports rectune.
+
+MOVIELENS is the shipped MovieLens 100K folder."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+MOVIELENS = Path(__file__).resolve().parent.parent / "data" / "movielens-100k"
 
 Row = tuple[str, str, float]  # user id, item id, time
 
@@ -82,3 +87,13 @@ def popularity_ranking(train: Sequence[Row], catalogue: Sequence[str], half_life
         weight[item] += 2.0 ** ((at - newest) / half_life_seconds)
     position = {item: n for n, item in enumerate(catalogue)}
     return sorted(catalogue, key=lambda item: (-weight[item], position[item]))
+
+
+def movielens_popularity_reference(folder: Path = MOVIELENS, holdout: float = 0.2, k: int = 10) -> Reference:
+    """Popularity (30-day half-life, ScoringService's default) on a MovieLens atomic folder's
+    time split, from the files themselves."""
+    rows = [line.split("\t") for line in (folder / "ml-100k.inter").read_text().splitlines()[1:]]
+    catalogue = [line.split("\t")[0] for line in (folder / "ml-100k.item").read_text().splitlines()[1:]]
+    split = split_by_time([(user, item, float(at)) for user, item, _rating, at in rows], holdout)
+    ranking = popularity_ranking(split.train, catalogue, 30 * 86400.0)
+    return reference_metrics(split, catalogue, lambda user: ranking, k)

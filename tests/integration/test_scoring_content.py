@@ -78,13 +78,21 @@ def test_content_ranks_by_similarity_to_the_encoded_user(start_service, embeddin
 
 
 def test_hybrid_can_blend_content(start_service, embedding_address) -> None:
+    """Content alone in the blend ranks as content does (normalising is monotone); a share of
+    content changes the default blend's list."""
     scoring = start_service("scoring", embedding_address=embedding_address, dataset=str(MOVIELENS)).stub
-    configuration = common_pb2.Configuration(strategy="hybrid")
-    configuration.params["w_content"].double_value = 0.3
-    response = scoring.RankItems(
-        scoring_pb2.RankItemsRequest(configuration=configuration, user_id="196", k=10), timeout=600
-    )
-    assert len(response.items) == 10
+
+    def ranked(strategy: str, **weights: float) -> list[str]:
+        configuration = common_pb2.Configuration(strategy=strategy)
+        for name, weight in weights.items():
+            configuration.params[name].double_value = weight
+        request = scoring_pb2.RankItemsRequest(configuration=configuration, user_id="196", k=10)
+        return [item.item_id for item in scoring.RankItems(request, timeout=600).items]
+
+    content_alone = {"w_popularity": 0.0, "w_item_knn": 0.0, "w_als": 0.0, "w_content": 1.0}
+    assert ranked("hybrid", **content_alone) == ranked("content")
+    blended = ranked("hybrid", w_content=0.3)
+    assert len(blended) == 10 and blended != ranked("hybrid")
 
 
 def test_items_stay_stored_when_embedding_is_down(start_service) -> None:

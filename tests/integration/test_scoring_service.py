@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from tests.conftest import MOVIELENS
-from tests.heldout import popularity_ranking, reference_metrics, split_by_time
+from tests.heldout import movielens_popularity_reference
 from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
@@ -136,11 +136,7 @@ def test_new_interactions_count_at_once_for_popularity_and_item_knn(stub) -> Non
 def test_offline_evaluation_equals_the_definition_computed_independently(stub) -> None:
     """Popularity's metrics on the time split, against tests/heldout.py reading the dataset's
     files itself; item_knn, on the same users, is well above it (0.19 against 0.10)."""
-    lines = [line.split("\t") for line in (MOVIELENS / "ml-100k.inter").read_text().splitlines()[1:]]
-    catalogue = [line.split("\t")[0] for line in (MOVIELENS / "ml-100k.item").read_text().splitlines()[1:]]
-    split = split_by_time([(user, item, float(at)) for user, item, _rating, at in lines], 0.2)
-    ranking = popularity_ranking(split.train, catalogue, 30 * 86400.0)
-    expected = reference_metrics(split, catalogue, lambda user: ranking, 10)
+    expected = movielens_popularity_reference(MOVIELENS)
 
     def evaluate(strategy: str, **params) -> scoring_pb2.EvaluationMetrics:
         request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration(strategy, **params), k=10)

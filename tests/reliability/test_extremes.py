@@ -8,6 +8,7 @@ import base64
 import time
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -102,7 +103,9 @@ def test_content_ranking_with_a_history_far_from_now_is_refused_by_field(
     assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("history[0].time: "), details
 
 
-def test_encoding_a_user_as_of_year_9999_is_answered_or_refused_never_internal(embedding_address) -> None:
+def test_encoding_a_user_as_of_year_9999_gives_their_one_items_vector(embedding_address) -> None:
+    """The history's one entry is ~8,000 years old as of then: its recency weight underflows
+    to zero, and the user is still the (normalised) mean of their one item: that item's vector."""
     channel = grpc.insecure_channel(embedding_address)
     try:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
@@ -111,10 +114,11 @@ def test_encoding_a_user_as_of_year_9999_is_answered_or_refused_never_internal(e
             half_life_seconds=86400.0,
             as_of=LAST_TIMESTAMP,
         )
-        try:
-            stub.EncodeUser(request, timeout=60)
-        except grpc.RpcError as error:
-            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        user = np.array(stub.EncodeUser(request, timeout=60).vector.values)
+        texts = embedding_pb2.EmbedTextsRequest(texts=[b"a film"])
+        item = np.array(stub.EmbedTexts(texts, timeout=60).vectors[0].values)
+        assert user.shape == (384,) and np.isfinite(user).all()
+        np.testing.assert_allclose(user, item, atol=1e-6)
     finally:
         channel.close()
 

@@ -61,9 +61,12 @@ def test_probability_best_agrees_with_numerical_integration() -> None:
         assert got == pytest.approx(want, abs=4 * math.sqrt(want * (1 - want) / samples) + 1e-9)
 
 
-def test_probability_best_is_reproducible_for_a_seed() -> None:
+def test_probability_best_is_reproducible_for_a_seed_and_another_seed_draws_again() -> None:
     counts = [ArmCounts("a", 100, 3, 0), ArmCounts("b", 100, 4, 0)]
-    assert probability_best(counts, 1000, seed=1) == probability_best(counts, 1000, seed=1)
+    first = probability_best(counts, 1000, seed=1)
+    assert first == probability_best(counts, 1000, seed=1)
+    others = [probability_best(counts, 1000, seed=seed) for seed in (2, 3, 4)]
+    assert all(other != first for other in others)
 
 
 def test_reward_moments_match_the_per_impression_definition() -> None:
