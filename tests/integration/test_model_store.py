@@ -5,13 +5,13 @@ not fit the same configuration at once (one fits, the other loads its result).""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from services.common.migrations import migrate
 from services.common.storage import make_engine
+from services.scoring.core.fitting import Fitted
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.service import ScoringCore, ScoringLimits
@@ -37,10 +37,11 @@ class CountingFits:
         return self.als.fit(data, params, live)
 
 
-def replica(url: str, strategy: CountingFits) -> ScoringCore:
+def replica(url: str, strategy: CountingFits, store: ModelStore | None = None) -> ScoringCore:
     engine = make_engine(url)
     migrate(engine, SCHEMA)
-    core = ScoringCore({"als": strategy}, ScoringLimits(refit=RefitPolicy(0, 0, 0)), models=ModelStore(engine))
+    models = store or ModelStore(engine)
+    core = ScoringCore({"als": strategy}, ScoringLimits(refit=RefitPolicy(0, 0, 0)), models=models)
     small_world(core)
     return core
 
@@ -65,24 +66,38 @@ def test_a_restarted_replica_loads_the_model_instead_of_fitting(database_url: st
     assert ModelStore(make_engine(database_url)).sizes()["als"] > 0
 
 
+class WatchedStore(ModelStore):
+    """The real ModelStore, telling when a replica has looked for the lease's holder: by then
+    it has found no stored model and is waiting."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.waiting = threading.Event()
+
+    def lease_expiry(self, key: str) -> float | None:
+        self.waiting.set()
+        return super().lease_expiry(key)
+
+
 def test_a_replica_waits_for_the_fit_another_replica_holds_the_lease_on(database_url: str) -> None:
     fitter_strategy, waiter_strategy = CountingFits(), CountingFits()
-    fitter, waiter = replica(database_url, fitter_strategy), replica(database_url, waiter_strategy)
+    fitter = replica(database_url, fitter_strategy)
+    watched = WatchedStore(make_engine(database_url))
+    waiter = replica(database_url, waiter_strategy, watched)
     configuration = fitter.configuration("als", {"factors": 8, "iterations": 3})
     assert fitter.models is not None
     assert fitter.models.try_lease(configuration.hash, fitter.replica, 60)  # the fitter is busy with it
 
-    def finish_later() -> None:
-        time.sleep(1.0)
-        fitter.models.release(configuration.hash, fitter.replica)  # type: ignore[union-attr]
-        fitter.fitted(configuration)
-
-    threading.Thread(target=finish_later).start()
-    started = time.monotonic()
-    loaded = waiter.fitted(configuration)
-    assert time.monotonic() - started >= 0.9
-    assert waiter_strategy.fits + fitter_strategy.fits == 1  # one of them fitted, the other loaded
-    assert loaded.watermark == 240
+    answers: list[Fitted] = []
+    waiting = threading.Thread(target=lambda: answers.append(waiter.fitted(configuration)))
+    waiting.start()
+    assert watched.waiting.wait(timeout=60)
+    assert waiter_strategy.fits == 0 and not answers  # waiting, not fitting
+    fitter.fitted(configuration)  # renews its own lease, fits, stores, then releases
+    waiting.join(timeout=60)
+    assert not waiting.is_alive()
+    assert (fitter_strategy.fits, waiter_strategy.fits) == (1, 0)  # the waiter loaded the fitter's model
+    assert answers[0].watermark == 240
 
 
 def test_a_lease_is_one_holders_until_it_expires(database_url: str) -> None:

@@ -140,7 +140,8 @@ def test_offline_evaluation_equals_the_definition_computed_independently(stub) -
 
     def evaluate(strategy: str, **params) -> scoring_pb2.EvaluationMetrics:
         request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration(strategy, **params), k=10)
-        return stub.EvaluateConfiguration(request, timeout=120).metrics
+        metrics: scoring_pb2.EvaluationMetrics = stub.EvaluateConfiguration(request, timeout=120).metrics
+        return metrics
 
     popularity = evaluate("popularity", half_life_days=30.0)
     assert (popularity.k, popularity.users_evaluated) == (10, expected.users) == (10, 943)
