@@ -21,7 +21,7 @@ METRICS_PORT ?= 50054
 DASHBOARD_PORT ?= 8050
 SERVICES := embedding scoring policy metrics dashboard
 
-.PHONY: help install test-tools protos lint test fuzz soak demo bench up down manifests deploy images clean
+.PHONY: help install test-tools protos lint test fuzz soak mutation demo bench up down manifests deploy images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests on real servers (ma
 
 soak: $(STAMP) ## an hour of sustained load at half the measured maximum: errors, RSS, clicks (SOAK_SECONDS=3600)
 	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-3600}
+
+mutation: $(STAMP) ## mutation testing of the cores with mutmut (about an hour on 2 cores; not in CI): docs/mutation.md gets the score and the survivors
+	$(VENV)/bin/mutmut run >/dev/null
+	$(PY) scripts/mutation_report.py > docs/mutation-results.md
+	@head -n 20 docs/mutation-results.md
 
 demo: $(STAMP) ## run the whole loop locally and write a report (see README)
 	$(PY) -m demo

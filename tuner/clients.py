@@ -24,7 +24,8 @@ from rectune.v1 import (
 from services.common import convert as shared
 from services.common.clients import ClientOptions, make_channel
 from services.common.prototime import seconds, timestamp
-from tuner.controller import Action, ArmStats, ArmView, BackendError, Screen
+from tuner.controller import Action, ArmStats, ArmView, BackendError
+from tuner.screen import Screen
 
 T = TypeVar("T")
 

@@ -18,19 +18,19 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from rectune.domain.arms import SERVING_STATES, ArmOrigin, ArmState
-from rectune.domain.comparison import CONFIDENCE, RESAMPLES
+from rectune.domain.comparison import CONFIDENCE
 from rectune.domain.configuration import Configuration
 from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
 from services.common.config import option
 from tuner.errors import TunerError
 from tuner.proposers import Briefing, Observation, Proposal, Proposer
+from tuner.screen import Rejected, Screen, ScreenRule, screened
 from tuner.space import narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
 TARGET_STATES = {"retire": ArmState.RETIRED, "promote": ArmState.CHAMPION}
-SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
 MAX_SCREEN_RATIO = 10.0  # ScoringService's bound on a baseline ratio
 
 
@@ -79,6 +79,9 @@ class TunerLimits:
     )
     evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
 
+    def screen_rule(self) -> ScreenRule:
+        return ScreenRule(self.evaluation_k, self.screen_min_ndcg_ratio, self.screen_confidence)
+
     def problems(self) -> list[str]:
         """Each broken rule as 'field: rule, got value'."""
         rules = [
@@ -122,18 +125,6 @@ class ArmView:
 
 
 @dataclass(frozen=True)
-class Screen:
-    """Offline evaluation of a configuration on ScoringService's time-based holdout."""
-
-    configuration_hash: str
-    ndcg: float
-    recall: float
-    # Screened against the champion on the same holdout users: the share of paired bootstrap
-    # resamples in which this NDCG@k clears screen_min_ndcg_ratio x the champion's.
-    probability_clears: float | None = None
-
-
-@dataclass(frozen=True)
 class Action:
     kind: str  # register, retire, promote
     arm_id: str  # for register: the id the tuner asks for
@@ -141,13 +132,6 @@ class Action:
     origin: ArmOrigin | None = None  # for register
     configuration: Configuration | None = None
     exposure_cap: float = 0.0
-
-
-@dataclass(frozen=True)
-class Rejected:
-    proposal: Proposal
-    configuration_hash: str
-    reason: str
 
 
 @dataclass
@@ -269,48 +253,21 @@ def screen_proposals(
     limits: TunerLimits,
     cycle_id: str,
 ) -> tuple[list[Action], list[Rejected]]:
-    """Register proposals that are new and clear the offline bar with confidence; say why the
-    others do not."""
-    registered: list[Action] = []
-    rejected: list[Rejected] = []
-    seen = set(existing_hashes)
-    for index, (proposal, screen) in enumerate(zip(proposals, screens, strict=True)):
-        if screen.configuration_hash in seen:
-            rejected.append(Rejected(proposal, screen.configuration_hash, SAME_CONFIGURATION))
-            continue
-        seen.add(screen.configuration_hash)
-        verdict = _screen_verdict(screen, champion, limits)
-        if verdict is None:
-            rejected.append(Rejected(proposal, screen.configuration_hash, _screen_numbers(screen, champion, limits)))
-            continue
-        reason = f"{proposal.rationale}; {verdict}, recall {screen.recall:.4f}"
-        arm_id = f"{proposal.configuration.strategy.replace('_', '-')}-{cycle_id[:6]}-{index}"
-        registered.append(
-            Action("register", arm_id, reason, proposal.origin, proposal.configuration, limits.exposure_cap)
+    """A registration, under the tuner's exposure cap, for each proposal that passes the screen
+    (tuner/screen.py); the others with the reason."""
+    passed, rejected = screened(proposals, screens, champion, existing_hashes, limits.screen_rule())
+    registered = [
+        Action(
+            "register",
+            f"{p.proposal.configuration.strategy.replace('_', '-')}-{cycle_id[:6]}-{p.index}",
+            p.reason,
+            p.proposal.origin,
+            p.proposal.configuration,
+            limits.exposure_cap,
         )
+        for p in passed
+    ]
     return registered, rejected
-
-
-def _screen_verdict(screen: Screen, champion: Screen, limits: TunerLimits) -> str | None:
-    """The screen's numbers when the proposal passes, None when it does not."""
-    clears = screen.probability_clears
-    passed = (
-        screen.ndcg >= limits.screen_min_ndcg_ratio * champion.ndcg
-        if clears is None  # a screen without the paired comparison: the point estimate decides
-        else clears >= limits.screen_confidence
-    )
-    return _screen_numbers(screen, champion, limits) if passed else None
-
-
-def _screen_numbers(screen: Screen, champion: Screen, limits: TunerLimits) -> str:
-    k, ratio = limits.evaluation_k, limits.screen_min_ndcg_ratio
-    numbers = f"offline NDCG@{k} {screen.ndcg:.4f} against {ratio:g} x champion's {champion.ndcg:.4f}"
-    if screen.probability_clears is None:
-        return numbers
-    return (
-        f"{numbers}: clears it in {screen.probability_clears:.0%} of {RESAMPLES} paired resamples of the "
-        f"holdout users (needs {limits.screen_confidence:.0%})"
-    )
 
 
 class Controller:

@@ -26,7 +26,7 @@ from services.policy.core.store import PolicyStore
 from tests.unit.test_policy_core import StandInRanker
 
 ALGORITHMS = ["thompson", "discounted_thompson", "ucb1", "epsilon_greedy"]
-DECISIONS = 500
+DECISIONS = 200
 
 
 def policy(tmp_path, settings: dict[str, Any], caps: dict[str, float]) -> PolicyCore:

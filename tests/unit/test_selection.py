@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rectune.domain.comparison import compare_paired
-from tuner.selection import choose
+from tuner.selection import Choice, choose
 
 USERS = 900
 
@@ -31,13 +31,34 @@ def test_a_lucky_configuration_within_the_noise_does_not_replace_the_default() -
     lucky = np.clip(base + noise, 0, 1)  # a different configuration, no better on average
     lucky += 0.002 - (lucky.mean() - base.mean())  # ahead by 0.002 on this validation set
     choice = choose({"default": base, "lucky": lucky}, ["default"])
-    assert (choice.key, choice.kept_default) == ("default", True)
+    assert (choice.key, choice.kept_default, choice.default_key) == ("default", True, "default")
+    assert choice.mean == choice.default_mean == pytest.approx(float(base.mean()), abs=1e-12)
     assert choice.probability_better < 0.9 and "only" in choice.reason
 
 
 def test_the_best_default_is_the_reference_and_nothing_tuned_keeps_it() -> None:
-    choice = choose({"a": scores(0.1, 1), "b": scores(0.2, 2)}, ["a", "b"])
-    assert (choice.key, choice.kept_default, choice.reason) == ("b", True, "nothing tuned")
+    b = scores(0.2, 2)
+    choice = choose({"a": scores(0.1, 1), "b": b}, ["a", "b"])
+    mean = float(b.mean())
+    assert choice == Choice("b", True, mean, "b", mean, 0.0, "nothing tuned")
+
+
+def test_a_candidate_that_only_ties_the_default_never_replaces_it() -> None:
+    base = scores(0.3, 4)
+    choice = choose({"d": base, "same": base.copy()}, ["d"], confidence=0.5)
+    assert (choice.key, choice.probability_better) == ("d", 0.0)
+
+
+def test_the_winner_is_compared_with_the_default_not_with_the_runner_up() -> None:
+    """Two finalists close to each other, both far above the default: the default is replaced
+    (the winner beats the runner-up in only some resamples, the default in all)."""
+    base = scores(0.3, 5)
+    rng = np.random.default_rng(7)
+    first = base + 0.05 + rng.normal(0.0, 0.05, USERS)
+    second = base + 0.05 + rng.normal(0.0, 0.05, USERS)
+    choice = choose({"d": base, "first": first, "second": second}, ["d"])
+    assert (choice.kept_default, choice.probability_better) == (False, 1.0)
+    assert choice.key in ("first", "second")
 
 
 def borderline() -> dict[str, np.ndarray]:
@@ -52,6 +73,7 @@ def test_the_choice_is_the_same_for_the_same_seed_and_the_resamples_differ_for_a
     candidates = borderline()
     first = choose(candidates, ["d"], seed=4)
     assert first == choose(candidates, ["d"], seed=4)
+    assert choose(candidates, ["d"]) == choose(candidates, ["d"], seed=0)  # seed 0 by default
     others = {choose(candidates, ["d"], seed=seed).probability_better for seed in (5, 6, 7)}
     assert first.probability_better not in others and len(others) == 3
 
@@ -88,6 +110,7 @@ def test_only_the_best_finalists_by_mean_compete_in_the_resamples() -> None:
     noisy += 0.0275 - (noisy - base).mean()  # fourth by mean, but often the best of a resample
     candidates = {"d": base, "a": base + 0.03, "b": base + 0.029, "c": base + 0.028, "noisy": noisy}
     three = choose(candidates, ["d"], finalists=3)
+    assert choose(candidates, ["d"]) == three  # three finalists by default
     assert three == choose({key: candidates[key] for key in ("d", "a", "b", "c")}, ["d"], finalists=3)
     assert three.reason.startswith("best of 3 finalists in 1000 of 1000 resamples")
     four = choose(candidates, ["d"], finalists=4)

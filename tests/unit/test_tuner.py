@@ -17,14 +17,13 @@ from tuner.controller import (
     ArmStats,
     ArmView,
     Plan,
-    Rejected,
-    Screen,
     TunerLimits,
     free_slots,
     judge,
     screen_proposals,
 )
 from tuner.proposers import Observation, Proposal, RandomProposer, TpeProposer
+from tuner.screen import SAME_CONFIGURATION, Rejected, Screen, ScreenRule, screened
 from tuner.settings import TunerSettings
 from tuner.space import narrowed
 
@@ -297,3 +296,45 @@ def test_the_language_model_is_told_the_k_the_screen_measures() -> None:
     history = [Observation(Configuration("als", {"factors": 16, "regularization": 0.1}), 0.5)]
     assert "best first (NDCG@5, higher is better)" in describe(SPACE, history, k=5)
     assert "higher NDCG@20 than" in SYSTEM.format(k=20)
+
+
+def test_the_screen_passes_a_proposal_exactly_at_the_bar_and_not_below_it() -> None:
+    rule = ScreenRule(k=5, min_ndcg_ratio=0.5, confidence=0.75)
+    champion = Screen("h-champion", 0.40, 0.3)
+    proposals = [Proposal(Configuration("als", {"factors": n}), ArmOrigin.TUNER_TPE, f"p{n}") for n in range(4)]
+    screens = [
+        Screen("at-mean-bar", 0.20, 0.1),  # 0.5 x 0.40 exactly: passes
+        Screen("below-mean-bar", 0.1999, 0.1),
+        Screen("at-confidence", 0.10, 0.1, probability_clears=0.75),  # the resamples decide, not the mean
+        Screen("below-confidence", 0.39, 0.1, probability_clears=0.7499),
+    ]
+    passed, rejected = screened(proposals, screens, champion, set(), rule)
+    assert [(p.index, p.proposal.rationale) for p in passed] == [(0, "p0"), (2, "p2")]
+    assert passed[0].reason == "p0; offline NDCG@5 0.2000 against 0.5 x champion's 0.4000, recall 0.1000"
+    assert passed[1].reason == (
+        "p2; offline NDCG@5 0.1000 against 0.5 x champion's 0.4000: clears it in 75% of 1000 paired resamples "
+        "of the holdout users (needs 75%), recall 0.1000"
+    )
+    assert [(r.configuration_hash, r.reason) for r in rejected] == [
+        ("below-mean-bar", "offline NDCG@5 0.1999 against 0.5 x champion's 0.4000"),
+        (
+            "below-confidence",
+            "offline NDCG@5 0.3900 against 0.5 x champion's 0.4000: clears it in 75% of 1000 paired resamples "
+            "of the holdout users (needs 75%)",
+        ),
+    ]
+    assert rejected[0].proposal is proposals[1] and rejected[1].proposal is proposals[3]
+
+
+def test_the_screen_refuses_a_live_configuration_and_a_repeat_within_the_cycle_before_reading_numbers() -> None:
+    rule = TunerLimits().screen_rule()
+    assert rule == ScreenRule(k=10, min_ndcg_ratio=0.8, confidence=0.9)
+    proposals = [Proposal(Configuration("als", {"factors": n}), ArmOrigin.TUNER_TPE, "p") for n in range(3)]
+    screens = [Screen("live", 0.9, 0.5), Screen("new", 0.9, 0.5), Screen("new", 0.9, 0.5)]
+    passed, rejected = screened(proposals, screens, Screen("c", 0.1, 0.1), {"live"}, rule)
+    assert [p.index for p in passed] == [1]
+    assert [(r.configuration_hash, r.reason) for r in rejected] == [
+        ("live", SAME_CONFIGURATION),
+        ("new", SAME_CONFIGURATION),
+    ]
+    assert SAME_CONFIGURATION == "same configuration as an existing arm or an earlier proposal"

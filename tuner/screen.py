@@ -1,0 +1,99 @@
+"""The offline screen: which proposals are new and clear the bar against the champion.
+
+A proposal's screen is ScoringService's offline evaluation on its time-based holdout. With
+the paired comparison (the champion scored on the same users), a proposal passes when it
+clears ``min_ndcg_ratio`` x the champion's NDCG@k in at least ``confidence`` of the
+bootstrap resamples; without it, its mean NDCG@k decides. A configuration already live, or
+proposed earlier in the same cycle, is refused before any number is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rectune.domain.comparison import RESAMPLES
+from tuner.proposers import Proposal
+
+SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Offline evaluation of a configuration on ScoringService's time-based holdout."""
+
+    configuration_hash: str
+    ndcg: float
+    recall: float
+    # Screened against the champion on the same holdout users: the share of paired bootstrap
+    # resamples in which this NDCG@k clears screen_min_ndcg_ratio x the champion's.
+    probability_clears: float | None = None
+
+
+@dataclass(frozen=True)
+class ScreenRule:
+    """The bar a proposal must clear (TunerLimits' screen_* settings and evaluation_k)."""
+
+    k: int
+    min_ndcg_ratio: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A proposal that goes live: its place among the cycle's proposals and why it passed."""
+
+    index: int
+    proposal: Proposal
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    proposal: Proposal
+    configuration_hash: str
+    reason: str
+
+
+def screened(
+    proposals: Sequence[Proposal],
+    screens: Sequence[Screen],
+    champion: Screen,
+    existing_hashes: set[str],
+    rule: ScreenRule,
+) -> tuple[list[Passed], list[Rejected]]:
+    """The proposals that are new and clear the bar with confidence, and why the others do not."""
+    passed: list[Passed] = []
+    rejected: list[Rejected] = []
+    seen = set(existing_hashes)
+    for index, (proposal, screen) in enumerate(zip(proposals, screens, strict=True)):
+        if screen.configuration_hash in seen:
+            rejected.append(Rejected(proposal, screen.configuration_hash, SAME_CONFIGURATION))
+            continue
+        seen.add(screen.configuration_hash)
+        numbers = screen_numbers(screen, champion, rule)
+        if not clears(screen, champion, rule):
+            rejected.append(Rejected(proposal, screen.configuration_hash, numbers))
+            continue
+        passed.append(Passed(index, proposal, f"{proposal.rationale}; {numbers}, recall {screen.recall:.4f}"))
+    return passed, rejected
+
+
+def clears(screen: Screen, champion: Screen, rule: ScreenRule) -> bool:
+    """Whether the proposal passes: by the paired comparison when there is one, else by its mean."""
+    if screen.probability_clears is None:
+        return screen.ndcg >= rule.min_ndcg_ratio * champion.ndcg
+    return screen.probability_clears >= rule.confidence
+
+
+def screen_numbers(screen: Screen, champion: Screen, rule: ScreenRule) -> str:
+    """The screen's numbers in words, for the audit table and the operator."""
+    numbers = (
+        f"offline NDCG@{rule.k} {screen.ndcg:.4f} against {rule.min_ndcg_ratio:g} x champion's {champion.ndcg:.4f}"
+    )
+    if screen.probability_clears is None:
+        return numbers
+    return (
+        f"{numbers}: clears it in {screen.probability_clears:.0%} of {RESAMPLES} paired resamples of the "
+        f"holdout users (needs {rule.confidence:.0%})"
+    )
