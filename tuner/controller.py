@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from rectune.domain.arms import SERVING_STATES, ArmOrigin, ArmState
-from rectune.domain.comparison import CONFIDENCE
+from rectune.domain.comparison import CONFIDENCE, MAX_BASELINE_RATIO
 from rectune.domain.configuration import Configuration
 from rectune.domain.data import DataShape
 from rectune.domain.space import SearchSpace
@@ -31,7 +31,6 @@ from tuner.space import narrowed
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
 TARGET_STATES = {"retire": ArmState.RETIRED, "promote": ArmState.CHAMPION}
-MAX_SCREEN_RATIO = 10.0  # ScoringService's bound on a baseline ratio
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ class TunerLimits:
             ("promote_probability_best", 0.0 <= self.promote_probability_best <= 1.0, "in [0, 1]"),
             (
                 "screen_min_ndcg_ratio",
-                0.0 <= self.screen_min_ndcg_ratio <= MAX_SCREEN_RATIO,
-                f"in [0, {MAX_SCREEN_RATIO:g}]",
+                0.0 <= self.screen_min_ndcg_ratio <= MAX_BASELINE_RATIO,
+                f"in [0, {MAX_BASELINE_RATIO:g}]",
             ),
             ("screen_confidence", 0.0 <= self.screen_confidence <= 1.0, "in [0, 1]"),
             ("evaluation_k", self.evaluation_k >= 1, ">= 1"),

@@ -16,6 +16,9 @@ import numpy.typing as npt
 
 RESAMPLES = 1000
 CONFIDENCE = 0.9  # share of resamples a candidate must win before it replaces or joins a baseline
+# The largest bar a comparison takes (candidate >= ratio x baseline): beyond this it is a typo
+# (the tuner's screen uses about 0.8 to 1). ScoringService and the tuner's settings check it.
+MAX_BASELINE_RATIO = 10.0
 
 
 def resampled_users(users: int, resamples: int = RESAMPLES, seed: int = 0) -> npt.NDArray[np.int64]:

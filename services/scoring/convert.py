@@ -12,10 +12,10 @@ from rectune.domain.space import StrategySpace, configuration_schema
 from rectune.v1 import scoring_pb2
 from services.common import convert as shared
 from services.common.prototime import duration, timestamp
+from services.scoring.core.evaluation import Evaluation
 from services.scoring.core.fitting import FitStatus
 from services.scoring.core.freshness import Freshness
 from services.scoring.core.ranking import Metrics
-from services.scoring.core.service import Evaluation
 from services.scoring.core.strategies.base import TrainingReport
 
 _FIT_STATES = {

@@ -15,7 +15,7 @@ from services.scoring.core.fitting import Fitted
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.service import ScoringCore, ScoringLimits
-from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.base import ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.tables import SCHEMA
 from tests.unit.test_online_learning import small_world
@@ -23,14 +23,15 @@ from tests.unit.test_online_learning import small_world
 pytestmark = pytest.mark.integration
 
 
-class CountingFits:
+class CountingFits(Strategy):
     """Counts the fits a strategy really runs (a wrapper around the real ALS, not a stand-in)."""
 
     def __init__(self) -> None:
         self.als = default_registry()["als"]
         self.space = self.als.space
-        self.stored = True
         self.fits = 0
+
+    stored = True
 
     def fit(self, data, params, live):
         self.fits += 1

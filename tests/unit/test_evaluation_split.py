@@ -19,7 +19,7 @@ from rectune.domain.events import Interaction, Item
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.service import ScoringCore
-from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
 from services.scoring.core.strategies.popularity import DAY
 from services.scoring.core.strategies.registry import default_registry
 from tests.heldout import popularity_ranking, reference_metrics, split_by_time
@@ -27,7 +27,7 @@ from tests.heldout import popularity_ranking, reference_metrics, split_by_time
 N_USERS, N_ITEMS, PER_USER, HOLDOUT, K = 120, 200, 20, 0.2, 10
 
 
-class MemorisedModel:
+class MemorisedModel(FittedModel):
     def __init__(self, data: TrainingData) -> None:
         self.rows = data.user_item_matrix()
         self.n_items = data.n_items
@@ -44,7 +44,7 @@ class MemorisedModel:
         return int(self.rows.data.nbytes)
 
 
-class Memoriser:
+class Memoriser(Strategy):
     """NOT a recommender (see the module's docstring)."""
 
     space = StrategySpace("memoriser")
@@ -53,7 +53,7 @@ class Memoriser:
         return MemorisedModel(data)
 
 
-class LeakyMemoriser:
+class LeakyMemoriser(Strategy):
     """NOT a recommender: a Memoriser that ignores what it is given and fits on ``everything``."""
 
     space = StrategySpace("leaky")
@@ -80,7 +80,7 @@ def interactions(seed: int) -> list[Interaction]:
 
 
 def core_with(rows: list[Interaction]) -> ScoringCore:
-    registry = {**default_registry(), "memoriser": Memoriser()}
+    registry: dict[str, Strategy] = {**default_registry(), "memoriser": Memoriser()}
     core = ScoringCore(registry)
     core.data.upsert_items([Item(str(i), f"item {i}") for i in range(N_ITEMS)])
     core.data.add_interactions(rows)

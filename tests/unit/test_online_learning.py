@@ -13,7 +13,7 @@ from rectune.domain.events import Interaction, Item
 from rectune.domain.space import StrategySpace
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.service import ScoringCore, ScoringLimits
-from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.base import ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
 
 N_ITEMS, N_USERS = 60, 40
@@ -38,10 +38,8 @@ def core_with(policy: RefitPolicy, registry=None) -> ScoringCore:
 
 
 def wait_for_fits(core: ScoringCore) -> None:
-    deadline = time.monotonic() + 30
-    while any(not future.done() for future in core._fits.values()):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    core.wait_for_fits(timeout=30)
+    assert not core.fitting()
 
 
 def test_refit_policy_reasons() -> None:
@@ -79,7 +77,7 @@ def test_a_click_changes_the_users_next_als_list_without_a_refit() -> None:
     core.data.add_interactions([Interaction("u0", str(i), 5.0, 2_000_000.0 + i) for i in (55, 56, 57, 58)])
     after = core.rank(als, "u0", [], 10, [])
     assert [s.item_id for s in after] != [s.item_id for s in before]
-    assert core.cache.get(als.hash) is fitted  # no refit happened
+    assert core.fitted_models.get(als.hash) is fitted  # no refit happened
     current = core.data.history("u0")
     expected = model.item_factors @ implicit_als_user(model.item_factors, current, 2.0, 0.05).astype(np.float32)  # type: ignore[attr-defined]
     context = ScoringContext(current, fitted.user_rows["u0"], time.time())
@@ -96,14 +94,14 @@ def test_a_due_model_is_refit_in_the_background_and_replaced_whole() -> None:
     assert (fresh.interactions_at_fit, fresh.interactions_since_fit, fresh.refits) == (240, 5, 0)
     assert core.refresh() == als.hash
     wait_for_fits(core)
-    second = core.cache.get(als.hash)
+    second = core.fitted_models.get(als.hash)
     assert second is not first and second is not None
     assert (second.watermark, second.refits) == (245, 1)
     assert core.freshness(second).interactions_since_fit == 0
     assert core.refresh() is None  # fresh again
 
 
-class StandInFailingRefits:
+class StandInFailingRefits(Strategy):
     """Stand-in (unit test of the refit bookkeeping around a strategy): popularity whose
     every fit after the first raises."""
 
@@ -128,7 +126,7 @@ def test_a_failed_refit_keeps_the_old_model_counts_and_waits_for_more_data() -> 
     core.data.add_interactions([Interaction("u1", "3", 1.0, 2_000_000.0)])
     assert core.refresh() == configuration.hash
     wait_for_fits(core)
-    assert core.cache.get(configuration.hash) is first
+    assert core.fitted_models.get(configuration.hash) is first
     assert core.rank(configuration, "u1", [], 3, [])  # still serving
     assert core.freshness(first).refit_failures == 1
     assert core.refresh() is None  # not retried on the same data

@@ -45,10 +45,10 @@ def ranked(core: ScoringCore, configuration, user: str, k: int = 10, exclude=(),
 def test_the_index_is_built_at_fit_time_only_above_the_threshold(cores) -> None:
     exact, approximate, configuration = cores
     fitted = approximate.fitted(configuration)
-    index = approximate._index_of(fitted)
+    index = approximate.fitted_models.index_of(fitted)
     assert isinstance(index, ApproximateIndex) and index.n_items == 1682
     assert len(index.head) == 1682 and index.index is None  # no larger than the head: scanned whole
-    assert exact._index_of(exact.fitted(configuration)) is None
+    assert exact.fitted_models.index_of(exact.fitted(configuration)) is None
     assert isinstance(fitted.model, DotProductModel)
 
 

@@ -20,7 +20,7 @@ from services.common.storage import make_engine
 from services.scoring.core.data import History, ScoringData, TrainingData
 from services.scoring.core.journal import GAP_SECONDS, DataJournal, _Cursor
 from services.scoring.core.ranking import fit_platt, ranking_metrics, time_split, top_k
-from services.scoring.core.strategies.base import ScoringContext
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
 from services.scoring.core.strategies.popularity import DAY, PopularityModel, decayed_counts
 from services.scoring.core.strategies.registry import default_registry, find
 from services.scoring.core.tables import SCHEMA, item_vectors
@@ -138,7 +138,7 @@ def test_loaders_name_the_file_and_line(tmp_path: Path) -> None:
     assert [i.text for i in load_items(items)] == ["A film about heat"]
 
 
-class StandInModel:
+class StandInModel(FittedModel):
     """A stand-in fitted model with fixed scores, to check the evaluation code around models."""
 
     n_items = 3
@@ -239,7 +239,7 @@ def test_a_hyperparameter_added_later_keeps_stored_hashes_while_at_its_default()
     assert core.configuration("hybrid", {}).params["w_two_tower"] == 0.0  # still filled in for the fit
 
 
-class StandInCalibratedStrategy:
+class StandInCalibratedStrategy(Strategy):
     """Stand-in (unit test of the calibration choice around a model): a model with a
     probability of its own that is calibrated by construction, sigmoid(score) = the chance
     that the item is the user's next one; scores from a fixed table."""
@@ -252,7 +252,7 @@ class StandInCalibratedStrategy:
     def fit(self, data, params, live):
         logits = self.logits
 
-        class Model:
+        class Model(FittedModel):
             native_probability = True
             n_items = len(logits)
 

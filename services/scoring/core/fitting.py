@@ -15,7 +15,7 @@ from rectune.domain.configuration import Configuration
 from services.scoring.core.data import TrainingData
 from services.scoring.core.freshness import Freshness
 from services.scoring.core.ranking import Calibration, Metrics, fit_platt, ranking_metrics, summarise
-from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport, scores_at, select_items
+from services.scoring.core.strategies.base import FittedModel, ScoringContext, TrainingReport
 
 NEGATIVES_PER_POSITIVE = 4
 CALIBRATION_SEED = 7
@@ -49,8 +49,7 @@ class Fitted:
 
     @property
     def training(self) -> TrainingReport | None:
-        report: TrainingReport | None = getattr(self.model, "training", None)
-        return report
+        return self.model.training
 
     def status(self, freshness: Freshness | None = None) -> FitStatus:
         return FitStatus(
@@ -135,7 +134,7 @@ def calibrate(
     its calibration error is no worse than Platt scaling's, measured out of fold."""
     scores, labels, users = calibration_pairs(model, train, held_out)
     platt = fit_platt(scores, labels)
-    if not getattr(model, "native_probability", False):
+    if not model.native_probability:
         return platt, CalibrationReport()
     platt_ece = cross_fitted_platt_ece(scores, labels, users)
     native = Calibration()
@@ -158,7 +157,7 @@ def calibration_pairs(
         seen = set(history.items.tolist()) | {positive}
         pairs = [(positive, 1.0)] + [(int(n), 0.0) for n in negatives if int(n) not in seen]
         items = np.array([item for item, _ in pairs], dtype=np.int64)
-        user_scores = scores_at(model, ScoringContext(history, user, float(train.times.max())), items)
+        user_scores = model.scores_at(ScoringContext(history, user, float(train.times.max())), items)
         for score, (_, label) in zip(user_scores.tolist(), pairs, strict=True):
             scores.append(score)
             labels.append(label)
@@ -233,4 +232,4 @@ def ranked_lists(
         if not relevant:
             continue
         scores = model.scores(ScoringContext(history, user, as_of))
-        yield select_items(model, scores, k, history.items, seed=user + 1), relevant
+        yield model.select(scores, k, history.items, seed=user + 1), relevant

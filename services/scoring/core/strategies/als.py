@@ -22,7 +22,7 @@ from rectune.domain.configuration import ParamValue
 from rectune.domain.errors import FailedPrecondition
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import History, ScoringData, TrainingData
-from services.scoring.core.strategies.base import Scores, ScoringContext
+from services.scoring.core.strategies.base import DotProductModel, Scores, ScoringContext, Strategy
 
 SPACE = StrategySpace(
     "als",
@@ -95,7 +95,9 @@ def solve_user(
     return solution
 
 
-class AlsModel:
+class AlsModel(DotProductModel):
+    gram: npt.NDArray[np.float64] | None = None  # Y^T Y, for fold-in
+
     def __init__(
         self, model: AlternatingLeastSquares, alpha: float, regularization: float, fitted_counts: np.ndarray
     ) -> None:
@@ -125,11 +127,11 @@ class AlsModel:
         ).astype(np.float32)
 
     def _item_gram(self) -> npt.NDArray[np.float64]:
-        # Made on first use, not in __init__: models stored before it existed load without it.
-        gram: npt.NDArray[np.float64] | None = getattr(self, "gram", None)
-        if gram is None:
-            gram = self.gram = item_gram(self.item_factors)
-        return gram
+        # Made on first use, not in __init__: models stored before it existed load without it
+        # (they find the class's None).
+        if self.gram is None:
+            self.gram = item_gram(self.item_factors)
+        return self.gram
 
     def scores(self, context: ScoringContext) -> Scores:
         # float32 products, as implicit computes them, so rankings match the library's.
@@ -140,7 +142,7 @@ class AlsModel:
         return int(self.user_factors.nbytes + self.item_factors.nbytes)
 
 
-class Als:
+class Als(Strategy):
     space = SPACE
     # Its fitted models are plain arrays: kept in the model store (model_store.py).
     stored = True

@@ -22,8 +22,6 @@ __all__ = [
     "Strategy",
     "TrainingReport",
     "history_vector",
-    "scores_at",
-    "select_items",
 ]
 
 
@@ -55,7 +53,20 @@ class TrainingReport:
 
 
 class FittedModel(Protocol):
+    """What a fit returns. Concrete models inherit this class: the optional abilities below
+    come with defaults that do the plain thing, and a model overrides those it does better.
+
+    When each is called: ``scores`` by every RankItems and ScoreItems and by offline
+    evaluation; ``scores_at`` by calibration after each fit (a few items per user);
+    ``select`` by RankItems and evaluation to build the list from the scores; ``nbytes`` by
+    the fitted-model cache on every put."""
+
     n_items: int
+    # Whether sigmoid(score) is a probability as trained (two_tower): calibration then keeps
+    # it when its error is no worse than Platt scaling's.
+    native_probability: bool = False
+    # What a fit that trains in epochs did (two_tower); None for the others.
+    training: TrainingReport | None = None
 
     def scores(self, context: ScoringContext) -> Scores:
         """A score per item of the fitted catalogue; higher is better."""
@@ -65,9 +76,19 @@ class FittedModel(Protocol):
         """Memory held, for the cache bound."""
         ...
 
+    def scores_at(self, context: ScoringContext, items: npt.NDArray[np.int64]) -> Scores:
+        """The scores of some items. Default: the whole catalogue's scores, then those items."""
+        picked: Scores = self.scores(context)[items]
+        return picked
+
+    def select(self, scores: Scores, k: int, excluded: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.int64]:
+        """The ranked list of k items from ``scores``, none of ``excluded``. Default: the
+        exact top k (hybrid overrides it with MMR and exploration, seeded per request)."""
+        return top_k(scores, k, excluded)
+
 
 @runtime_checkable
-class DotProductModel(Protocol):
+class DotProductModel(FittedModel, Protocol):
     """A fitted model whose scores are ``item_vectors() @ query(context) * score_scale`` (als,
     content, two_tower): its best items can come from an index (retrieval.py), and some items'
     scores need only their vectors (scores_at)."""
@@ -83,30 +104,37 @@ class DotProductModel(Protocol):
         """The user's vector; None when the model has nothing to go on (every score equal)."""
         ...
 
+    def scores_at(self, context: ScoringContext, items: npt.NDArray[np.int64]) -> Scores:
+        """Dot products of those items' vectors alone."""
+        user = self.query(context)
+        if user is None:
+            return np.zeros(len(items))
+        dot: Scores = (self.item_vectors()[items] @ user).astype(np.float64) * self.score_scale
+        return dot
+
 
 class Strategy(Protocol):
+    """A recommendation strategy: its declared space and how it fits. Concrete strategies
+    inherit this class for the defaults below."""
+
     space: StrategySpace
+    # Whether its fitted models go to the model store, so that a restart or another replica
+    # loads rather than fits: strategies whose models are plain arrays (als, item_knn,
+    # two_tower). popularity and content read live data and fit in milliseconds; hybrid refits
+    # its components.
+    stored: bool = False
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> FittedModel:
         """Fit on ``data``. ``live`` is the growing store for strategies that read fresh
         interactions at ranking time; None fits a frozen model (offline evaluation)."""
         ...
 
-
-def scores_at(model: FittedModel, context: ScoringContext, items: npt.NDArray[np.int64]) -> Scores:
-    """The model's scores of some items: without scoring the whole catalogue where the model
-    can (dot products of those items' vectors; item_knn's similarities to those items)."""
-    own = getattr(model, "scores_at", None)
-    if own is not None:
-        result: Scores = own(context, items)
-        return result
-    if isinstance(model, DotProductModel):
-        user = model.query(context)
-        if user is None:
-            return np.zeros(len(items))
-        dot: Scores = (model.item_vectors()[items] @ user).astype(np.float64) * model.score_scale
-        return dot
-    return model.scores(context)[items]
+    def refit(
+        self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None, previous: FittedModel
+    ) -> FittedModel:
+        """A background refit of a serving model, given that model. Default: a fit from
+        scratch (two_tower starts from the previous weights)."""
+        return self.fit(data, params, live)
 
 
 def history_vector(history: History, n_items: int) -> Scores:
@@ -115,15 +143,3 @@ def history_vector(history: History, n_items: int) -> Scores:
     inside = history.items < n_items
     np.add.at(vector, history.items[inside], np.where(history.values[inside] > 0, history.values[inside], 1.0))
     return vector
-
-
-def select_items(
-    model: FittedModel, scores: Scores, k: int, excluded: npt.NDArray[np.int64], seed: int
-) -> npt.NDArray[np.int64]:
-    """The ranked list: the model's own list-building where it has one (hybrid: MMR and
-    exploration), else the exact top k."""
-    select = getattr(model, "select", None)
-    if select is not None:
-        chosen: npt.NDArray[np.int64] = select(scores, k, excluded, seed)
-        return chosen
-    return top_k(scores, k, excluded)

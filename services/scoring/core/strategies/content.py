@@ -15,7 +15,7 @@ import numpy.typing as npt
 from rectune.domain.configuration import ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.strategies.base import Scores, ScoringContext
+from services.scoring.core.strategies.base import DotProductModel, Scores, ScoringContext, Strategy
 from services.scoring.core.vectors import ItemVectors, TextEncoder, Vectors
 
 DAY = 86400.0
@@ -41,7 +41,7 @@ SPACE = StrategySpace(
 )
 
 
-class ContentModel:
+class ContentModel(DotProductModel):
     def __init__(
         self, matrix: Vectors, texts: list[str], encoder: TextEncoder, mode: str, half_life: float, temperature: float
     ) -> None:
@@ -82,7 +82,7 @@ class ContentModel:
         return int(self.matrix.nbytes)
 
 
-class Content:
+class Content(Strategy):
     space = SPACE
 
     def __init__(self, vectors: ItemVectors) -> None:

@@ -55,7 +55,7 @@ def normalised(scores: Scores) -> Scores:
     return (scores - low) / (high - low) if high > low else np.zeros_like(scores)
 
 
-class HybridModel:
+class HybridModel(FittedModel):
     def __init__(
         self,
         components: list[tuple[float, FittedModel]],
@@ -117,7 +117,7 @@ class HybridModel:
         return sum(model.nbytes() for _, model in self.components) + vectors
 
 
-class Hybrid:
+class Hybrid(Strategy):
     space = SPACE
 
     def __init__(self, components: Mapping[str, Strategy]) -> None:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from rectune.domain.configuration import ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.strategies.base import Scores, ScoringContext, history_vector
+from services.scoring.core.strategies.base import FittedModel, Scores, ScoringContext, Strategy, history_vector
 
 SPACE = StrategySpace(
     "item_knn",
@@ -73,7 +73,7 @@ def _top_of_chunk(
     return rows[kept], cols[kept], values[kept].astype(np.float32)
 
 
-class ItemKnnModel:
+class ItemKnnModel(FittedModel):
     def __init__(self, similarity: sp.csr_matrix) -> None:
         self.similarity = similarity
         self.n_items = similarity.shape[0]
@@ -104,7 +104,7 @@ class ItemKnnModel:
         return int(self.similarity.data.nbytes + self.similarity.indices.nbytes + self.similarity.indptr.nbytes)
 
 
-class ItemKnn:
+class ItemKnn(Strategy):
     space = SPACE
     # Its fitted models are plain arrays: kept in the model store (model_store.py).
     stored = True

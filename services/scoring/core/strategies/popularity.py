@@ -17,7 +17,7 @@ import numpy as np
 from rectune.domain.configuration import ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.strategies.base import Scores, ScoringContext
+from services.scoring.core.strategies.base import FittedModel, Scores, ScoringContext, Strategy
 
 DAY = 86400.0
 
@@ -40,7 +40,7 @@ def decayed_counts(data: TrainingData, half_life_seconds: float) -> Scores:
     return counts
 
 
-class PopularityModel:
+class PopularityModel(FittedModel):
     def __init__(self, live: ScoringData, half_life_seconds: float, n_items: int) -> None:
         self.live = live
         self.half_life_seconds = half_life_seconds
@@ -77,7 +77,7 @@ class PopularityModel:
         return self.n_items * 8
 
 
-class Popularity:
+class Popularity(Strategy):
     space = SPACE
 
     def fit(
@@ -89,7 +89,7 @@ class Popularity:
         return PopularityModel(live, half_life, data.n_items)
 
 
-class FrozenPopularityModel:
+class FrozenPopularityModel(FittedModel):
     """Popularity of a fixed snapshot (offline evaluation: no peeking at held-out data)."""
 
     def __init__(self, counts: Scores) -> None:

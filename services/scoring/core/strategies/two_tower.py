@@ -19,7 +19,14 @@ import torch
 from rectune.domain.configuration import ParamValue
 from rectune.domain.space import Hyperparameter, ParamType, StrategySpace
 from services.scoring.core.data import ScoringData, TrainingData
-from services.scoring.core.strategies.base import Scores, ScoringContext, TrainingReport
+from services.scoring.core.strategies.base import (
+    DotProductModel,
+    FittedModel,
+    Scores,
+    ScoringContext,
+    Strategy,
+    TrainingReport,
+)
 from services.scoring.core.strategies.two_tower_net import (
     ACTIVATIONS,
     NetShape,
@@ -113,7 +120,7 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class TwoTowerModel:
+class TwoTowerModel(DotProductModel):
     """Item vectors computed once at fit; a user's vector from their history at each call."""
 
     # sigmoid(u·v) is a probability as trained: the service compares it with Platt scaling.
@@ -162,24 +169,23 @@ class TwoTowerModel:
         return int(self.item_matrix.nbytes + weights + tables)
 
 
-class TwoTower:
+class TwoTower(Strategy):
     space = SPACE
     # Its fitted models (arrays and a PyTorch module) are kept in the model store.
     stored = True
-    # A refit starts from the serving model's weights (ScoringCore passes it as ``previous``).
-    warm_starts = True
 
     def __init__(self, vectors: ItemVectors, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS) -> None:
         self.vectors = vectors
         self.max_fit_seconds = max_fit_seconds
 
-    def fit(
-        self,
-        data: TrainingData,
-        params: Mapping[str, ParamValue],
-        live: ScoringData | None,
-        previous: object | None = None,
+    def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> TwoTowerModel:
+        text = torch.from_numpy(self.vectors.matrix(data.n_items))
+        return fit_two_tower(text, data, params, self.max_fit_seconds)
+
+    def refit(
+        self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None, previous: FittedModel
     ) -> TwoTowerModel:
+        """Starts from the serving model's weights (items and users added since keep fresh rows)."""
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
         start = previous if isinstance(previous, TwoTowerModel) else None
         return fit_two_tower(text, data, params, self.max_fit_seconds, start)
