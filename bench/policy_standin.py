@@ -12,7 +12,7 @@ from typing import Any
 from rectune.domain.configuration import Configuration
 from rectune.domain.events import ScoredItem
 from services.common.entrypoint import run_service
-from services.policy.__main__ import PolicySettings, build
+from services.policy.__main__ import PolicyServerSettings, build
 
 
 class InstantRanker:
@@ -21,7 +21,7 @@ class InstantRanker:
     def __init__(self) -> None:
         self._lists: dict[int, list[ScoredItem]] = {}
 
-    def configuration_hash(self, configuration: Configuration) -> str:
+    def fit_configuration(self, configuration: Configuration) -> str:
         return configuration.strategy
 
     def rank(
@@ -36,5 +36,7 @@ class InstantRanker:
 
 if __name__ == "__main__":
     sys.exit(
-        run_service("python -m bench.policy_standin", PolicySettings, lambda settings: build(settings, InstantRanker()))
+        run_service(
+            "python -m bench.policy_standin", PolicyServerSettings, lambda settings: build(settings, InstantRanker())
+        )
     )

@@ -26,13 +26,10 @@ from rectune.v1 import (
     scoring_pb2_grpc,
 )
 from services.common import convert as shared
-from services.common.clients import make_channel
+from services.common.clients import FIT_DEADLINE_SECONDS, Channels, call_peer
 from services.common.prototime import duration, duration_seconds, seconds, timestamp
 
 T = TypeVar("T")
-
-# PutArm may fit the configuration's model before it answers (ScoringService names it).
-PUT_ARM_DEADLINE_SECONDS = 600.0
 
 
 class OperatorError(Exception):
@@ -43,11 +40,12 @@ class OperatorError(Exception):
         self.method, self.code, self.details = method, code, details
 
 
+def _operator_error(method: str, exc: grpc.RpcError) -> OperatorError:
+    return OperatorError(method, exc.code().name, exc.details() or "")
+
+
 def _call(method: str, call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except grpc.RpcError as exc:
-        raise OperatorError(method, exc.code().name, exc.details() or "") from None
+    return call_peer(method, call, _operator_error)
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class Stats:
 
 
 @dataclass(frozen=True)
-class Freshness:
+class FreshnessRow:
     strategy: str
     fitted_at: float
     age_seconds: float
@@ -85,7 +83,7 @@ class ArmRow:
     created_at: float
     updated_at: float
     stats: Stats | None = None
-    freshness: Freshness | None = None  # None until ScoringService has fitted its model
+    freshness: FreshnessRow | None = None  # None until ScoringService has fitted its model
 
 
 @dataclass(frozen=True)
@@ -104,18 +102,19 @@ class Series:
 class OperatorClient:
     def __init__(self, settings: OperatorSettings) -> None:
         reading = settings.reading_options()
-        self._channels = [
-            make_channel(settings.policy_address, settings.admin_options()),
-            make_channel(settings.metrics_address, reading),
-            make_channel(settings.scoring_address, reading),
-        ]
-        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[0])
-        self.metrics = metrics_pb2_grpc.MetricsServiceStub(self._channels[1])
-        self.scoring = scoring_pb2_grpc.ScoringServiceStub(self._channels[2])
+        self._channels = Channels()
+        self.policy = policy_pb2_grpc.PolicyServiceStub(
+            self._channels.open("policy", settings.policy_address, settings.admin_options())
+        )
+        self.metrics = metrics_pb2_grpc.MetricsServiceStub(
+            self._channels.open("metrics", settings.metrics_address, reading)
+        )
+        self.scoring = scoring_pb2_grpc.ScoringServiceStub(
+            self._channels.open("scoring", settings.scoring_address, reading)
+        )
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        self._channels.close()
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -140,7 +139,7 @@ class OperatorClient:
         total = sum(s.impressions for s in answer.stats)
         return {s.arm_id: _stats(s, total) for s in answer.stats}
 
-    def freshness(self) -> dict[str, Freshness]:
+    def freshness(self) -> dict[str, FreshnessRow]:
         """By configuration hash; empty when ScoringService cannot be reached (freshness is an
         extra on the operators' views, never a reason to show nothing)."""
         try:
@@ -175,7 +174,7 @@ class OperatorClient:
             initial_state=shared.STATE_VALUES[ArmState.CHAMPION if champion else ArmState.ACTIVE],
             reason=reason,
         )
-        answer = _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=PUT_ARM_DEADLINE_SECONDS))
+        answer = _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=FIT_DEADLINE_SECONDS))
         return _arm_row(answer.arm, None, None)
 
     def set_state(self, arm_id: str, state: ArmState, reason: str) -> ArmRow:
@@ -209,7 +208,7 @@ def _window(window_seconds: float | None) -> common_pb2.TimeWindow:
     return common_pb2.TimeWindow(start=timestamp(time.time() - window_seconds))
 
 
-def _arm_row(arm: policy_pb2.Arm, stats: Stats | None, freshness: Freshness | None) -> ArmRow:
+def _arm_row(arm: policy_pb2.Arm, stats: Stats | None, freshness: FreshnessRow | None) -> ArmRow:
     return ArmRow(
         arm_id=arm.arm_id,
         state=shared.STATES[arm.state].value,
@@ -238,8 +237,8 @@ def _stats(message: metrics_pb2.ArmStats, total_impressions: int) -> Stats:
     )
 
 
-def _freshness(message: scoring_pb2.ModelFreshness) -> Freshness:
-    return Freshness(
+def _freshness(message: scoring_pb2.ModelFreshness) -> FreshnessRow:
+    return FreshnessRow(
         strategy=message.strategy,
         fitted_at=seconds(message.fitted_at),
         age_seconds=duration_seconds(message.age),

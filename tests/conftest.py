@@ -24,7 +24,7 @@ STUBS: dict[str, Any] = {
 SETTINGS_CLASSES = {
     "embedding": "EmbeddingSettings",
     "scoring": "ScoringSettings",
-    "policy": "PolicySettings",
+    "policy": "PolicyServerSettings",
     "metrics": "MetricsSettings",
 }
 # Peers that do not need to answer for a service to start (channels connect lazily).

@@ -22,7 +22,7 @@ from rectune.v1 import (
     scoring_pb2_grpc,
 )
 from services.common import convert as shared
-from services.common.clients import ClientOptions, make_channel
+from services.common.clients import FIT_DEADLINE_SECONDS, Channels, ClientOptions, call_peer
 from services.common.prototime import seconds, timestamp
 from tuner.controller import Action, ArmStats, ArmView, BackendError
 from tuner.screen import Screen
@@ -30,29 +30,23 @@ from tuner.screen import Screen
 T = TypeVar("T")
 
 
-# Evaluations fit a model on the holdout split: seconds to minutes on a large catalogue.
-EVALUATE_DEADLINE_SECONDS = 600.0
-# PutArm asks ScoringService for the configuration's hash, which may fit the model first.
-PUT_ARM_DEADLINE_SECONDS = 600.0
+def _backend_error(method: str, exc: grpc.RpcError) -> BackendError:
+    return BackendError(f"{method}: {exc.code().name}: {exc.details()}")
 
 
 def _call(method: str, call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except grpc.RpcError as exc:
-        raise BackendError(f"{method}: {exc.code().name}: {exc.details()}") from None
+    return call_peer(method, call, _backend_error)
 
 
 class GrpcBackend:
     def __init__(self, policy_address: str, scoring_address: str, metrics_address: str, options: ClientOptions):
-        self._channels = [make_channel(a, options) for a in (policy_address, scoring_address, metrics_address)]
-        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels[0])
-        self.scoring = scoring_pb2_grpc.ScoringServiceStub(self._channels[1])
-        self.metrics = metrics_pb2_grpc.MetricsServiceStub(self._channels[2])
+        self._channels = Channels()
+        self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels.open("policy", policy_address, options))
+        self.scoring = scoring_pb2_grpc.ScoringServiceStub(self._channels.open("scoring", scoring_address, options))
+        self.metrics = metrics_pb2_grpc.MetricsServiceStub(self._channels.open("metrics", metrics_address, options))
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        self._channels.close()
 
     def arms(self) -> list[ArmView]:
         arms = _call("PolicyService.ListArms", lambda: self.policy.ListArms(policy_pb2.ListArmsRequest()).arms)
@@ -93,7 +87,7 @@ class GrpcBackend:
             request.baseline.CopyFrom(shared.configuration_message(baseline))
         answer = _call(
             "ScoringService.EvaluateConfiguration",
-            lambda: self.scoring.EvaluateConfiguration(request, timeout=EVALUATE_DEADLINE_SECONDS),
+            lambda: self.scoring.EvaluateConfiguration(request, timeout=FIT_DEADLINE_SECONDS),
         )
         clears = answer.comparison.probability_clears if answer.HasField("comparison") else None
         return Screen(answer.configuration_hash, answer.metrics.ndcg, answer.metrics.recall, clears)
@@ -108,7 +102,7 @@ class GrpcBackend:
             initial_state=policy_pb2.ARM_STATE_ACTIVE,
             reason=action.reason,
         )
-        _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=PUT_ARM_DEADLINE_SECONDS))
+        _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=FIT_DEADLINE_SECONDS))
 
     def set_state(self, arm_id: str, state: ArmState, reason: str) -> None:
         request = policy_pb2.SetArmStateRequest(arm_id=arm_id, state=shared.STATE_VALUES[state], reason=reason)

@@ -11,6 +11,7 @@ by hand are a person's to change.
 
 from __future__ import annotations
 
+import enum
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,7 +31,6 @@ from tuner.space import narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
-TARGET_STATES = {"retire": ArmState.RETIRED, "promote": ArmState.CHAMPION}
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,21 @@ class ArmView:
     created_at: float = 0.0
 
 
+class ActionKind(enum.StrEnum):
+    """What the tuner does to an arm (its value is the word the audit table and JSON show)."""
+
+    REGISTER = "register"
+    RETIRE = "retire"
+    PROMOTE = "promote"
+
+
+# The arm state each kind of action on an existing arm sets.
+TARGET_STATES = {ActionKind.RETIRE: ArmState.RETIRED, ActionKind.PROMOTE: ArmState.CHAMPION}
+
+
 @dataclass(frozen=True)
 class Action:
-    kind: str  # register, retire, promote
+    kind: ActionKind
     arm_id: str  # for register: the id the tuner asks for
     reason: str
     origin: ArmOrigin | None = None  # for register
@@ -218,7 +230,7 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
     ]
     actions = [
         Action(
-            "retire",
+            ActionKind.RETIRE,
             a.arm_id,
             f"P(best) {a.stats.probability_best:.3f} < {limits.retire_probability_best} "
             f"over its {a.stats.impressions} impressions since it went live (CTR {a.stats.ctr:.4f})",
@@ -234,7 +246,7 @@ def judge(arms: Sequence[ArmView], limits: TunerLimits) -> list[Action]:
                 f"P(best) {best.stats.probability_best:.3f} >= {limits.promote_probability_best} "
                 f"over its {best.stats.impressions} impressions since it went live (CTR {best.stats.ctr:.4f})"
             )
-            actions.append(Action("promote", best.arm_id, reason))
+            actions.append(Action(ActionKind.PROMOTE, best.arm_id, reason))
     return actions
 
 
@@ -257,7 +269,7 @@ def screen_proposals(
     passed, rejected = screened(proposals, screens, champion, existing_hashes, limits.screen_rule())
     registered = [
         Action(
-            "register",
+            ActionKind.REGISTER,
             f"{p.proposal.configuration.strategy.replace('_', '-')}-{cycle_id[:6]}-{p.index}",
             p.reason,
             p.proposal.origin,
@@ -355,7 +367,7 @@ class Controller:
         outcomes: list[tuple[Action, str]] = []
         for action in plan.actions:
             try:
-                if action.kind == "register":
+                if action.kind is ActionKind.REGISTER:
                     self.backend.register(action)
                 else:
                     self.backend.set_state(action.arm_id, TARGET_STATES[action.kind], action.reason)

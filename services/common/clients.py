@@ -23,6 +23,10 @@ from services.common.contracts import IDEMPOTENT_METHODS
 
 T = TypeVar("T")
 
+# The deadline of a call that may fit a model before it answers: FitConfiguration with wait,
+# PutArm (the policy has ScoringService fit the arm's configuration), EvaluateConfiguration.
+FIT_DEADLINE_SECONDS = 600.0
+
 
 @dataclass(frozen=True)
 class ClientOptions:
@@ -156,11 +160,43 @@ CLIENT_ERROR_CODES = (
 )
 
 
-def peer_error(
-    exc: grpc.RpcError, peer: str, passed_on: tuple[grpc.StatusCode, ...] = CLIENT_ERROR_CODES
-) -> RectuneError:
-    """A failed call to another service as a domain error: codes in ``passed_on`` keep their
-    status and message (Relayed); anything else means the peer is unavailable for now."""
-    if exc.code() in passed_on:
-        return Relayed(exc.code().name, str(exc.details()))
-    return Unavailable(f"{peer} answered {exc.code().name}: {exc.details()}")
+ErrorOf = Callable[[str, grpc.RpcError], Exception]  # (method, the failure) -> what to raise
+
+
+def call_peer(method: str, call: Callable[[], T], error: ErrorOf) -> T:
+    """One call to another service (``method`` names it, e.g. "PolicyService.ListArms"); a gRPC
+    failure is raised as the exception that ``error`` makes of it. Every client goes through
+    this: each says what a failure means to its own callers, nothing else differs."""
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        raise error(method, exc) from None
+
+
+def peer_error(peer: str, passed_on: tuple[grpc.StatusCode, ...] = CLIENT_ERROR_CODES) -> ErrorOf:
+    """For a service calling a peer: codes in ``passed_on`` keep their status and message
+    (Relayed, the peer's verdict on the request); anything else means the peer is unavailable
+    for now."""
+
+    def error(method: str, exc: grpc.RpcError) -> RectuneError:
+        if exc.code() in passed_on:
+            return Relayed(exc.code().name, str(exc.details()))
+        return Unavailable(f"{peer} answered {exc.code().name}: {exc.details()}")
+
+    return error
+
+
+class Channels:
+    """Channels to other services, opened by name and closed together."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, grpc.Channel] = {}
+
+    def open(self, name: str, address: str, options: ClientOptions | None = None) -> grpc.Channel:
+        channel = make_channel(address, options)
+        self._open[name] = channel
+        return channel
+
+    def close(self) -> None:
+        for channel in self._open.values():
+            channel.close()

@@ -29,7 +29,7 @@ from services.policy.servicer import PolicyServicer
 
 
 @dataclass(frozen=True)
-class PolicySettings(ServerSettings):
+class PolicyServerSettings(ServerSettings):
     """PolicyService: the bandit over configuration arms."""
 
     scoring_address: str = option(
@@ -63,14 +63,14 @@ class PolicySettings(ServerSettings):
             raise SettingsError("--outbox-interval-seconds and --guardrail-interval-seconds: must be > 0")
 
 
-def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningService:
+def build(settings: PolicyServerSettings, ranker: Ranker | None = None) -> RunningService:
     """The service; ``ranker`` replaces the ScoringService client (benchmarks isolate the policy with it)."""
     options = client_options_from(settings)
     scoring_channel = make_channel(settings.scoring_address, options)
     metrics_channel = make_channel(settings.metrics_address, options)
     engine = make_engine(settings.database_url)
-    interactions = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
-    ranker = ranker or interactions
+    scoring = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
+    ranker = ranker or scoring
     core = PolicyCore(
         PolicyStore(engine),
         ranker,
@@ -87,7 +87,7 @@ def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningServ
     service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose, core.close])
     # Stopped first (closers run in reverse): background work ends before the channels close.
     service.closers.append(
-        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, interactions))
+        run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, scoring))
     )
     service.closers.append(run_periodically("guardrails", settings.guardrail_interval_seconds, core.check_guardrails))
     service.closers.append(run_periodically("forget", 60.0, core.forget_old_decisions))
@@ -98,4 +98,4 @@ def build(settings: PolicySettings, ranker: Ranker | None = None) -> RunningServ
 
 
 if __name__ == "__main__":
-    sys.exit(run_service("python -m services.policy", PolicySettings, build))
+    sys.exit(run_service("python -m services.policy", PolicyServerSettings, build))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 
-import grpc
 import numpy as np
 
-from rectune.domain.errors import RectuneError
 from rectune.v1 import embedding_pb2, embedding_pb2_grpc
-from services.common.clients import peer_error, retry_unavailable
+from services.common.clients import call_peer, peer_error, retry_unavailable
 from services.scoring.core.vectors import Vectors
 
 _MODES = {
@@ -18,9 +16,8 @@ _MODES = {
 }
 
 
-def _unavailable(exc: grpc.RpcError) -> RectuneError:
-    """Whatever EmbeddingService answers, for scoring it is unavailable (vectors stay pending)."""
-    return peer_error(exc, "embedding: EmbeddingService", passed_on=())
+# Whatever EmbeddingService answers, for scoring it is unavailable (vectors stay pending).
+UNAVAILABLE = peer_error("embedding: EmbeddingService", passed_on=())
 
 
 class GrpcTextEncoder:
@@ -36,19 +33,12 @@ class GrpcTextEncoder:
     def model_name(self) -> str:
         with self._lock:
             if self._model is None:
-                try:
-                    self._model = self._model_info().model_name
-                except grpc.RpcError as exc:
-                    raise _unavailable(exc) from None
+                self._model = call_peer("GetModelInfo", self._model_info, UNAVAILABLE).model_name
             return self._model
 
     def embed(self, texts: list[str]) -> Vectors:
-        try:
-            response = self.stub.EmbedTexts(
-                embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in texts]), timeout=120
-            )
-        except grpc.RpcError as exc:
-            raise _unavailable(exc) from None
+        request = embedding_pb2.EmbedTextsRequest(texts=[t.encode() for t in texts])
+        response = call_peer("EmbedTexts", lambda: self.stub.EmbedTexts(request, timeout=120), UNAVAILABLE)
         return np.array([list(v.values) for v in response.vectors], dtype=np.float32)
 
     def encode_user(
@@ -58,8 +48,5 @@ class GrpcTextEncoder:
         for text, value, when in zip(texts, values, times, strict=True):
             entry = request.history.add(text=text, value=max(value, 0.0))
             entry.time.FromNanoseconds(int(when * 1e9))
-        try:
-            response = self.stub.EncodeUser(request)
-        except grpc.RpcError as exc:
-            raise _unavailable(exc) from None
+        response = call_peer("EncodeUser", lambda: self.stub.EncodeUser(request), UNAVAILABLE)
         return np.array(response.vector.values, dtype=np.float32)

@@ -27,7 +27,7 @@ from rectune.domain.configuration import Configuration
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2
 from tests.conftest import MOVIELENS
 from tuner.audit import AuditLog
-from tuner.controller import Action, Plan
+from tuner.controller import Action, ActionKind, Plan
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def record_a_cycle(audit_url: str) -> None:
     plan = Plan(cycle_id="cycle0001", created_at=time.time())
     reason = "screened: NDCG@10 0.2 against 1 x champion's 0.1"
     configuration = Configuration("als", {"factors": 16})
-    plan.actions.append(Action("register", "tuner-als-1", reason, ArmOrigin.TUNER_TPE, configuration, 0.1))
+    plan.actions.append(Action(ActionKind.REGISTER, "tuner-als-1", reason, ArmOrigin.TUNER_TPE, configuration, 0.1))
     AuditLog.open(audit_url).record(plan, True, [])
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from services.common.config import SettingsError, describe, load_settings
 from services.common.settings import ServerSettings
-from services.policy.__main__ import PolicySettings
+from services.policy.__main__ import PolicyServerSettings
 
 PEERS = {"RECTUNE_SCORING_ADDRESS": "127.0.0.1:1", "RECTUNE_METRICS_ADDRESS": "127.0.0.1:2"}
 
@@ -33,7 +33,7 @@ def test_settings_are_frozen() -> None:
 
 def test_missing_required_address_names_flag_and_variable() -> None:
     with pytest.raises(SettingsError) as error:
-        load_settings(PolicySettings, [], {"RECTUNE_METRICS_ADDRESS": "127.0.0.1:2"})
+        load_settings(PolicyServerSettings, [], {"RECTUNE_METRICS_ADDRESS": "127.0.0.1:2"})
     assert str(error.value) == (
         "--scoring-address (env RECTUNE_SCORING_ADDRESS) is required: host:port of ScoringService"
     )
@@ -41,12 +41,12 @@ def test_missing_required_address_names_flag_and_variable() -> None:
 
 def test_empty_required_address_is_missing() -> None:
     with pytest.raises(SettingsError, match=r"--metrics-address .* is required"):
-        load_settings(PolicySettings, [], {**PEERS, "RECTUNE_METRICS_ADDRESS": ""})
+        load_settings(PolicyServerSettings, [], {**PEERS, "RECTUNE_METRICS_ADDRESS": ""})
 
 
 def test_malformed_address_is_refused() -> None:
     with pytest.raises(SettingsError) as error:
-        load_settings(PolicySettings, ["--scoring-address", "localhost"], PEERS)
+        load_settings(PolicyServerSettings, ["--scoring-address", "localhost"], PEERS)
     assert str(error.value) == (
         "--scoring-address (env RECTUNE_SCORING_ADDRESS): must be host:port with a port in 1..65535, got 'localhost'"
     )
@@ -78,6 +78,6 @@ def test_inconsistent_settings_are_refused(argv: list[str], message: str) -> Non
 
 
 def test_describe_lists_every_setting_with_its_variable() -> None:
-    rows = {name: (flag, env) for name, flag, env, _default, _required in describe(PolicySettings)}
+    rows = {name: (flag, env) for name, flag, env, _default, _required in describe(PolicyServerSettings)}
     assert rows["port"] == ("--port", "PORT")
     assert rows["scoring_address"] == ("--scoring-address", "RECTUNE_SCORING_ADDRESS")

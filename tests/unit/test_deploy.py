@@ -33,7 +33,7 @@ KUBERNETES_VERSION = "1.32.0"
 SETTINGS = {
     "embedding": ("services.embedding.__main__", "EmbeddingSettings"),
     "scoring": ("services.scoring.__main__", "ScoringSettings"),
-    "policy": ("services.policy.__main__", "PolicySettings"),
+    "policy": ("services.policy.__main__", "PolicyServerSettings"),
     "metrics": ("services.metrics.__main__", "MetricsSettings"),
     "tuner": ("tuner.settings", "TunerSettings"),
     "dashboard": ("operators.settings", "OperatorSettings"),

@@ -30,7 +30,7 @@ from services.policy.core.store import PolicyStore
 class StandInRanker:
     """NOT ScoringService: the same list for everyone."""
 
-    def configuration_hash(self, configuration: Configuration) -> str:
+    def fit_configuration(self, configuration: Configuration) -> str:
         return configuration.strategy
 
     def rank(
@@ -100,9 +100,9 @@ def test_a_group_of_decisions_counts_what_they_would_count_one_by_one(tmp_path) 
         Decision(f"d{n}", f"r{n}", "196", arm_id, 0.5, 1000, (), False, "discounted_thompson", {}, time.time())
         for n, arm_id in enumerate(["popularity", "item_knn", "popularity", "popularity", "item_knn"])
     ]
-    assert grouped.log._write_decisions(decisions) == decisions
+    assert grouped.decision_log._write_decisions(decisions) == decisions
     for decision in decisions:
-        assert one_by_one.log._write_decisions([decision]) == [decision]
+        assert one_by_one.decision_log._write_decisions([decision]) == [decision]
     assert arm_counts(grouped) == pytest.approx(arm_counts(one_by_one), abs=1e-12)
     assert {arm.arm_id: arm.step for arm in grouped.list_arms()} == {"popularity": 4, "item_knn": 5}
     grouped.close()

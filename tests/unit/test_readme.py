@@ -17,7 +17,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     [
         ("services.embedding.__main__", "EmbeddingSettings"),
         ("services.scoring.__main__", "ScoringSettings"),
-        ("services.policy.__main__", "PolicySettings"),
+        ("services.policy.__main__", "PolicyServerSettings"),
         ("services.metrics.__main__", "MetricsSettings"),
         ("tuner.settings", "TunerSettings"),
     ],

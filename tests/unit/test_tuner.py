@@ -14,6 +14,7 @@ from services.common.config import SettingsError, load_settings
 from tuner.audit import AuditLog
 from tuner.controller import (
     Action,
+    ActionKind,
     ArmStats,
     ArmView,
     Plan,
@@ -261,8 +262,8 @@ def screened_plan(cycle_id: str, registered: Configuration, rejected: Configurat
     """A plan that registers one screened configuration, rejects another and retires an arm."""
     plan = Plan(cycle_id, 0.0)
     plan.actions = [
-        Action("register", f"{cycle_id}-arm", "screened", ArmOrigin.TUNER_RANDOM, registered, 0.2),
-        Action("retire", "old-arm", "P(best) too low"),
+        Action(ActionKind.REGISTER, f"{cycle_id}-arm", "screened", ArmOrigin.TUNER_RANDOM, registered, 0.2),
+        Action(ActionKind.RETIRE, "old-arm", "P(best) too low"),
     ]
     plan.rejected = [Rejected(Proposal(rejected, ArmOrigin.TUNER_RANDOM, "a guess"), f"{cycle_id}-h2", "below the bar")]
     plan.screens = {

@@ -16,8 +16,10 @@ from services.policy.core.model import Arm
 from services.policy.core.store import PolicyStore, StoreWork
 
 
-class Hasher(Protocol):
-    def configuration_hash(self, configuration: Configuration) -> str: ...
+class ConfigurationFitter(Protocol):
+    def fit_configuration(self, configuration: Configuration) -> str:
+        """Have ScoringService validate and fit the configuration; its canonical hash."""
+        ...
 
 
 class ArmsSnapshot(NamedTuple):
@@ -27,9 +29,9 @@ class ArmsSnapshot(NamedTuple):
 
 
 class ArmRegistry:
-    def __init__(self, store: PolicyStore, hasher: Hasher, cache_seconds: float) -> None:
+    def __init__(self, store: PolicyStore, fitter: ConfigurationFitter, cache_seconds: float) -> None:
         self.store = store
-        self.hasher = hasher  # ScoringService: validates a configuration and names it
+        self.fitter = fitter  # ScoringService: validates and fits a configuration, and names it
         self.cache_seconds = cache_seconds
         self._cached = ArmsSnapshot(float("-inf"), [], 0)
 
@@ -60,7 +62,7 @@ class ArmRegistry:
             raise InvalidArgument("initial_state", "must be CANDIDATE, ACTIVE or CHAMPION")
         existing = self.snapshot(fresh=True).arms
         _check_champion_rule(state, existing)
-        configuration_hash = self.hasher.configuration_hash(configuration)
+        configuration_hash = self.fitter.fit_configuration(configuration)
         for arm in existing:
             if arm.configuration_hash == configuration_hash:
                 raise AlreadyExists("configuration", f"equals the configuration of arm {arm.arm_id!r}")

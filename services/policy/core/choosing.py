@@ -18,7 +18,7 @@ from rectune.domain.arms import SERVING_STATES, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import FailedPrecondition, RectuneError, Unavailable
 from rectune.domain.events import Decision, Interaction, ScoredItem
-from services.policy.core.arms import ArmsSnapshot, Hasher
+from services.policy.core.arms import ArmsSnapshot, ConfigurationFitter
 from services.policy.core.bandits import Selection, bandit_for, selection
 from services.policy.core.model import Arm, BanditSettings, belief_of
 
@@ -28,7 +28,7 @@ LAST_GOOD_LISTS = 10_000  # users whose last champion list is kept for degraded 
 PROBE_SECONDS = 0.5
 
 
-class Ranker(Hasher, Protocol):
+class Ranker(ConfigurationFitter, Protocol):
     """What the policy needs from ScoringService."""
 
     def rank(

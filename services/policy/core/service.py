@@ -51,12 +51,12 @@ class PolicyCore:
         self._settings_cache: tuple[float, BanditSettings] = (float("-inf"), BanditSettings())
         self.arms = ArmRegistry(store, ranker, belief_cache_seconds)
         self.chooser = ArmChooser(ranker, seed)
-        self.log = DecisionLog(store, lambda: self.settings(fresh=False))
+        self.decision_log = DecisionLog(store, lambda: self.settings(fresh=False))
         self.outbox = OutboxForwarder(store)
 
     def close(self) -> None:
         """Write the decisions and feedback still queued and stop their writers."""
-        self.log.close()
+        self.decision_log.close()
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class PolicyCore:
         decision = self.chooser.decide(
             request_id, user_id, context, k, history, self.settings(fresh=False), self.arms.snapshot()
         )
-        return self.log.record_decision(decision)
+        return self.decision_log.record_decision(decision)
 
     def record_feedback(
         self,
@@ -159,7 +159,7 @@ class PolicyCore:
             # impression of the decision is the same impression, counted once everywhere.
             event_id = f"{decision_id}:impression"
         event = FeedbackEvent(event_id, decision_id, "", "", item_id, kind, custom_name, value, happened)
-        return self.log.record_feedback(event)
+        return self.decision_log.record_feedback(event)
 
     # -- background work ---------------------------------------------------------------------------
 
