@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _FitState:
@@ -373,6 +378,7 @@ class FitConfigurationResponse(_message.Message):
     REFITS_FIELD_NUMBER: _builtins.int
     REFIT_FAILURES_FIELD_NUMBER: _builtins.int
     SERVED_FIELD_NUMBER: _builtins.int
+    FRESHNESS_FIELD_NUMBER: _builtins.int
     configuration_hash: _builtins.str
     state: Global___FitState.ValueType
     error: _builtins.str
@@ -391,12 +397,36 @@ class FitConfigurationResponse(_message.Message):
     the other one where the strategy has a probability of its own (NaN where not measured).
     """
     alternative_calibration_ece: _builtins.float
-    interactions_at_fit: _builtins.int
-    interactions_since_fit: _builtins.int
-    refits: _builtins.int
-    refit_failures: _builtins.int
-    served: _builtins.int
-    """RankItems calls this replica answered with the configuration (most-served refit first)."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def interactions_at_fit(self) -> _builtins.int: ...
+    @interactions_at_fit.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def interactions_at_fit(self, value: _builtins.int) -> None: ...
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def interactions_since_fit(self) -> _builtins.int: ...
+    @interactions_since_fit.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def interactions_since_fit(self, value: _builtins.int) -> None: ...
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def refits(self) -> _builtins.int: ...
+    @refits.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def refits(self, value: _builtins.int) -> None: ...
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def refit_failures(self) -> _builtins.int: ...
+    @refit_failures.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def refit_failures(self, value: _builtins.int) -> None: ...
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def served(self) -> _builtins.int: ...
+    @served.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def served(self, value: _builtins.int) -> None: ...
     @_builtins.property
     def fit_duration(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -404,10 +434,16 @@ class FitConfigurationResponse(_message.Message):
         """Set for strategies that train in epochs (two_tower)."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def fitted_at(self) -> _timestamp_pb2.Timestamp:
-        """Freshness of a ready model (issue #18): when it was fitted, on how many interactions
-        (the store's count at the fit's snapshot), how many arrived since (what it has not
-        learned from; refits in the background catch up), and its refits in this replica.
+        """Deprecated: the same values as `freshness` below, field by field (kept: v1 is additive)."""
+
+    @_builtins.property
+    def freshness(self) -> Global___ModelFreshness:
+        """Freshness of a ready model: when it was fitted, on how many interactions (the store's
+        count at the fit's snapshot), how many arrived since (what it has not learned from;
+        refits in the background catch up), its refits in this replica, and the RankItems calls
+        this replica answered with it. Unset unless the state is FIT_STATE_READY.
         """
 
     def __init__(
@@ -429,10 +465,11 @@ class FitConfigurationResponse(_message.Message):
         refits: _builtins.int = ...,
         refit_failures: _builtins.int = ...,
         served: _builtins.int = ...,
+        freshness: Global___ModelFreshness | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "training", b"training"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "freshness", b"freshness", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_calibration_ece", b"alternative_calibration_ece", "calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "calibration_ece", b"calibration_ece", "calibration_method", b"calibration_method", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "interactions_at_fit", b"interactions_at_fit", "interactions_since_fit", b"interactions_since_fit", "refit_failures", b"refit_failures", "refits", b"refits", "served", b"served", "state", b"state", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_calibration_ece", b"alternative_calibration_ece", "calibration_a", b"calibration_a", "calibration_b", b"calibration_b", "calibration_ece", b"calibration_ece", "calibration_method", b"calibration_method", "configuration_hash", b"configuration_hash", "error", b"error", "fit_duration", b"fit_duration", "fitted_at", b"fitted_at", "freshness", b"freshness", "interactions_at_fit", b"interactions_at_fit", "interactions_since_fit", b"interactions_since_fit", "refit_failures", b"refit_failures", "refits", b"refits", "served", b"served", "state", b"state", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

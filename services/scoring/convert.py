@@ -43,9 +43,11 @@ def fit_response(status: FitStatus) -> scoring_pb2.FitConfigurationResponse:
         alternative_calibration_ece=status.calibration_report.alternative_ece,
         training=training_message(status.training),
     )
-    fresh = status.freshness
-    if fresh is not None:
-        response.fitted_at.CopyFrom(timestamp(fresh.fitted_at))
+    if status.freshness is not None:
+        fresh = freshness_message(status.freshness)
+        response.freshness.CopyFrom(fresh)
+        # The deprecated flat fields, from the same value, for clients that read them.
+        response.fitted_at.CopyFrom(fresh.fitted_at)
         response.interactions_at_fit = fresh.interactions_at_fit
         response.interactions_since_fit = fresh.interactions_since_fit
         response.refits = fresh.refits

@@ -319,7 +319,16 @@ def test_a_live_model_is_refit_in_the_background_and_says_how_fresh_it_is(start_
     als = common_pb2.Configuration(strategy="als")
     als.params["factors"].double_value = 16
     fit = scoring.stub.FitConfiguration(scoring_pb2.FitConfigurationRequest(configuration=als, wait=True), timeout=120)
-    assert (fit.interactions_at_fit, fit.interactions_since_fit, fit.refits) == (100_000, 0, 0)
+    fresh = fit.freshness
+    assert (fresh.interactions_at_fit, fresh.interactions_since_fit, fresh.refits) == (100_000, 0, 0)
+    assert (fresh.configuration_hash, fresh.strategy) == (fit.configuration_hash, "als")
+    # The deprecated flat fields carry the same values.
+    assert (fit.fitted_at, fit.interactions_at_fit, fit.interactions_since_fit) == (
+        fresh.fitted_at,
+        fresh.interactions_at_fit,
+        fresh.interactions_since_fit,
+    )
+    assert (fit.refits, fit.refit_failures, fit.served) == (fresh.refits, fresh.refit_failures, fresh.served)
     now = time.time()
     clicks = [common_pb2.Interaction(user_id="1", item_id=str(i), value=1.0) for i in range(300, 305)]
     for click in clicks:
