@@ -71,7 +71,7 @@ mutation: $(STAMP) ## mutation testing of the cores with mutmut (about an hour o
 demo: $(STAMP) ## run the whole loop locally and write a report (see README)
 	$(PY) -m demo
 
-bench: $(STAMP) ## every benchmark in bench/, each printing JSON
+bench: $(STAMP) ## the five main benchmarks (embedding, scoring, metrics, policy, tuner), each printing JSON; online, scale, soak and two_tower run one by one (docs/benchmarks.md)
 	@for name in embedding scoring metrics policy tuner; do echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done
 
 up: $(STAMP) ## start all services in the background on fixed local ports (.run/ holds logs and pids)

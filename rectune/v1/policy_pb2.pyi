@@ -63,7 +63,10 @@ class _ArmStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ArmState.Val
     ARM_STATE_RETIRED: _ArmState.ValueType  # 4
     """Not serving, final."""
     ARM_STATE_CHAMPION: _ArmState.ValueType  # 5
-    """The control arm. Exactly one arm is champion."""
+    """The arm the others are compared with (guardrails, the tuner's screen); it keeps at
+    least champion_min_share of the traffic. Exactly one arm is champion. (ARM_ORIGIN_CONTROL
+    says where an arm came from; the champion may be any arm promoted to it.)
+    """
 
 class ArmState(_ArmState, metaclass=_ArmStateEnumTypeWrapper): ...
 
@@ -77,7 +80,10 @@ ARM_STATE_PAUSED: ArmState.ValueType  # 3
 ARM_STATE_RETIRED: ArmState.ValueType  # 4
 """Not serving, final."""
 ARM_STATE_CHAMPION: ArmState.ValueType  # 5
-"""The control arm. Exactly one arm is champion."""
+"""The arm the others are compared with (guardrails, the tuner's screen); it keeps at
+least champion_min_share of the traffic. Exactly one arm is champion. (ARM_ORIGIN_CONTROL
+says where an arm came from; the champion may be any arm promoted to it.)
+"""
 Global___ArmState: _TypeAlias = ArmState  # noqa: Y015
 
 @_typing.final
