@@ -68,7 +68,7 @@ mutation: $(STAMP) ## mutation testing of the cores with mutmut (about an hour o
 	$(PY) scripts/mutation_report.py > docs/mutation-results.md
 	@head -n 20 docs/mutation-results.md
 
-demo: $(STAMP) ## run the whole loop locally and write a report (see README)
+demo: $(STAMP) ## run the whole loop locally and write a report (docs/demo.md)
 	$(PY) -m demo
 
 bench: $(STAMP) ## the five main benchmarks (embedding, scoring, metrics, policy, tuner), each printing JSON; online, scale, soak and two_tower run one by one (docs/benchmarks.md)

@@ -1,4 +1,4 @@
-"""The README's scaling table and log-log plot from bench/scale.py's JSON.
+"""docs/scaling.md's table and log-log plot from bench/scale.py's JSON.
 
 .venv/bin/python -m bench.scale > scale.json
 .venv/bin/python -m bench.scale_plot scale.json docs/scaling.png   # prints the markdown table

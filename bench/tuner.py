@@ -1,6 +1,6 @@
 """The tuner's proposers against each other, measured as a careful user would.
 
-Protocol (README, "Measuring tuning"): MovieLens 100K; per user, the last 20% of
+Protocol (docs/tuner.md, "Measuring tuning"): MovieLens 100K; per user, the last 20% of
 interactions by time are the test split, the last 20% of the rest the validation split.
 Every proposer starts from the same evaluated defaults (each strategy untuned) and proposes
 ``--budget`` configurations one at a time, each scored on validation only (NDCG@10), seeing

@@ -113,7 +113,7 @@ def prompt(
     best screens (as the lm proposer shows them), then the candidates. What changes least comes
     first: the model reads again only what follows the part a prompt shares with the last one
     (LanguageModel). Strategy descriptions and a compact notation were measured and made the
-    packaged model's choices worse (README, Benchmarks), so the prompt keeps this form."""
+    packaged model's choices worse (docs/benchmarks.md), so the prompt keeps this form."""
     lines = [f"Data: {briefing.data}"] if briefing.data else []
     if briefing.live_arms:
         lines.append("Serving now:")

@@ -41,7 +41,7 @@ class TunerSettings(ClientSettings, TunerLimits):
         env="RECTUNE_TUNER_PROPOSER",
         default="pool",
         help="where proposals come from: pool (TPE draws candidates, the language model picks one; "
-        "the measured best, see README), tpe, random, or lm (the model writes each)",
+        "the measured best, see docs/tuner.md), tpe, random, or lm (the model writes each)",
     )
     lm_model: str = option(
         env="RECTUNE_TUNER_LM_MODEL",

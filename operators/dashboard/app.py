@@ -126,7 +126,7 @@ def create_app(settings: OperatorSettings) -> FastAPI:
 
 def check_admin(admin_token: str, authorization: str) -> None:
     """Without an admin token configured the services take changes from anyone, and so does
-    the page (the README says so); with one, the page must send it."""
+    the page (docs/operations.md says so); with one, the page must send it."""
     if not admin_token:
         return
     scheme, _, given = authorization.partition(" ")

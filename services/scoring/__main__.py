@@ -89,7 +89,7 @@ class ScoringSettings(ServerSettings):
         env="RECTUNE_SCORING_ANN_SCAN_SHARE",
         default=0.1,
         help="share of the index's cells scanned per request (at least 64): more, better recall and slower "
-        "(README, Scaling)",
+        "(docs/scaling.md)",
     )
     refit_check_seconds: float = option(
         env="RECTUNE_SCORING_REFIT_CHECK_SECONDS",

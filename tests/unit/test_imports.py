@@ -1,4 +1,4 @@
-"""The import rules of the layout (README, "Layout"), checked on the source itself:
+"""The import rules of the layout (docs/architecture.md, "Layout"), checked on the source itself:
 
 - a service imports only its own package, services.common, rectune.domain and rectune.v1:
   services meet on the wire and in the shared vocabulary, never in each other's code;
@@ -101,3 +101,29 @@ def test_the_walker_finds_the_imports() -> None:
     policy = ROOT / "services/policy/core/service.py"
     assert "services.policy.core.store.PolicyStore" in imports_of(policy)
     assert len(SERVICES) == 4
+
+
+def getattr_calls(path: Path) -> list[int]:
+    """Lines of the file that call getattr or hasattr."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+    ]
+
+
+def test_scorings_core_declares_abilities_instead_of_probing_for_them() -> None:
+    """Optional abilities of strategies and fitted models are declared on the protocols in
+    strategies/base.py with defaults; the core never asks a strategy or a model what it has."""
+    probes = {
+        str(path.relative_to(ROOT)): lines
+        for path in (ROOT / "services" / "scoring" / "core").rglob("*.py")
+        if (lines := getattr_calls(path))
+    }
+    assert probes == {}
+
+
+def test_the_getattr_finder_finds_them(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("x = 1\nselect = getattr(model, 'select', None)\nok = hasattr(model, 'stored')\n")
+    assert getattr_calls(sample) == [2, 3]

@@ -21,7 +21,7 @@ them into about 4 sqrt(items) cells with k-means and scans the cells nearest to 
 ``scan_share`` of them (10%), at least 64. The candidates of both are scored exactly by the
 caller. Measured on those 10^6 items (bench/scale.py's data): IVF alone over all items gave
 recall@10 0.45 at 10% of the cells, the head with IVF on the rest 1.0; faiss's HNSW over the
-completed vectors gave 0.26 at 10^5 items (README, Scaling). hnswlib ships no wheel for this
+completed vectors gave 0.26 at 10^5 items (docs/scaling.md). hnswlib ships no wheel for this
 Python (it would compile at install). A catalogue no larger than the head is scanned whole:
 exact.
 """
