@@ -43,14 +43,28 @@ required setting stops the program at once with a message naming both, for examp
 Each table lists what its program reads besides the tables it builds on.
 """
 
-FOOTER = """
-## Outside the settings
+# Read outside the settings classes: (variable, default, meaning).
+OTHER_VARIABLES = [
+    (
+        "`GOMP_SPINCOUNT`",
+        "`20000` (set by EmbeddingService when unset)",
+        "rounds an idle OpenMP worker of torch spins before it sleeps; libgomp's own default, 300000, "
+        "holds the cores the gRPC threads need between forward passes",
+    ),
+    (
+        "`DEMO_MINUTES`, `DEMO_RATE`, `DEMO_SEED`, `DEMO_TUNER`, `DEMO_TUNER_INTERVAL`, `DEMO_SCENARIO`, "
+        "`DEMO_DASHBOARD_PORT`",
+        "`10`, `20`, `7`, `pool`, `60`, `static`, `8050`",
+        "`make demo`'s length in minutes, requests per second, seed, proposer (`pool`, `lm`, `tpe`, `random`, "
+        "`off`), tuner cycle in seconds, world (`static` or `moving`) and dashboard port (a free one when taken)",
+    ),
+]
 
-| variable | default | meaning |
-|---|---|---|
-| `GOMP_SPINCOUNT` | `20000` (set by EmbeddingService when unset) | rounds an idle OpenMP worker of torch spins before it sleeps; libgomp's own default, 300000, holds the cores the gRPC threads need between forward passes |
-| `DEMO_MINUTES`, `DEMO_RATE`, `DEMO_SEED`, `DEMO_TUNER`, `DEMO_TUNER_INTERVAL`, `DEMO_SCENARIO`, `DEMO_DASHBOARD_PORT` | `10`, `20`, `7`, `pool`, `60`, `static`, `8050` | `make demo`'s length in minutes, requests per second, seed, proposer (`pool`, `lm`, `tpe`, `random`, `off`), tuner cycle in seconds, world (`static` or `moving`) and dashboard port (a free one when taken) |
-"""
+
+def footer() -> str:
+    rows = ["", "## Outside the settings", "", "| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| {name} | {default} | {meaning} |" for name, default, meaning in OTHER_VARIABLES]
+    return "\n".join(rows) + "\n"
 
 
 def settings_class(module: str, name: str) -> Any:
@@ -87,7 +101,7 @@ def page() -> str:
         lines += [f"## {title}", "", f"Read by {who} (`{module}.{name}`).", ""]
         lines += table(fields) if fields else ["Nothing besides the tables above."]
         lines.append("")
-    return "\n".join(lines) + FOOTER
+    return "\n".join(lines) + footer()
 
 
 def main(argv: list[str]) -> int:
