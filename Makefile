@@ -39,13 +39,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 protos: $(STAMP) ## regenerate rectune/v1 from protos/ (the generated code is committed)
 	$(PY) scripts/gen_protos.py
 
-lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, generated-code freshness
+lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, freshness of the generated code and of docs/configuration.md
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy rectune services tuner operators demo bench tests scripts
 	$(VENV)/bin/buf lint
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
 	$(PY) scripts/gen_protos.py --check
+	$(PY) scripts/gen_config_docs.py --check
 
 test-tools: ## what the tests use from Debian: chromium and chromium-driver (the dashboard's browser tests), promtool (the alert rules); apt-get when missing
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v promtool >/dev/null; then \
