@@ -65,36 +65,36 @@ def within_sampling_error(observed: float, expected: float, n: int) -> bool:
 EVIDENCE = {"control": (1000.0, 10.0), "good": (1000.0, 300.0), "other": (1000.0, 10.0)}
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_an_arms_own_exposure_cap_binds_under_every_algorithm(tmp_path, algorithm: str) -> None:
-    core = policy(
-        tmp_path,
-        {"algorithm": algorithm, "discount": 0.99999, "champion_min_share": 0.0},
-        {"control": 1.0, "good": 0.1, "other": 0.3},
-    )
+def traffic_under(tmp_path, algorithm: str, champion_min_share: float, caps: dict[str, float]) -> list[Decision]:
+    """DECISIONS requests to a policy whose arms have EVIDENCE, under ``algorithm``."""
+    settings = {"algorithm": algorithm, "discount": 0.99999, "champion_min_share": champion_min_share}
+    core = policy(tmp_path, settings, caps)
     give_evidence(core, EVIDENCE)
     decisions = [core.recommend(f"r{n}", f"u{n % 50}", {}, 3, []) for n in range(DECISIONS)]
+    core.close()
+    return decisions
+
+
+def propensities_of(decisions: list[Decision], arm_id: str) -> set[float]:
+    return {round(d.propensity, 9) for d in decisions if d.arm_id == arm_id}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_an_arms_own_exposure_cap_binds_under_every_algorithm(tmp_path, algorithm: str) -> None:
+    decisions = traffic_under(tmp_path, algorithm, 0.0, {"control": 1.0, "good": 0.1, "other": 0.3})
     # Every logged propensity of the capped arm is its cap: the algorithm wanted more.
-    assert {round(d.propensity, 9) for d in decisions if d.arm_id == "good"} == {0.1}
+    assert propensities_of(decisions, "good") == {0.1}
     observed = shares(decisions)
     assert within_sampling_error(observed["good"], 0.1, DECISIONS), observed
     assert observed["other"] <= 0.3 + 5 * math.sqrt(0.3 * 0.7 / DECISIONS), observed
-    core.close()
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_the_champions_minimum_share_from_the_settings_binds_under_every_algorithm(tmp_path, algorithm: str) -> None:
-    core = policy(
-        tmp_path,
-        {"algorithm": algorithm, "discount": 0.99999, "champion_min_share": 0.6},
-        {"control": 1.0, "good": 1.0, "other": 1.0},
-    )
-    give_evidence(core, EVIDENCE)
-    decisions = [core.recommend(f"r{n}", f"u{n % 50}", {}, 3, []) for n in range(DECISIONS)]
+    decisions = traffic_under(tmp_path, algorithm, 0.6, {"control": 1.0, "good": 1.0, "other": 1.0})
     # The champion is the worst arm: it gets its minimum share and no more.
-    assert {round(d.propensity, 9) for d in decisions if d.arm_id == "control"} == {0.6}
+    assert propensities_of(decisions, "control") == {0.6}
     assert within_sampling_error(shares(decisions)["control"], 0.6, DECISIONS)
-    core.close()
 
 
 def test_caps_and_the_champions_share_together_leave_the_rest_to_the_uncapped_arms(tmp_path) -> None:
