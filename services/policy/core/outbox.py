@@ -55,7 +55,9 @@ class OutboxForwarder:
         if interactions is not None:
             senders["interaction"] = lambda rows: interactions.add_interactions([Interaction(**row) for row in rows])
         while True:
-            pending = self.store.pending(OUTBOX_BATCH)
+            # Only the kinds there is a sender for: a drain without ScoringService leaves the
+            # interactions queued (and ends) instead of finding them again forever.
+            pending = self.store.pending(OUTBOX_BATCH, list(senders))
             if not pending:
                 return sent
             for kind, send in senders.items():

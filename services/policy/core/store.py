@@ -267,9 +267,12 @@ class PolicyStore:
                 connection.execute(delete(outbox).where(outbox.c.id.in_(list(delivered))))
             _bury(connection, dead)
 
-    def pending(self, limit: int) -> list[tuple[int, str, dict[str, Any]]]:
+    def pending(self, limit: int, kinds: Sequence[str]) -> list[tuple[int, str, dict[str, Any]]]:
+        """The oldest outbox rows of these kinds (the others wait for a drain that can send them)."""
         with self.engine.connect() as connection:
-            rows = connection.execute(select(outbox).order_by(outbox.c.id).limit(limit))
+            rows = connection.execute(
+                select(outbox).where(outbox.c.kind.in_(list(kinds))).order_by(outbox.c.id).limit(limit)
+            )
             return [(row.id, row.kind, json.loads(row.payload)) for row in rows]
 
     def failed_attempt(self, ids: Sequence[int]) -> None:

@@ -1,0 +1,147 @@
+"""The outbox on a real SQLite file: what the policy acknowledged reaches MetricsService and
+ScoringService field for field, at least once; a peer that is down keeps the rows queued; a
+refused row goes to the dead letters alone, and a replayed dead letter arrives whole.
+
+RecordingSink (test_policy_core.py) and the sinks below are NOT MetricsService or
+ScoringService: they record what the outbox sends, and refuse or fail when told to."""
+
+from __future__ import annotations
+
+import time
+
+from rectune.domain.errors import Relayed
+from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction
+from tests.unit.test_policy_core import RecordingSink, make_core
+
+
+class Interactions:
+    """NOT ScoringService: records the interactions sent to it, or fails while ``down``."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.received: list[Interaction] = []
+
+    def add_interactions(self, interactions: list[Interaction]) -> None:
+        if self.down:
+            raise ConnectionError("ScoringService is down")
+        self.received += interactions
+
+
+class Refusing(RecordingSink):
+    """NOT MetricsService: refuses (as INVALID_ARGUMENT) decisions and events by id."""
+
+    def __init__(self, decision_ids: set[str] = frozenset(), event_ids: set[str] = frozenset()) -> None:
+        super().__init__()
+        self.refused_decisions, self.refused_events = set(decision_ids), set(event_ids)
+
+    def record_decisions(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if decision.decision_id in self.refused_decisions:
+                raise Relayed("INVALID_ARGUMENT", f"decision {decision.decision_id} refused")
+        super().record_decisions(decisions)
+
+    def record_events(self, events: list[FeedbackEvent]) -> None:
+        for event in events:
+            if event.event_id in self.refused_events:
+                raise Relayed("INVALID_ARGUMENT", f"event {event.event_id} refused")
+        super().record_events(events)
+
+
+def test_decisions_events_and_interactions_arrive_field_for_field(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {"page": "home"}, 3, [])
+    at = time.time() - 5
+    core.record_feedback("c1", decision.decision_id, EventKind.CLICK, "", "2", 2.5, at)
+    core.record_feedback("x1", decision.decision_id, EventKind.CUSTOM, "share", "3", 0.0, at)
+    metrics, scoring = RecordingSink(), Interactions()
+    # Rows sent: the decision (its impression goes with it), two events, an interaction.
+    assert core.drain_outbox(metrics, scoring) == 4
+    (sent,) = metrics.decisions
+    assert sent == Decision(
+        decision.decision_id,
+        "r1",
+        "196",
+        decision.arm_id,
+        decision.propensity,
+        decision.propensity_samples,
+        decision.items,
+        False,
+        decision.algorithm,
+        {"page": "home"},
+        decision.time,
+    )
+    assert metrics.events == [
+        decision.impression(),
+        FeedbackEvent("c1", decision.decision_id, decision.arm_id, "196", "2", EventKind.CLICK, "", 2.5, at),
+        FeedbackEvent("x1", decision.decision_id, decision.arm_id, "196", "3", EventKind.CUSTOM, "share", 0.0, at),
+    ]
+    # A click tells scoring what the user likes; a custom event does not.
+    assert scoring.received == [Interaction("196", "2", 2.5, at)]
+    assert core.drain_outbox(metrics, scoring) == 0  # nothing twice
+    core.close()
+
+
+def test_a_peer_that_is_down_keeps_every_row_queued_for_the_next_round(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {}, 3, [])
+    core.record_feedback("c1", decision.decision_id, EventKind.CLICK, "", "2", 1.0, None)
+    assert core.drain_outbox(RecordingSink(fail=True), Interactions()) == 0
+    # Waiting: the decision, the click event and the click's interaction.
+    assert core.store.backlog() == 3 and core.store.dead_letter_count() == 0
+    metrics, scoring = RecordingSink(), Interactions(down=True)
+    sent = core.drain_outbox(metrics, scoring)  # metrics is back; scoring is still down
+    assert [e.event_id for e in metrics.events] == [f"{decision.decision_id}:impression", "c1"]
+    assert sent == 2 and scoring.received == []
+    assert core.store.backlog() == 1  # the interaction waits for scoring
+    scoring.down = False
+    assert core.drain_outbox(metrics, scoring) == 1 and len(scoring.received) == 1
+    assert core.store.backlog() == 0
+    core.close()
+
+
+def test_a_refused_row_alone_goes_to_the_dead_letters_and_replays_whole(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    first = core.recommend("r1", "196", {}, 3, [])
+    second = core.recommend("r2", "197", {}, 3, [])
+    for event_id in ("bad", "good"):
+        core.record_feedback(event_id, second.decision_id, EventKind.CLICK, "", "2", 1.0, None)
+    refusing = Refusing(decision_ids={first.decision_id}, event_ids={"bad"})
+    # Without a ScoringService sink the clicks' interactions stay queued, and the drain ends.
+    assert core.drain_outbox(refusing) == 2  # the second decision (with its impression), good
+    assert core.store.backlog() == 2
+    assert [d.decision_id for d in refusing.decisions] == [second.decision_id]
+    assert [e.event_id for e in refusing.events] == [
+        f"{first.decision_id}:impression",
+        f"{second.decision_id}:impression",
+        "good",
+    ]
+    letters = core.store.dead_letters()
+    assert [(stored.letter.kind, stored.letter.reason) for stored in letters] == [
+        ("decision", f"decision {first.decision_id} refused"),
+        ("event", "event bad refused"),
+    ]
+    assert core.store.replay_dead_letters() == 2
+    accepting = RecordingSink()
+    assert core.drain_outbox(accepting, Interactions()) == 4  # the replayed two, and the interactions
+    assert accepting.decisions == [refusing_free(first)]
+    assert [(e.event_id, e.decision_id, e.kind) for e in accepting.events] == [
+        ("bad", second.decision_id, EventKind.CLICK)
+    ]
+    core.close()
+
+
+def refusing_free(decision: Decision) -> Decision:
+    """A decision as the outbox sends it again from its dead letter (items by id only)."""
+    return Decision(
+        decision.decision_id,
+        decision.request_id,
+        decision.user_id,
+        decision.arm_id,
+        decision.propensity,
+        decision.propensity_samples,
+        tuple(item.__class__(item.item_id, 0.0, 0.0, item.rank) for item in decision.items),
+        decision.degraded,
+        decision.algorithm,
+        dict(decision.context),
+        decision.time,
+    )
