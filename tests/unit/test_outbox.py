@@ -8,6 +8,7 @@ ScoringService: they record what the outbox sends, and refuse or fail when told 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from rectune.domain.errors import Relayed
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, Interaction
@@ -30,7 +31,7 @@ class Interactions:
 class Refusing(RecordingSink):
     """NOT MetricsService: refuses (as INVALID_ARGUMENT) decisions and events by id."""
 
-    def __init__(self, decision_ids: set[str] = frozenset(), event_ids: set[str] = frozenset()) -> None:
+    def __init__(self, decision_ids: Collection[str] = (), event_ids: Collection[str] = ()) -> None:
         super().__init__()
         self.refused_decisions, self.refused_events = set(decision_ids), set(event_ids)
 
