@@ -211,10 +211,6 @@ def check_interaction(where: str, interaction: Interaction, rules: TimeRules, us
     check_id(f"{where}.item_id", interaction.item_id)
     check_value(f"{where}.value", interaction.value)
     check_time(f"{where}.time", interaction.time, rules)
-    if interaction.time < 0:
-        raise InvalidArgument(
-            f"{where}.time", f"must not be before 1970 (unix seconds >= 0), got {interaction.time:.0f}"
-        )
 
 
 def check_event(prefix: str, event: FeedbackEvent, rules: TimeRules) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from rectune.domain.arms import Algorithm, decay, decayed_count
@@ -278,11 +279,11 @@ def test_resamples_are_seeded_draws_of_users_with_replacement() -> None:
     assert (picks == resampled_users(7, resamples=5, seed=3)).all()
     assert not (picks == resampled_users(7, resamples=5, seed=4)).all()
     assert resampled_users(10).shape == (1000, 10)
+    assert (resampled_users(10) == resampled_users(10, seed=0)).all()  # seed 0 by default
+    assert set(resampled_users(2, resamples=50).ravel().tolist()) == {0, 1}  # every user can be drawn
 
 
 def test_a_paired_comparison_of_nothing_and_its_interval() -> None:
-    import numpy as np
-
     empty = compare_paired(np.zeros(0), np.zeros(0), ratio=0.9)
     assert (empty.ratio, empty.probability_clears, empty.mean_difference, empty.interval, empty.resamples) == (
         0.9,
@@ -299,7 +300,15 @@ def test_a_paired_comparison_of_nothing_and_its_interval() -> None:
     # Half the users gain 0.1 and half lose 0.02: the resampled mean's standard error is
     # 0.06 / sqrt(400) = 0.003, so the 95% interval is about 0.04 -+ 0.0059.
     assert low == pytest.approx(0.04 - 0.00588, abs=0.0012) and high == pytest.approx(0.04 + 0.00588, abs=0.0012)
-    assert result.probability_clears == 1.0 and result.resamples == 2000
+    assert result.probability_clears == 1.0 and (result.resamples, result.ratio) == (2000, 1.0)
+    # The interval is the 2.5th and 97.5th percentiles of the resampled mean differences.
+    picks = resampled_users(400, 2000, 1)
+    differences = candidate[picks].mean(axis=1) - baseline[picks].mean(axis=1)
+    assert result.interval == tuple(np.percentile(differences, [2.5, 97.5]).tolist())
+    # Seed 0 by default; another seed draws other users.
+    noisy = baseline + np.random.default_rng(9).normal(0.0, 0.3, 400)
+    assert compare_paired(noisy, baseline) == compare_paired(noisy, baseline, seed=0)
+    assert compare_paired(noisy, baseline, seed=1).interval != compare_paired(noisy, baseline).interval
     # Clearing a bar of 1.1 x the baseline's mean (0.5): the candidate's 0.54 falls short.
     assert compare_paired(candidate, baseline, ratio=1.1).probability_clears < 0.01
     # At exactly the bar, it counts as clearing it (>=).
