@@ -50,7 +50,14 @@ from rectune.domain.events import (
     listed,
     stored_value,
 )
-from rectune.domain.space import Hyperparameter, ParamType, SearchSpace, SpaceError, StrategySpace
+from rectune.domain.space import (
+    Hyperparameter,
+    ParamType,
+    SearchSpace,
+    SpaceError,
+    StrategySpace,
+    configuration_schema,
+)
 
 NOW = 1_700_000_000.0
 RULES = TimeRules(NOW, 300.0)
@@ -445,3 +452,68 @@ def test_sampling_stays_in_range_log_uniformly_and_covers_the_choices() -> None:
     assert {narrow.sample(rng) for _ in range(50)} == {2}
     sampled = SearchSpace((ALS,)).sample(rng)
     assert sampled.strategy == "als" and set(sampled.params) == {"factors", "reg", "mode", "explore", "later"}
+
+
+def test_the_json_schemas_whole() -> None:
+    small = StrategySpace("knn", "neighbours", (Hyperparameter("k", ParamType.INT, 5, "how many", 1, 50),))
+    k_schema = {"description": "how many", "default": 5, "type": "integer", "minimum": 1, "maximum": 50}
+    assert small.json_schema() == {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "knn hyperparameters",
+        "description": "neighbours",
+        "type": "object",
+        "properties": {"k": k_schema},
+        "additionalProperties": False,
+    }
+    assert configuration_schema([small]) == {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "rectune configuration",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "strategy": {"const": "knn"},
+                    "params": {
+                        "title": "knn hyperparameters",
+                        "description": "neighbours",
+                        "type": "object",
+                        "properties": {"k": k_schema},
+                        "additionalProperties": False,
+                    },
+                },
+                "required": ["strategy", "params"],
+                "additionalProperties": False,
+            }
+        ],
+    }
+    assert SearchSpace((small,)).json_schema() == {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "strategy": {"const": "knn"},
+                    "params": {
+                        "type": "object",
+                        "properties": {"k": {"type": "integer", "minimum": 1, "maximum": 50}},
+                        "required": ["k"],
+                        "additionalProperties": False,
+                    },
+                },
+                "required": ["strategy", "params"],
+                "additionalProperties": False,
+            }
+        ]
+    }
+    integer, number = FACTORS.value_schema(), REG.value_schema()
+    assert isinstance(integer["minimum"], int) and isinstance(integer["maximum"], int)
+    assert isinstance(number["minimum"], float) and isinstance(number["maximum"], float)
+
+
+def test_a_flat_range_samples_uniformly_and_a_log_range_from_zero_does_too() -> None:
+    rng = random.Random(3)
+    flat = Hyperparameter("n", ParamType.FLOAT, 50.0, "", 1.0, 100.0)
+    values = [float(flat.sample(rng)) for _ in range(4000)]
+    assert sum(values) / len(values) == pytest.approx(50.5, abs=2.0)  # log-uniform would give about 21.5
+    from_zero = Hyperparameter("w", ParamType.FLOAT, 0.5, "", 0.0, 1.0, log_scale=True)
+    zeros = [float(from_zero.sample(rng)) for _ in range(4000)]
+    assert sum(zeros) / len(zeros) == pytest.approx(0.5, abs=0.03)
