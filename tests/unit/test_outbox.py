@@ -87,8 +87,10 @@ def test_a_peer_that_is_down_keeps_every_row_queued_for_the_next_round(tmp_path)
     decision = core.recommend("r1", "196", {}, 3, [])
     core.record_feedback("c1", decision.decision_id, EventKind.CLICK, "", "2", 1.0, None)
     assert core.drain_outbox(RecordingSink(fail=True), Interactions()) == 0
-    # Waiting: the decision, the click event and the click's interaction.
+    # Waiting: the decision, the click event and the click's interaction, since about now.
     assert core.store.backlog() == 3 and core.store.dead_letter_count() == 0
+    oldest = core.store.oldest_waiting_since()
+    assert oldest is not None and abs(oldest - time.time()) < 60
     metrics, scoring = RecordingSink(), Interactions(down=True)
     sent = core.drain_outbox(metrics, scoring)  # metrics is back; scoring is still down
     assert [e.event_id for e in metrics.events] == [f"{decision.decision_id}:impression", "c1"]
@@ -96,7 +98,7 @@ def test_a_peer_that_is_down_keeps_every_row_queued_for_the_next_round(tmp_path)
     assert core.store.backlog() == 1  # the interaction waits for scoring
     scoring.down = False
     assert core.drain_outbox(metrics, scoring) == 1 and len(scoring.received) == 1
-    assert core.store.backlog() == 0
+    assert (core.store.backlog(), core.store.oldest_waiting_since()) == (0, None)
     core.close()
 
 

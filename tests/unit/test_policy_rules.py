@@ -17,7 +17,7 @@ import pytest
 
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
-from rectune.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Relayed, Unavailable
+from rectune.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed, Unavailable
 from rectune.domain.events import ScoredItem
 from services.common.storage import make_engine
 from services.policy.core.bandits import ArmBelief, EpsilonGreedy, ThompsonSampling, Ucb1, apply_caps
@@ -240,3 +240,18 @@ def test_caps_hand_the_excess_to_the_others_in_proportion_or_evenly() -> None:
     arms = [belief("a", 0, 0, cap=0.2), belief("b", 0, 0, cap=1.0), belief("c", 0, 0, cap=1.0)]
     assert apply_caps(np.array([0.8, 0.15, 0.05]), arms, 0.0).tolist() == pytest.approx([0.2, 0.6, 0.2])
     assert apply_caps(np.array([1.0, 0.0, 0.0]), arms, 0.0).tolist() == pytest.approx([0.2, 0.4, 0.4])
+
+
+def test_a_request_id_is_a_retry_only_for_the_same_user_and_context(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    first = core.recommend("r1", "196", {"page": "home"}, 3, [])
+    assert core.recommend("r1", "196", {"page": "home"}, 3, []) == first  # a retry: the same decision
+    with pytest.raises(AlreadyExists) as other_user:
+        core.recommend("r1", "197", {"page": "home"}, 3, [])
+    assert str(other_user.value) == "request_id: was used before for a request with another user_id"
+    with pytest.raises(AlreadyExists) as other_context:
+        core.recommend("r1", "196", {"page": "cart"}, 3, [])
+    assert str(other_context.value) == "request_id: was used before for a request with another context"
+    assert core.store.decision_by_request("r1") == first
+    assert core.store.decision_by_request("r2") is None
+    core.close()
