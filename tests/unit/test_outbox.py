@@ -148,3 +148,42 @@ def refusing_free(decision: Decision) -> Decision:
         dict(decision.context),
         decision.time,
     )
+
+
+class ImpressionsFail(RecordingSink):
+    """NOT MetricsService: takes decisions, then fails (down) or refuses (by id) impressions."""
+
+    def __init__(self, refuse: bool) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def record_events(self, events: list[FeedbackEvent]) -> None:
+        if self.refuse:
+            raise Relayed("INVALID_ARGUMENT", "impression refused")
+        raise ConnectionError("MetricsService is down")
+
+
+def test_decisions_whose_impressions_did_not_arrive_are_sent_again(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {}, 3, [])
+    down = ImpressionsFail(refuse=False)
+    assert core.drain_outbox(down) == 0 and [d.decision_id for d in down.decisions] == [decision.decision_id]
+    assert core.store.backlog() == 1  # not marked forwarded: the decision goes again with its impression
+    refusing = ImpressionsFail(refuse=True)
+    assert core.drain_outbox(refusing) == 1  # the decision arrived; its impression was refused
+    (letter,) = core.store.dead_letters()
+    assert (letter.letter.kind, letter.letter.reason) == ("event", "impression refused")
+    assert letter.letter.payload["event_id"] == f"{decision.decision_id}:impression"
+    assert core.store.backlog() == 0 and core.store.dead_letter_count() == 1
+    core.close()
+
+
+def test_an_event_row_without_its_optional_fields_is_sent_with_them_empty(tmp_path) -> None:
+    """Rows queued by an older version carry only the required fields."""
+    core = make_core(tmp_path / "policy.db")
+    with core.store.unit_of_work() as work:
+        work.enqueue_many([("event", {"event_id": "old", "decision_id": "d", "arm_id": "a", "value": 1.0})])
+    metrics = RecordingSink()
+    assert core.drain_outbox(metrics) == 1
+    assert metrics.events == [FeedbackEvent("old", "d", "a", "", "", None, "", 1.0, None)]
+    core.close()

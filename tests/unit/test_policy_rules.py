@@ -18,7 +18,7 @@ import pytest
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed, Unavailable
-from rectune.domain.events import ScoredItem
+from rectune.domain.events import EventKind, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core.bandits import ArmBelief, EpsilonGreedy, ThompsonSampling, Ucb1, apply_caps
 from services.policy.core.service import PolicyCore
@@ -254,4 +254,61 @@ def test_a_request_id_is_a_retry_only_for_the_same_user_and_context(tmp_path) ->
     assert str(other_context.value) == "request_id: was used before for a request with another context"
     assert core.store.decision_by_request("r1") == first
     assert core.store.decision_by_request("r2") is None
+    core.close()
+
+
+def test_bad_requests_are_refused_by_field_and_rule(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {}, 3, [])
+    feedback = core.record_feedback
+    long = "x" * 129
+    cases = [
+        (
+            ("", decision.decision_id, EventKind.CLICK, "", "", 1.0, None),
+            "event_id: must not be empty (it makes feedback idempotent)",
+        ),
+        ((long, decision.decision_id, EventKind.CLICK, "", "", 1.0, None), "event_id: at most 128 characters, got 129"),
+        (("e", long, EventKind.CLICK, "", "", 1.0, None), "decision_id: at most 128 characters, got 129"),
+        (("e", decision.decision_id, EventKind.CLICK, "", long, 1.0, None), "item_id: at most 128 characters, got 129"),
+        (
+            ("e", decision.decision_id, None, "", "", 1.0, None),
+            "kind: must be one of impression, click, conversion, rating, custom",
+        ),
+        (("e", decision.decision_id, EventKind.CUSTOM, "", "", 1.0, None), "custom_name: must not be empty"),
+        (
+            ("e", decision.decision_id, EventKind.CLICK, long, "", 1.0, None),
+            "custom_name: at most 128 characters, got 129",
+        ),
+        (
+            ("e", decision.decision_id, EventKind.CLICK, "", "", math.inf, None),
+            "value: must be a finite number, got inf",
+        ),
+        (
+            ("e", decision.decision_id, EventKind.CLICK, "", "", 1.0, -1.0),
+            "time: must not be before 1970 (unix seconds), got -1",
+        ),
+    ]
+    for args, expected in cases:
+        with pytest.raises(InvalidArgument) as error:
+            feedback(*args)
+        assert str(error.value) == expected
+    recommend = core.recommend
+    requests: list[tuple[tuple[str, str, dict[str, str], int, list[Any]], str]] = [
+        (("", "196", {}, 3, []), "request_id: must not be empty (it makes retries return the same decision)"),
+        ((long, "196", {}, 3, []), "request_id: at most 128 characters, got 129"),
+        (("r2", long, {}, 3, []), "user_id: at most 128 characters, got 129"),
+        (("r2", "196", {"": "x"}, 3, []), "context key: must not be empty"),
+        (("r2", "196", {}, 0, []), "k: must be between 1 and 1000, got 0"),
+        (("r2", "196", {}, 1001, []), "k: must be between 1 and 1000, got 1001"),
+        (("r2", "", {}, 3, []), "user_id: must be set, or history given for a cold user"),
+    ]
+    for request, expected in requests:
+        with pytest.raises(InvalidArgument) as error:
+            recommend(*request)
+        assert str(error.value) == expected
+    # The app's impression of a decision is the decision's own impression: counted once.
+    counted = {arm.arm_id: arm.impressions for arm in core.list_arms()}
+    for event_id in ("app-impression-1", "app-impression-2"):
+        feedback(event_id, decision.decision_id, EventKind.IMPRESSION, "", "", 0.0, None)
+    assert {arm.arm_id: arm.impressions for arm in core.list_arms()} == counted
     core.close()
