@@ -187,3 +187,42 @@ def test_an_event_row_without_its_optional_fields_is_sent_with_them_empty(tmp_pa
     assert core.drain_outbox(metrics) == 1
     assert metrics.events == [FeedbackEvent("old", "d", "a", "", "", None, "", 1.0, None)]
     core.close()
+
+
+def test_dead_letters_are_listed_oldest_first_within_a_limit_and_replayed_by_id(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    decision = core.recommend("r1", "196", {}, 3, [])
+    for n in range(3):
+        core.record_feedback(f"bad{n}", decision.decision_id, EventKind.CLICK, "", "", 1.0, None)
+    core.drain_outbox(Refusing(event_ids={"bad0", "bad1", "bad2"}))
+    letters = core.store.dead_letters()
+    assert [stored.letter.payload["event_id"] for stored in letters] == ["bad0", "bad1", "bad2"]
+    assert [stored.id for stored in letters] == sorted(stored.id for stored in letters)
+    assert all(abs(stored.created_at - time.time()) < 60 for stored in letters)
+    assert [s.letter.payload["event_id"] for s in core.store.dead_letters(limit=2)] == ["bad0", "bad1"]
+    assert core.store.replay_dead_letters([letters[1].id]) == 1  # only the one named
+    assert [s.letter.payload["event_id"] for s in core.store.dead_letters()] == ["bad0", "bad2"]
+    assert core.store.dead_letter_count() == 2 and core.store.backlog() == 1
+    replayed = RecordingSink()
+    assert core.drain_outbox(replayed) == 1 and [e.event_id for e in replayed.events] == ["bad1"]
+    assert core.store.replay_dead_letters([]) == 2  # none named: all of them
+    assert core.store.dead_letter_count() == 0
+    core.close()
+
+
+def test_old_decisions_are_forgotten_once_forwarded_and_old_feedback_ids_with_them(tmp_path) -> None:
+    core = make_core(tmp_path / "policy.db")
+    forwarded = core.recommend("r1", "196", {}, 3, [])
+    core.record_feedback("c1", forwarded.decision_id, EventKind.CLICK, "", "", 1.0, None)
+    core.drain_outbox(RecordingSink())
+    waiting = core.recommend("r2", "197", {}, 3, [])
+    core.store.forget_before(time.time() - 3600)  # nothing is that old
+    assert core.store.decision_by_request("r1") == forwarded
+    with core.store.unit_of_work() as work:
+        assert work.recorded_feedback_ids(["c1", "c2"]) == {"c1"}
+    core.store.forget_before(time.time() + 1)
+    assert core.store.decision_by_request("r1") is None  # forwarded and old: gone
+    assert core.store.decision_by_request("r2") == waiting  # not forwarded yet: kept
+    with core.store.unit_of_work() as work:
+        assert work.recorded_feedback_ids(["c1"]) == set()
+    core.close()

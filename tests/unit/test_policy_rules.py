@@ -79,6 +79,10 @@ def test_a_promotion_replaces_the_champion_and_is_recorded_for_rollback(tmp_path
     assert (arms["popularity"].state, arms["popularity"].exposure_cap) == (ArmState.ACTIVE, 0.3)
     assert arms["popularity"].state_reason == "replaced by item_knn"
     assert arms["popularity"].updated_at == pytest.approx(crowned.updated_at, abs=5)
+    with core.store.unit_of_work() as work:
+        promotion = work.last_promotion()
+    assert promotion is not None
+    assert (promotion.arm_id, promotion.previous_arm_id, promotion.reason) == ("item_knn", "popularity", "it won")
     restored, replaced = core.rollback_champion("")
     assert (restored.arm_id, replaced, restored.state_reason) == ("popularity", "item_knn", "rolled back from item_knn")
     assert (restored.state, restored.exposure_cap) == (ArmState.CHAMPION, 1.0)
@@ -206,8 +210,9 @@ def belief(arm_id: str, impressions: float, reward: float, cap: float = 1.0) -> 
 
 def test_ucb1_plays_every_arm_first_then_the_highest_upper_bound() -> None:
     rng = np.random.default_rng(0)
-    fresh = [belief("a", 10, 5), belief("b", 0, 0), belief("c", 0, 0)]
-    assert Ucb1(1.0).distribution(fresh, rng)[0].tolist() == [0.0, 0.5, 0.5]
+    fresh = [belief("a", 1, 1), belief("b", 0, 0), belief("c", 0, 0)]
+    p, samples = Ucb1(1.0).distribution(fresh, rng)
+    assert (p.tolist(), samples) == ([0.0, 0.5, 0.5], 0)
     # a: 0.5 + sqrt(2 ln 110 / 100) = 0.8067; b: 0.3 + sqrt(2 ln 110 / 10) = 1.2698: b.
     arms = [belief("a", 100, 50), belief("b", 10, 3)]
     bounds = [0.5 + math.sqrt(2 * math.log(110) / 100), 0.3 + math.sqrt(2 * math.log(110) / 10)]
