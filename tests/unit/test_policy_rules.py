@@ -21,6 +21,7 @@ from rectune.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from rectune.domain.events import EventKind, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core.bandits import ArmBelief, EpsilonGreedy, ThompsonSampling, Ucb1, apply_caps
+from services.policy.core.model import ArmCounts
 from services.policy.core.service import PolicyCore
 from services.policy.core.store import PolicyStore
 from tests.unit.test_policy_core import StandInRanker, make_core
@@ -316,4 +317,22 @@ def test_bad_requests_are_refused_by_field_and_rule(tmp_path) -> None:
     for event_id in ("app-impression-1", "app-impression-2"):
         feedback(event_id, decision.decision_id, EventKind.IMPRESSION, "", "", 0.0, None)
     assert {arm.arm_id: arm.impressions for arm in core.list_arms()} == counted
+    core.close()
+
+
+def test_changes_show_at_once_even_while_the_request_path_reuses_its_snapshot(tmp_path) -> None:
+    """The request path may reuse the arms for belief_cache_seconds; listing, state changes,
+    rollbacks and guardrails read them fresh."""
+    core = make_core(tmp_path / "policy.db", belief_cache_seconds=3600.0, arms=("popularity", "item_knn", "als"))
+    core.recommend("r1", "196", {}, 3, [])  # the request path caches its snapshot now
+    core.set_arm_state("als", ArmState.PAUSED, "")
+    assert {arm.arm_id: arm.state for arm in core.list_arms()}["als"] is ArmState.PAUSED
+    core.set_arm_state("item_knn", ArmState.CHAMPION, "")
+    assert core.arms.snapshot().arms[1].state is ArmState.CHAMPION  # the cached snapshot was renewed
+    core.rollback_champion("")
+    assert core.arms.snapshot().arms[0].state is ArmState.CHAMPION
+    with core.store.unit_of_work() as work:
+        work.add_to_arm("item_knn", 0, ArmCounts(impressions=5000.0, reward=0.0), None)
+        work.add_to_arm("popularity", 0, ArmCounts(impressions=5000.0, reward=500.0), None)
+    assert [arm.arm_id for arm in core.check_guardrails()] == ["item_knn"]  # it saw the new counts
     core.close()
