@@ -6,11 +6,12 @@ with its change, as Markdown (docs/mutation-results.md).
 A mutant counts as caught when a test failed or it ran past its time limit; it survived when
 every selected test passed, and it counts against the score too when no selected test runs
 its code ("no tests"). Survivors explained as equivalent (the change cannot alter behaviour)
-are listed with the reason, in EQUIVALENT below, and still count as survivors in the score.
+are listed with the reason (EQUIVALENT below) and still count as survivors in the score.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -21,8 +22,19 @@ from mutmut.stats import status_by_exit_code
 from mutmut.utils.file_utils import walk_mutatable_files
 
 CAUGHT = {"killed", "timeout"}
-# Mutants whose change cannot alter behaviour, by name (names hold while the code is unchanged).
-EQUIVALENT: dict[str, str] = {}
+# Changes that cannot alter behaviour (equivalent mutants), recognised by the change itself so
+# that the reasons hold when the code around them moves: (pattern of "-old / +new", why).
+EQUIVALENT: list[tuple[str, str]] = [
+    (r"required=False\) / \+.*required=None\)", "None is falsy like False: the same rule"),
+    (r"integers\(0, users, .* / \+.*integers\(users, ", "NumPy's integers(high) also draws from [0, high)"),
+    (r"rng\.random\(\) < 0\.5 / \+.*rng\.random\(\) <= 0\.5", "a draw of exactly 0.5 has probability 2^-53"),
+    (r"max\(\) < 1e-9: / \+.*max\(\) <= 1e-9:", "a step of exactly 1e-9 does not occur: Newton ends a step later"),
+    (r"len\(scores\) == 0 or / \+.*len\(scores\) == 1 or", "one score has one label: min == max already"),
+    (
+        r"arm_draws < champion_draws - self\.delta / \+.*arm_draws <= champion_draws",
+        "Beta draws are continuous: a tie has probability zero",
+    ),
+]
 
 
 def module_of(mutant: str) -> str:
@@ -65,7 +77,8 @@ def main() -> int:
     for name in sorted(n for n, s in statuses.items() if s not in CAUGHT):
         diff = get_diff_for_mutant(name, path=paths[name])
         change = " / ".join(line.strip() for line in changed_lines(diff))
-        why = f" Equivalent: {EQUIVALENT[name]}" if name in EQUIVALENT else ""
+        reasons = [why for pattern, why in EQUIVALENT if re.search(pattern, change)]
+        why = f" Equivalent: {reasons[0]}." if reasons else ""
         print(f"- `{name}` ({statuses[name]}): `{change}`{why}")
     return 0
 
