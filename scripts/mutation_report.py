@@ -39,7 +39,7 @@ EQUIVALENT: list[tuple[str, str]] = [
 
 def module_of(mutant: str) -> str:
     """rectune.domain.events.x_check_id__mutmut_3 -> rectune.domain.events"""
-    return mutant.split(".x")[0].split(".xǁ")[0]
+    return mutant.split(".x")[0]
 
 
 def changed_lines(diff: str) -> list[str]:
