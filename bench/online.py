@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import logs_to_stderr, percentiles_ms, print_json
-from bench.two_tower import start_embedding_service
+from bench.encoder import start_embedding_service
 from demo.simulation import ClickModel, MovingWorld, Release, clicks
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.events import Interaction, Item

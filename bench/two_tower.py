@@ -43,23 +43,16 @@ import optuna
 import torch
 
 from bench.common import logs_to_stderr, print_json
+from bench.encoder import item_vectors, start_embedding_service
 from bench.tuner import Evaluator, data_shape, paired_interval, proposer_makers, search
 from rectune.datasets import MOVIELENS_100K, load_movielens_atomic
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.space import SearchSpace
-from rectune.v1 import embedding_pb2_grpc
-from services.common.clients import make_channel
-from services.common.migrations import migrate
-from services.common.storage import make_engine
-from services.common.wait_healthy import wait_serving
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.fitting import calibrate, calibration_split, evaluate_model
 from services.scoring.core.ranking import Split, ranking_metrics, time_split
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
-from services.scoring.core.tables import SCHEMA
-from services.scoring.core.vectors import ItemVectors, VectorStore
-from services.scoring.embedding_client import GrpcTextEncoder
 from tuner.selection import choose
 from tuner.space import narrowed
 
@@ -81,25 +74,6 @@ SEARCH = {
         }
     }
 }
-
-
-def start_embedding_service() -> tuple[Any, str]:
-    from services.embedding.__main__ import EmbeddingSettings, build
-
-    service = build(EmbeddingSettings(port=0, grace_seconds=1.0))
-    address = f"127.0.0.1:{service.port}"
-    if wait_serving([address], timeout_seconds=180)[address] != "SERVING":
-        raise SystemExit("EmbeddingService did not start")
-    return service, address
-
-
-def item_vectors(data: ScoringData, address: str, folder: Path) -> ItemVectors:
-    engine = make_engine(f"sqlite:///{folder / 'vectors.db'}")
-    migrate(engine, SCHEMA)
-    encoder = GrpcTextEncoder(embedding_pb2_grpc.EmbeddingServiceStub(make_channel(address)))
-    vectors = ItemVectors(data, encoder, VectorStore(engine))
-    vectors.ensure()
-    return vectors
 
 
 def cold_items(split: Split) -> set[int]:

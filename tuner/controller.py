@@ -27,7 +27,7 @@ from services.common.config import option
 from tuner.errors import TunerError
 from tuner.proposers import Briefing, Observation, Proposal, Proposer
 from tuner.screen import Rejected, Screen, ScreenRule, screened
-from tuner.space import narrowed
+from tuner.space import default_space, narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
@@ -297,9 +297,10 @@ class Controller:
         self.history = history  # configurations screened before, for proposers that learn
 
     def described(self) -> tuple[SearchSpace, DataShape]:
-        """The space to search (narrowed by the operator's file) and the data's shape, in one call."""
+        """The space to search (narrowed by the operator's file, else the default ranges) and the
+        data's shape, in one call."""
         space, shape = self.backend.describe()
-        return (narrowed(space, self.restriction) if self.restriction else space), shape
+        return (narrowed(space, self.restriction) if self.restriction else default_space(space)), shape
 
     def plan(self) -> Plan:
         plan = Plan(cycle_id=uuid.uuid4().hex[:12], created_at=time.time())

@@ -117,6 +117,7 @@ class LanguageModelProposer:
 
 def lm_evidence(model: str, history: Sequence[Observation]) -> str:
     """What a configuration the model wrote came from, computed (not the model's words)."""
+    history = [o for o in history if o.complete]
     if not history:
         return f"{model} wrote it among the values the space allows, with nothing screened yet"
     best = max(o.value for o in history)
@@ -146,7 +147,9 @@ def _exhausted(strategy: str, chosen: dict[str, ParamValue], remaining: Slots, t
 
 
 def describe(space: SearchSpace, history: Sequence[Observation], k: int = 10) -> str:
-    """The user message: the space, then the best configurations screened so far."""
+    """The user message: the space, then the best configurations screened so far (in full:
+    a pruned screen's low-fidelity score would read as a poor configuration)."""
+    history = [o for o in history if o.complete]
     lines = ["Strategies and their hyperparameters:"]
     lines += [f"- {s.strategy}: " + "; ".join(_describe_param(p) for p in s.hyperparameters) for s in space.strategies]
     if history:
@@ -181,7 +184,7 @@ def rounded(configuration: Configuration) -> dict[str, object]:
 
 def best_params(strategy: str, history: Sequence[Observation]) -> dict[str, ParamValue]:
     """The hyperparameters of the best screened configuration of this strategy, if any."""
-    same = [o for o in history if o.configuration.strategy == strategy]
+    same = [o for o in history if o.configuration.strategy == strategy and o.complete]
     return dict(max(same, key=lambda o: o.value).configuration.params) if same else {}
 
 

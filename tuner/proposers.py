@@ -26,6 +26,8 @@ from rectune.domain.space import Hyperparameter, ParamType, SearchSpace
 # A proposer that keeps drawing configurations that exist already gives up after this
 # many draws per wanted proposal (a tiny space can be exhausted).
 DRAWS_PER_PROPOSAL = 20
+# A pruned screen's share of its training budget as an Optuna step (steps are integers).
+PRUNED_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class Proposal:
     configuration: Configuration
     origin: ArmOrigin  # TUNER_RANDOM, TUNER_TPE or TUNER_LM
     rationale: str  # why this configuration, kept in the audit table
+    # Which proposal source of tuner.sources made it ("tpe", "lm-pick", "lm-zero-shot");
+    # empty for a proposer used alone.
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,14 @@ class Observation:
 
     configuration: Configuration
     value: float
+    # The share of its training budget the score was measured at: below 1 when the
+    # multi-fidelity screen pruned it (its value then understates a full fit).
+    budget: float = 1.0
+    source: str = ""  # the proposal source that made it (tuner.sources); empty for the defaults
+
+    @property
+    def complete(self) -> bool:
+        return self.budget >= 1.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,17 @@ def _as_trial(space: SearchSpace, observation: Observation) -> optuna.trial.Froz
             return None
         assert value is not None
         params[f"{strategy}.{param.name}"], distributions[f"{strategy}.{param.name}"] = value, _distribution(param)
-    return optuna.trial.create_trial(params=params, distributions=distributions, value=observation.value)
+    if observation.complete:
+        return optuna.trial.create_trial(params=params, distributions=distributions, value=observation.value)
+    # Pruned by the multi-fidelity screen: TPE ranks pruned trials below complete ones, by
+    # how far they got and then by their value there.
+    step = max(1, round(observation.budget * PRUNED_STEPS))
+    return optuna.trial.create_trial(
+        params=params,
+        distributions=distributions,
+        state=optuna.trial.TrialState.PRUNED,
+        intermediate_values={step: observation.value},
+    )
 
 
 PROPOSERS: dict[str, Callable[[int | None], Proposer]] = {"random": RandomProposer, "tpe": TpeProposer}

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rectune.domain.comparison import RESAMPLES
+from rectune.domain.fidelity import FULL, Fidelity
 from tuner.proposers import Proposal
 
 SAME_CONFIGURATION = "same configuration as an existing arm or an earlier proposal"
@@ -28,6 +29,9 @@ class Screen:
     # Screened against the champion on the same holdout users: the share of paired bootstrap
     # resamples in which this NDCG@k clears screen_min_ndcg_ratio x the champion's.
     probability_clears: float | None = None
+    # How much of a full evaluation this was, as ScoringService used it.
+    fidelity: Fidelity = FULL
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,33 @@ def load_restriction(path: str) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise SpaceError(f"search space file {path!r}: must hold a JSON object")
     return loaded
+
+
+# The tuner's default ranges where no search-space file is given: ScoringService declares
+# wider ones, within which one fit can take hours (two_tower at 100 epochs of batch 16);
+# these bound one fit's cost on a few cores. Chosen for cost, not for any dataset's scores.
+DEFAULT_RANGES: dict[str, dict[str, dict[str, float]]] = {
+    "als": {"factors": {"low": 8, "high": 256}, "iterations": {"low": 2, "high": 50}},
+    "two_tower": {
+        "epochs": {"low": 2, "high": 20},
+        "batch_size": {"low": 128, "high": 1024},
+        "dimension": {"low": 16, "high": 128},
+        "hidden_size": {"low": 16, "high": 256},
+        "history_length": {"low": 10, "high": 100},
+        "negatives": {"low": 64, "high": 2048},
+    },
+}
+# Hybrid's weights of components that need an EmbeddingService.
+VECTOR_COMPONENTS = ("content", "two_tower")
+
+
+def default_space(space: SearchSpace) -> SearchSpace:
+    """Every strategy ScoringService declares, in the default ranges (hybrid's weights of
+    components the service lacks held at 0)."""
+    names = space.names()
+    ranges: dict[str, dict[str, Any]] = {name: dict(DEFAULT_RANGES.get(name, {})) for name in names}
+    if "hybrid" in ranges:
+        for component in VECTOR_COMPONENTS:
+            if component not in names:
+                ranges["hybrid"][f"w_{component}"] = {"low": 0.0, "high": 0.0}
+    return narrowed(space, {"strategies": ranges})

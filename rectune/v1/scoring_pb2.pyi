@@ -533,6 +533,7 @@ class EvaluateConfigurationRequest(_message.Message):
     HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
     BASELINE_FIELD_NUMBER: _builtins.int
     BASELINE_RATIO_FIELD_NUMBER: _builtins.int
+    FIDELITY_FIELD_NUMBER: _builtins.int
     k: _builtins.int
     """Cut-off of the ranking metrics; 0 means 10."""
     holdout_fraction: _builtins.float
@@ -547,6 +548,12 @@ class EvaluateConfigurationRequest(_message.Message):
         tuner's screen of a proposal against the champion.
         """
 
+    @_builtins.property
+    def fidelity(self) -> Global___Fidelity:
+        """Optional: a cheaper, lower-fidelity evaluation (the tuner's multi-fidelity screens);
+        unset means full fidelity.
+        """
+
     def __init__(
         self,
         *,
@@ -555,14 +562,44 @@ class EvaluateConfigurationRequest(_message.Message):
         holdout_fraction: _builtins.float = ...,
         baseline: _common_pb2.Configuration | None = ...,
         baseline_ratio: _builtins.float = ...,
+        fidelity: Global___Fidelity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "configuration", b"configuration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "configuration", b"configuration", "fidelity", b"fidelity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_ratio", b"baseline_ratio", "configuration", b"configuration", "holdout_fraction", b"holdout_fraction", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "baseline_ratio", b"baseline_ratio", "configuration", b"configuration", "fidelity", b"fidelity", "holdout_fraction", b"holdout_fraction", "k", b"k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluateConfigurationRequest: _TypeAlias = EvaluateConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class Fidelity(_message.Message):
+    """How much of a full evaluation to spend; each share in (0, 1], 0 means 1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_BUDGET_FIELD_NUMBER: _builtins.int
+    USER_FRACTION_FIELD_NUMBER: _builtins.int
+    training_budget: _builtins.float
+    """Share of the configuration's training budget: its strategy's budget hyperparameter
+    (two_tower's epochs, als's iterations) scaled, rounded to whole ones, at least one.
+    Strategies without one are always fitted in full (reported as 1).
+    """
+    user_fraction: _builtins.float
+    """Share of the holdout users scored: a seeded sample, the same users for the baseline."""
+    def __init__(
+        self,
+        *,
+        training_budget: _builtins.float = ...,
+        user_fraction: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_budget", b"training_budget", "user_fraction", b"user_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Fidelity: _TypeAlias = Fidelity  # noqa: Y015
 
 @_typing.final
 class BaselineComparison(_message.Message):
@@ -652,6 +689,8 @@ class EvaluateConfigurationResponse(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     COMPARISON_FIELD_NUMBER: _builtins.int
+    FIDELITY_FIELD_NUMBER: _builtins.int
+    FITTED_CONFIGURATION_FIELD_NUMBER: _builtins.int
     configuration_hash: _builtins.str
     @_builtins.property
     def metrics(self) -> Global___EvaluationMetrics: ...
@@ -661,6 +700,14 @@ class EvaluateConfigurationResponse(_message.Message):
     def comparison(self) -> Global___BaselineComparison:
         """Set when the request named a baseline."""
 
+    @_builtins.property
+    def fidelity(self) -> Global___Fidelity:
+        """The fidelity as used (the training budget after rounding to whole epochs or sweeps)."""
+
+    @_builtins.property
+    def fitted_configuration(self) -> _common_pb2.Configuration:
+        """The configuration as fitted: its budget hyperparameter scaled at a lower fidelity."""
+
     def __init__(
         self,
         *,
@@ -668,10 +715,12 @@ class EvaluateConfigurationResponse(_message.Message):
         metrics: Global___EvaluationMetrics | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         comparison: Global___BaselineComparison | None = ...,
+        fidelity: Global___Fidelity | None = ...,
+        fitted_configuration: _common_pb2.Configuration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "duration", b"duration", "fidelity", b"fidelity", "fitted_configuration", b"fitted_configuration", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "configuration_hash", b"configuration_hash", "duration", b"duration", "metrics", b"metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "configuration_hash", b"configuration_hash", "duration", b"duration", "fidelity", b"fidelity", "fitted_configuration", b"fitted_configuration", "metrics", b"metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

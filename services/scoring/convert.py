@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from rectune.domain.data import DataShape
 from rectune.domain.events import Item
+from rectune.domain.fidelity import Fidelity
 from rectune.domain.space import StrategySpace, configuration_schema
 from rectune.v1 import scoring_pb2
 from services.common import convert as shared
@@ -101,7 +102,12 @@ def evaluation_response(configuration_hash: str, evaluation: Evaluation) -> scor
         configuration_hash=configuration_hash,
         metrics=metrics_message(evaluation.metrics),
         duration=duration(evaluation.seconds),
+        fidelity=scoring_pb2.Fidelity(
+            training_budget=evaluation.fidelity.training_budget, user_fraction=evaluation.fidelity.user_fraction
+        ),
     )
+    if evaluation.fitted is not None:
+        response.fitted_configuration.CopyFrom(shared.configuration_message(evaluation.fitted))
     compared = evaluation.comparison
     if compared is not None:
         paired = compared.paired
@@ -126,3 +132,8 @@ def search_space_response(spaces: list[StrategySpace], shape: DataShape) -> scor
         json_schema=json.dumps(configuration_schema(spaces), sort_keys=True),
         data_shape=shared.data_shape_message(shape),
     )
+
+
+def fidelity(message: scoring_pb2.Fidelity) -> Fidelity:
+    """The request's fidelity; an unset share (0) means all of it."""
+    return Fidelity(message.training_budget or 1.0, message.user_fraction or 1.0)

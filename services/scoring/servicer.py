@@ -76,6 +76,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             request.holdout_fraction or DEFAULT_HOLDOUT,
             baseline,
             request.baseline_ratio or 1.0,
+            convert.fidelity(request.fidelity),
         )
         return convert.evaluation_response(configuration.hash, evaluation)
 

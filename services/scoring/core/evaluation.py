@@ -14,6 +14,7 @@ import numpy as np
 from rectune.domain.comparison import MAX_BASELINE_RATIO, PairedComparison, compare_paired
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import FailedPrecondition, InvalidArgument
+from rectune.domain.fidelity import FULL, Fidelity, budgeted_count
 from services.scoring.core.data import ScoringData
 from services.scoring.core.fitting import evaluate_users
 from services.scoring.core.ranking import Metrics, Split, time_split
@@ -32,6 +33,12 @@ class Evaluation:
     metrics: Metrics
     comparison: BaselineComparison | None  # when a baseline was given
     seconds: float
+    fidelity: Fidelity = FULL  # as used: the training budget rounded to whole epochs or sweeps
+    fitted: Configuration | None = None  # the configuration as fitted (its budget parameter scaled)
+
+
+# Seed of the holdout users' sample at a user fraction below 1: the same users every time.
+USER_SAMPLE_SEED = 0
 
 
 class Evaluator:
@@ -47,9 +54,12 @@ class Evaluator:
         holdout_fraction: float,
         baseline: Configuration | None = None,
         ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
     ) -> Evaluation:
         """Metrics on a time-based holdout; with a baseline, both are scored on the same users
-        and compared user by user."""
+        and compared user by user. At a lower fidelity the configuration trains with a share
+        of its budget and a seeded sample of the holdout users is scored (the baseline is
+        fitted in full and scored on the same sample)."""
         started = time.perf_counter()
         if not 1 <= k <= self.max_k:
             raise InvalidArgument("k", f"must be between 1 and {self.max_k}, got {k}")
@@ -60,16 +70,41 @@ class Evaluator:
         data = self.data.snapshot()
         if len(data.users) == 0:
             raise FailedPrecondition("no interactions yet: load a dataset or add interactions first")
-        split = time_split(data, holdout_fraction)
-        metrics, ndcgs = self._evaluate_on(split, configuration, k)
+        split = sampled_users(time_split(data, holdout_fraction), fidelity.user_fraction)
+        fitted, training_budget = budgeted(
+            self.strategies[configuration.strategy], configuration, fidelity.training_budget
+        )
+        metrics, ndcgs = self._evaluate_on(split, fitted, k)
         comparison = None
         if baseline is not None:
             baseline_metrics, baseline_ndcgs = self._evaluate_on(split, baseline, k)
             paired = compare_paired(ndcgs, baseline_ndcgs, ratio)
             comparison = BaselineComparison(baseline.hash, baseline_metrics, paired)
-        return Evaluation(metrics, comparison, time.perf_counter() - started)
+        used = Fidelity(training_budget, fidelity.user_fraction)
+        return Evaluation(metrics, comparison, time.perf_counter() - started, used, fitted)
 
     def _evaluate_on(self, split: Split, configuration: Configuration, k: int) -> tuple[Metrics, np.ndarray]:
         """Fitted on the split's training part alone, frozen (no live data), scored on the rest."""
         model = self.strategies[configuration.strategy].fit(split.train, configuration.params, None)
         return evaluate_users(model, split.train, split.held_out, k)
+
+
+def sampled_users(split: Split, fraction: float) -> Split:
+    """The split with a seeded sample of its holdout users (all of them at 1): at least one."""
+    if fraction >= 1.0:
+        return split
+    users = sorted(split.held_out)
+    count = max(1, round(len(users) * fraction))
+    kept = np.random.default_rng(USER_SAMPLE_SEED).choice(len(users), size=count, replace=False)
+    return Split(split.train, {users[i]: split.held_out[users[i]] for i in sorted(kept.tolist())})
+
+
+def budgeted(strategy: Strategy, configuration: Configuration, budget: float) -> tuple[Configuration, float]:
+    """The configuration with its strategy's budget parameter scaled, and the share used
+    (1 for a strategy without one: it is always fitted in full)."""
+    name = strategy.budget_param
+    if name is None or budget >= 1.0:
+        return configuration, 1.0
+    full = int(configuration.params[name])
+    count = budgeted_count(full, budget)
+    return Configuration(configuration.strategy, {**configuration.params, name: count}), count / full

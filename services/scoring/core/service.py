@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Interaction, Item, ScoredItem
+from rectune.domain.fidelity import FULL, Fidelity
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import ScoringData
 from services.scoring.core.evaluation import Evaluation, Evaluator
@@ -171,5 +172,6 @@ class ScoringCore:
         holdout_fraction: float,
         baseline: Configuration | None = None,
         ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
     ) -> Evaluation:
-        return self.evaluator.evaluate(configuration, k, holdout_fraction, baseline, ratio)
+        return self.evaluator.evaluate(configuration, k, holdout_fraction, baseline, ratio, fidelity)

@@ -144,6 +144,7 @@ class AlsModel(DotProductModel):
 
 class Als(Strategy):
     space = SPACE
+    budget_param = "iterations"
     # Its fitted models are plain arrays: kept in the model store (model_store.py).
     stored = True
 

@@ -123,6 +123,10 @@ class Strategy(Protocol):
     # two_tower). popularity and content read live data and fit in milliseconds; hybrid refits
     # its components.
     stored: bool = False
+    # The int hyperparameter that says how much training a fit does (two_tower's epochs,
+    # als's iterations): a low-fidelity screen fits with a share of it. None: a fit has no
+    # such axis and a screen always fits it in full.
+    budget_param: str | None = None
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> FittedModel:
         """Fit on ``data``. ``live`` is the growing store for strategies that read fresh

@@ -6,6 +6,7 @@ from rectune.domain.errors import InvalidArgument, quoted
 from services.scoring.core.strategies.als import Als
 from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.content import Content
+from services.scoring.core.strategies.ease import Ease
 from services.scoring.core.strategies.hybrid import Hybrid
 from services.scoring.core.strategies.item_knn import ItemKnn
 from services.scoring.core.strategies.popularity import Popularity
@@ -22,7 +23,8 @@ def default_registry(
     if vectors is not None:
         components["content"] = Content(vectors)
         components["two_tower"] = TwoTower(vectors, max_fit_seconds)
-    strategies: list[Strategy] = [*components.values(), Hybrid(components)]
+    # EASE is not one of hybrid's components: hybrid's declared weights name its components.
+    strategies: list[Strategy] = [*components.values(), Ease(), Hybrid(components)]
     return {strategy.space.strategy: strategy for strategy in strategies}
 
 

@@ -171,6 +171,7 @@ class TwoTowerModel(DotProductModel):
 
 class TwoTower(Strategy):
     space = SPACE
+    budget_param = "epochs"
     # Its fitted models (arrays and a PyTorch module) are kept in the model store.
     stored = True
 
