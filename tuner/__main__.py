@@ -38,9 +38,11 @@ from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
 from tuner.controller import Action, Controller, Plan
 from tuner.errors import TunerError
+from tuner.fidelity import FullFidelity, ScreenEngine, SuccessiveHalving
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import TunerSettings
 from tuner.signals import TunerSignals
+from tuner.sources import source_bandit
 from tuner.space import load_restriction
 
 log = structlog.get_logger("tuner")
@@ -51,36 +53,56 @@ TUNER_HEALTH_NAME = "rectune.tuner"
 
 def make_proposer(settings: TunerSettings) -> Proposer:
     seed = settings.seed or None
-    if settings.proposer not in ("lm", "pool"):
+    if settings.proposer not in ("lm", "pool", "sources"):
         return PROPOSERS[settings.proposer](seed)
+    pick, zero_shot = language_model_proposers(settings, seed)
+    if settings.proposer == "pool":
+        return pick
+    if settings.proposer == "lm":
+        return zero_shot
+    return source_bandit(seed, pick, zero_shot)
+
+
+def language_model_proposers(settings: TunerSettings, seed: int | None) -> tuple[Proposer, Proposer]:
+    """The model's pick from TPE's pool, and its own zero-shot proposals: a local model, or
+    one behind an OpenAI-compatible endpoint."""
+    from tuner.pool_proposer import PoolProposer
+
     if settings.lm_endpoint:
         from tuner.endpoint import ChatEndpoint, EndpointModel
         from tuner.endpoint_proposer import EndpointProposer
-        from tuner.pool_proposer import PoolProposer
 
         endpoint = ChatEndpoint(
             settings.lm_endpoint, settings.lm_model, settings.lm_api_key, settings.lm_timeout_seconds
         )
-        if settings.proposer == "pool":
-            return PoolProposer(EndpointModel(endpoint), seed, k=settings.evaluation_k)
         keep_words = settings.lm_rationale_tokens > 0
-        return EndpointProposer(endpoint, seed, settings.lm_temperature, settings.evaluation_k, keep_words)
+        return (
+            PoolProposer(EndpointModel(endpoint), seed, k=settings.evaluation_k),
+            EndpointProposer(endpoint, seed, settings.lm_temperature, settings.evaluation_k, keep_words),
+        )
     # Imported here: torch and transformers load only for the language-model proposers.
     from tuner.language_model import LanguageModel
     from tuner.lm_proposer import LanguageModelProposer
-    from tuner.pool_proposer import PoolProposer
 
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
-    if settings.proposer == "pool":
-        return PoolProposer(model, seed, k=settings.evaluation_k)
-    return LanguageModelProposer(
-        model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=settings.evaluation_k
+    return (
+        PoolProposer(model, seed, k=settings.evaluation_k),
+        LanguageModelProposer(
+            model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=settings.evaluation_k
+        ),
     )
+
+
+def make_engine(settings: TunerSettings) -> ScreenEngine:
+    return FullFidelity() if settings.screening == "full" else SuccessiveHalving()
 
 
 def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:
     restriction = load_restriction(settings.search_space_file) if settings.search_space_file else None
-    return Controller(backend, make_proposer(settings), settings.limits(), restriction, audit.observations)
+    engine = make_engine(settings)
+    # A restarted tuner prunes as before: its rungs hold the screens it made.
+    engine.remember(audit.staged())
+    return Controller(backend, make_proposer(settings), settings.limits(), restriction, audit.observations, engine)
 
 
 def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:

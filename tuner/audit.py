@@ -16,11 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import Unavailable
+from rectune.domain.fidelity import Fidelity
 from services.common.migrations import Schema, migrate
 from services.common.storage import make_engine
 from tuner.controller import Action, Plan
 from tuner.errors import TunerError
+from tuner.fidelity import Staged
 from tuner.proposers import Observation
+from tuner.screen import Screen
 
 metadata = sa.MetaData()
 audit_table = sa.Table(
@@ -38,6 +41,11 @@ audit_table = sa.Table(
     sa.Column("ndcg", sa.Float(), nullable=True),
     sa.Column("outcome", sa.Text(), nullable=False),
     sa.Column("rationale", sa.Text(), nullable=False),
+    # The proposal source (tuner.sources), the share of its training budget that ndcg was
+    # measured at (below 1: pruned by the multi-fidelity screen), and every stage as JSON.
+    sa.Column("source", sa.String(32), nullable=False, server_default=""),
+    sa.Column("budget", sa.Float(), nullable=False, server_default="1.0"),
+    sa.Column("stages", sa.Text(), nullable=False, server_default="[]"),
 )
 SCHEMA = Schema(Path(__file__).resolve().parent / "migrations", metadata, "tuner_alembic_version")
 
@@ -59,6 +67,9 @@ class AuditEntry:
     ndcg: float | None
     outcome: str  # planned (dry run), applied, failed: ..., rejected
     rationale: str
+    source: str = ""
+    budget: float = 1.0
+    stages: str = "[]"  # JSON: [{training_budget, user_fraction, ndcg, seconds}, ...]
 
 
 class AuditLog:
@@ -102,6 +113,9 @@ class AuditLog:
                     screen.ndcg if screen else None,
                     "rejected",
                     f"{rejected.proposal.rationale}; {rejected.reason}",
+                    rejected.proposal.source,
+                    screen.fidelity.training_budget if screen else 1.0,
+                    _stages_json(plan.stages.get(rejected.proposal.configuration.key())),
                 )
             )
         if entries:
@@ -111,12 +125,13 @@ class AuditLog:
 
     @staticmethod
     def _action_entry(plan: Plan, action: Action, dry_run: bool, now: float, outcome: str) -> AuditEntry:
-        configuration, configuration_hash, ndcg = "", "", None
+        configuration, configuration_hash, ndcg, stages = "", "", None, "[]"
         if action.configuration is not None:
             configuration = json.dumps(action.configuration.as_dict())
             screen = plan.screens.get(action.configuration.key())
             if screen is not None:
                 configuration_hash, ndcg = screen.configuration_hash, screen.ndcg
+            stages = _stages_json(plan.stages.get(action.configuration.key()))
         return AuditEntry(
             plan.cycle_id,
             now,
@@ -129,6 +144,9 @@ class AuditLog:
             ndcg,
             outcome,
             action.reason,
+            action.source,
+            1.0,
+            stages,
         )
 
     def recent(self, limit: int = 20) -> list[AuditEntry]:
@@ -137,11 +155,28 @@ class AuditLog:
             rows = connection.execute(query).mappings().all()
         return [AuditEntry(**{k: v for k, v in row.items() if k != "entry_id"}) for row in rows]
 
+    def staged(self) -> list[Staged]:
+        """Every multi-fidelity screen recorded, oldest first (dry runs included)."""
+        query = (
+            sa.select(audit_table.c.configuration, audit_table.c.configuration_hash, audit_table.c.stages)
+            .where(audit_table.c.stages != "[]", audit_table.c.configuration != "")
+            .order_by(audit_table.c.entry_id)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [_staged_from(*row) for row in rows]
+
     def observations(self) -> list[Observation]:
         """Every configuration screened so far with its offline NDCG (dry runs included: the
         screen was real), oldest first."""
         query = (
-            sa.select(audit_table.c.entry_id, audit_table.c.configuration, audit_table.c.ndcg)
+            sa.select(
+                audit_table.c.entry_id,
+                audit_table.c.configuration,
+                audit_table.c.ndcg,
+                audit_table.c.budget,
+                audit_table.c.source,
+            )
             .where(
                 audit_table.c.entry_id > self._observed_through,
                 audit_table.c.ndcg.is_not(None),
@@ -151,10 +186,41 @@ class AuditLog:
         )
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        for entry_id, configuration_json, ndcg in rows:
+        for entry_id, configuration_json, ndcg, budget, source in rows:
             configuration = json.loads(configuration_json)
             self._observations.append(
-                Observation(Configuration(configuration["strategy"], configuration["params"]), ndcg)
+                Observation(Configuration(configuration["strategy"], configuration["params"]), ndcg, budget, source)
             )
             self._observed_through = entry_id
         return list(self._observations)
+
+
+def _stages_json(staged: Staged | None) -> str:
+    if staged is None:
+        return "[]"
+    return json.dumps(
+        [
+            {
+                "training_budget": stage.fidelity.training_budget,
+                "user_fraction": stage.fidelity.user_fraction,
+                "ndcg": stage.ndcg,
+                "seconds": round(stage.seconds, 3),
+            }
+            for stage in staged.stages
+        ]
+    )
+
+
+def _staged_from(configuration_json: str, configuration_hash: str, stages_json: str) -> Staged:
+    configuration = json.loads(configuration_json)
+    stages = tuple(
+        Screen(
+            configuration_hash,
+            stage["ndcg"],
+            0.0,
+            fidelity=Fidelity(stage["training_budget"], stage["user_fraction"]),
+            seconds=stage["seconds"],
+        )
+        for stage in json.loads(stages_json)
+    )
+    return Staged(Configuration(configuration["strategy"], configuration["params"]), stages)

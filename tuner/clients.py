@@ -11,6 +11,7 @@ import grpc
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.data import DataShape
+from rectune.domain.fidelity import FULL, Fidelity
 from rectune.domain.space import SearchSpace
 from rectune.v1 import (
     common_pb2,
@@ -78,10 +79,20 @@ class GrpcBackend:
         return SearchSpace(tuple(map(shared.strategy_space, answer.strategies))), shared.data_shape(answer.data_shape)
 
     def evaluate(
-        self, configuration: Configuration, k: int, baseline: Configuration | None = None, ratio: float = 1.0
+        self,
+        configuration: Configuration,
+        k: int,
+        baseline: Configuration | None = None,
+        ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
     ) -> Screen:
         request = scoring_pb2.EvaluateConfigurationRequest(
-            configuration=shared.configuration_message(configuration), k=k, baseline_ratio=ratio
+            configuration=shared.configuration_message(configuration),
+            k=k,
+            baseline_ratio=ratio,
+            fidelity=scoring_pb2.Fidelity(
+                training_budget=fidelity.training_budget, user_fraction=fidelity.user_fraction
+            ),
         )
         if baseline is not None:
             request.baseline.CopyFrom(shared.configuration_message(baseline))
@@ -90,7 +101,16 @@ class GrpcBackend:
             lambda: self.scoring.EvaluateConfiguration(request, timeout=FIT_DEADLINE_SECONDS),
         )
         clears = answer.comparison.probability_clears if answer.HasField("comparison") else None
-        return Screen(answer.configuration_hash, answer.metrics.ndcg, answer.metrics.recall, clears)
+        # A service older than the fidelity field answers without it: it evaluated in full.
+        used = Fidelity(answer.fidelity.training_budget or 1.0, answer.fidelity.user_fraction or 1.0)
+        return Screen(
+            answer.configuration_hash,
+            answer.metrics.ndcg,
+            answer.metrics.recall,
+            clears,
+            used,
+            answer.duration.ToTimedelta().total_seconds(),
+        )
 
     def register(self, action: Action) -> None:
         assert action.configuration is not None, "register actions carry their configuration"

@@ -22,11 +22,13 @@ from rectune.domain.arms import SERVING_STATES, ArmOrigin, ArmState
 from rectune.domain.comparison import CONFIDENCE, MAX_BASELINE_RATIO
 from rectune.domain.configuration import Configuration
 from rectune.domain.data import DataShape
+from rectune.domain.fidelity import FULL, Fidelity
 from rectune.domain.space import SearchSpace
 from services.common.config import option
 from tuner.errors import TunerError
+from tuner.fidelity import ScreenEngine, Staged, SuccessiveHalving
 from tuner.proposers import Briefing, Observation, Proposal, Proposer
-from tuner.screen import Rejected, Screen, ScreenRule, screened
+from tuner.screen import LiveBest, Rejected, Screen, ScreenRule, screened
 from tuner.space import default_space, narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
@@ -77,6 +79,12 @@ class TunerLimits:
         "resamples of the holdout users (the rule that also chooses after a search)",
     )
     evaluation_k: int = option(env="RECTUNE_TUNER_EVALUATION_K", default=10, help="k of the offline NDCG@k screen")
+    candidates_per_slot: int = option(
+        env="RECTUNE_TUNER_CANDIDATES_PER_SLOT",
+        default=3,
+        help="proposals screened per free slot; multi-fidelity screens prune the unpromising ones cheaply and "
+        "the best that pass fill the slots",
+    )
 
     def screen_rule(self) -> ScreenRule:
         return ScreenRule(self.evaluation_k, self.screen_min_ndcg_ratio, self.screen_confidence)
@@ -97,6 +105,7 @@ class TunerLimits:
             ),
             ("screen_confidence", 0.0 <= self.screen_confidence <= 1.0, "in [0, 1]"),
             ("evaluation_k", self.evaluation_k >= 1, ">= 1"),
+            ("candidates_per_slot", self.candidates_per_slot >= 1, ">= 1"),
         ]
         return [f"{name}: must be {rule}, got {getattr(self, name)}" for name, ok, rule in rules if not ok]
 
@@ -143,6 +152,7 @@ class Action:
     origin: ArmOrigin | None = None  # for register
     configuration: Configuration | None = None
     exposure_cap: float = 0.0
+    source: str = ""  # for register: the proposal source (tuner.sources)
 
 
 @dataclass
@@ -151,9 +161,11 @@ class Plan:
     created_at: float
     actions: list[Action] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    screens: dict[str, Screen] = field(default_factory=dict)  # proposal key -> its screen
+    screens: dict[str, Screen] = field(default_factory=dict)  # proposal key -> its last screen
+    stages: dict[str, Staged] = field(default_factory=dict)  # proposal key -> every stage of its screen
     proposals: list[Proposal] = field(default_factory=list)
     champion_screen: Screen | None = None
+    best_live: LiveBest | None = None  # the bar when a serving arm scores better offline than the champion
     # Why the cycle stopped short of proposing, when it did (an empty plan explains itself).
     notes: list[str] = field(default_factory=list)
 
@@ -171,6 +183,9 @@ class Plan:
         return {
             "cycle_id": self.cycle_id,
             "champion_screen": asdict(self.champion_screen) if self.champion_screen else None,
+            "best_live_arm": (
+                {"arm_id": self.best_live.arm_id, "screen": asdict(self.best_live.screen)} if self.best_live else None
+            ),
             "actions": [action(a) for a in self.actions],
             "notes": list(self.notes),
             "rejected": [
@@ -179,6 +194,9 @@ class Plan:
                     "origin": r.proposal.origin.value,
                     "configuration_hash": r.configuration_hash,
                     "reason": r.reason,
+                    "stages": [asdict(stage) for stage in self.stages[r.proposal.configuration.key()].stages]
+                    if r.proposal.configuration.key() in self.stages
+                    else [],
                 }
                 for r in self.rejected
             ],
@@ -207,7 +225,12 @@ class Backend(Protocol):
         ...
 
     def evaluate(
-        self, configuration: Configuration, k: int, baseline: Configuration | None = None, ratio: float = 1.0
+        self,
+        configuration: Configuration,
+        k: int,
+        baseline: Configuration | None = None,
+        ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
     ) -> Screen:
         """Offline metrics; with a baseline, also the paired comparison against ratio x its NDCG."""
         ...
@@ -263,10 +286,17 @@ def screen_proposals(
     existing_hashes: set[str],
     limits: TunerLimits,
     cycle_id: str,
+    best_live: LiveBest | None = None,
+    slots: int | None = None,
 ) -> tuple[list[Action], list[Rejected]]:
     """A registration, under the tuner's exposure cap, for each proposal that passes the screen
-    (tuner/screen.py); the others with the reason."""
-    passed, rejected = screened(proposals, screens, champion, existing_hashes, limits.screen_rule())
+    (tuner/screen.py), the best first and at most ``slots``; the others with the reason."""
+    passed, rejected = screened(proposals, screens, champion, existing_hashes, limits.screen_rule(), best_live)
+    if slots is not None and len(passed) > slots:
+        ranked = sorted(passed, key=lambda p: screens[p.index].ndcg, reverse=True)
+        passed = sorted(ranked[:slots], key=lambda p: p.index)
+        taken = f"passed, but {slots} better proposals of this cycle took the free slots"
+        rejected.extend(Rejected(p.proposal, screens[p.index].configuration_hash, taken) for p in ranked[slots:])
     registered = [
         Action(
             ActionKind.REGISTER,
@@ -275,6 +305,7 @@ def screen_proposals(
             p.proposal.origin,
             p.proposal.configuration,
             limits.exposure_cap,
+            p.proposal.source,
         )
         for p in passed
     ]
@@ -289,12 +320,15 @@ class Controller:
         limits: TunerLimits,
         restriction: dict[str, Any] | None = None,
         history: Callable[[], Sequence[Observation]] = tuple,
+        engine: ScreenEngine | None = None,
     ) -> None:
         self.backend = backend
         self.proposer = proposer
         self.limits = limits
         self.restriction = restriction
         self.history = history  # configurations screened before, for proposers that learn
+        # Multi-fidelity screens by default (tuner/fidelity.py); FullFidelity screens every proposal in full.
+        self.engine = engine or SuccessiveHalving()
 
     def described(self) -> tuple[SearchSpace, DataShape]:
         """The space to search (narrowed by the operator's file, else the default ranges) and the
@@ -323,29 +357,75 @@ class Controller:
         # only repeat a screen whose answer is known.
         taken = {a.configuration.key() for a in arms} | {o.configuration.key() for o in history}
         space, shape = self.described()
-        plan.proposals = self.proposer.propose(space, slots, taken, history, self.briefing(arms, shape))
+        wanted = slots * self.limits.candidates_per_slot
+        plan.proposals = self.proposer.propose(space, wanted, taken, history, self.briefing(arms, shape))
         if not plan.proposals:
             plan.notes.append("the proposer found no configuration that was not tried before in the search space")
             return plan
         # Screened again every cycle, not taken from the audit table: ScoringService's
         # interactions grow (feedback, AddInteractions) and so does its holdout, and the bar
         # must come from the same data as the proposals' screens beside it.
-        champion, k, ratio = champions[0].configuration, self.limits.evaluation_k, self.limits.screen_min_ndcg_ratio
-        plan.champion_screen = self.backend.evaluate(champion, k)
+        k, ratio = self.limits.evaluation_k, self.limits.screen_min_ndcg_ratio
+        plan.champion_screen, plan.best_live, bar = self.bars(arms, champions[0], k)
         # A bar of 0 lets every new proposal through: no comparison is needed for that.
-        baseline = champion if ratio > 0 else None
-        screens = [self.backend.evaluate(p.configuration, k, baseline, ratio) for p in plan.proposals]
-        plan.screens = {p.configuration.key(): s for p, s in zip(plan.proposals, screens, strict=True)}
-        registered, plan.rejected = screen_proposals(
-            plan.proposals,
-            screens,
+        baseline = bar if ratio > 0 else None
+        for proposal in plan.proposals:
+            staged = self.screen(proposal.configuration, k, baseline, ratio)
+            plan.stages[proposal.configuration.key()] = staged
+            plan.screens[proposal.configuration.key()] = staged.final
+        complete = [p for p in plan.proposals if plan.stages[p.configuration.key()].complete]
+        for proposal in plan.proposals:
+            staged = plan.stages[proposal.configuration.key()]
+            if not staged.complete:
+                plan.rejected.append(Rejected(proposal, staged.final.configuration_hash, staged.describe()))
+        registered, rejected = screen_proposals(
+            complete,
+            [plan.screens[p.configuration.key()] for p in complete],
             plan.champion_screen,
             {a.configuration_hash for a in arms},
             self.limits,
             plan.cycle_id,
+            plan.best_live,
+            slots,
         )
+        plan.rejected.extend(rejected)
         plan.actions.extend(registered)
         return plan
+
+    def bars(self, arms: Sequence[ArmView], champion: ArmView, k: int) -> tuple[Screen, LiveBest | None, Configuration]:
+        """The champion's screen; the best serving arm's, when it beats the champion's offline;
+        and the configuration proposals are compared with (that arm's, else the champion's)."""
+        champion_screen = self.backend.evaluate(champion.configuration, k)
+        best: LiveBest | None = None
+        screened_hashes = {champion.configuration_hash}
+        for arm in arms:
+            if arm.state not in SERVING_STATES or arm.configuration_hash in screened_hashes:
+                continue
+            screened_hashes.add(arm.configuration_hash)
+            screen = self.backend.evaluate(arm.configuration, k)
+            if screen.ndcg > (best.screen.ndcg if best else champion_screen.ndcg):
+                best = LiveBest(arm.arm_id, screen)
+        bar = champion.configuration
+        if best is not None:
+            bar = next(a.configuration for a in arms if a.arm_id == best.arm_id)
+        return champion_screen, best, bar
+
+    def screen(self, configuration: Configuration, k: int, baseline: Configuration | None, ratio: float) -> Staged:
+        """The multi-fidelity screen; the paired comparison with the baseline at full fidelity."""
+
+        def evaluate(fidelity: Fidelity) -> Screen:
+            compared = baseline if fidelity.training_budget >= 1.0 else None
+            return self.backend.evaluate(configuration, k, compared, ratio, fidelity)
+
+        staged = self.engine.screen(configuration, evaluate)
+        final = staged.final
+        if staged.complete and baseline is not None and final.probability_clears is None:
+            # Fitted in full at a lower rung (no training budget axis): the comparison is still owed.
+            compared = self.backend.evaluate(configuration, k, baseline, ratio)
+            staged = Staged(
+                configuration, (*staged.stages[:-1], replace(compared, seconds=final.seconds + compared.seconds))
+            )
+        return staged
 
     def briefing(self, arms: Sequence[ArmView], shape: DataShape) -> Briefing:
         """The data's shape and the serving arms' click rates, for proposers that read them."""

@@ -94,7 +94,16 @@ class SuccessiveHalving:
     def remember(self, staged: Sequence[Staged]) -> None:
         """Replay screens made before (a restarted tuner), oldest first, into the studies."""
         for past in staged:
-            self.screen(past.configuration, _replayed(past.stages))
+            study = self._study(past.configuration.strategy)
+            trial = study.ask()
+            for stage, step in zip(past.stages, self.steps, strict=False):
+                full = stage.fidelity.training_budget >= 1.0
+                trial.report(stage.ndcg, self.steps[-1] if full else step)
+                trial.should_prune()  # records the rung's value, as when it was screened
+            if past.complete:
+                study.tell(trial, past.final.ndcg)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     def _study(self, strategy: str) -> optuna.Study:
         if strategy not in self.studies:
@@ -106,12 +115,6 @@ class SuccessiveHalving:
                 direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
             )
         return self.studies[strategy]
-
-
-def _replayed(stages: Sequence[Screen]) -> Callable[[Fidelity], Screen]:
-    """An evaluate() that answers with screens made before, in order."""
-    answers = iter(stages)
-    return lambda _fidelity: next(answers)
 
 
 class ScreenEngine(Protocol):

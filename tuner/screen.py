@@ -1,8 +1,9 @@
-"""The offline screen: which proposals are new and clear the bar against the champion.
+"""The offline screen: which proposals are new and clear the bar against the best live arm.
 
 A proposal's screen is ScoringService's offline evaluation on its time-based holdout. With
-the paired comparison (the champion scored on the same users), a proposal passes when it
-clears ``min_ndcg_ratio`` x the champion's NDCG@k in at least ``confidence`` of the
+the paired comparison (the bar's configuration scored on the same users), a proposal passes when it
+clears ``min_ndcg_ratio`` x the bar's NDCG@k (the champion's, or the best live arm's
+offline NDCG@k when another serving arm scores better) in at least ``confidence`` of the
 bootstrap resamples; without it, its mean NDCG@k decides. A configuration already live, or
 proposed earlier in the same cycle, is refused before any number is read.
 """
@@ -59,42 +60,60 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class LiveBest:
+    """The serving arm with the best offline NDCG@k when it is not the champion: the bar."""
+
+    arm_id: str
+    screen: Screen
+
+
 def screened(
     proposals: Sequence[Proposal],
     screens: Sequence[Screen],
     champion: Screen,
     existing_hashes: set[str],
     rule: ScreenRule,
+    best_live: LiveBest | None = None,
 ) -> tuple[list[Passed], list[Rejected]]:
-    """The proposals that are new and clear the bar with confidence, and why the others do not."""
+    """The proposals that are new and clear the bar with confidence, and why the others do not.
+    The bar is the best live arm's offline score when one beats the champion's."""
     passed: list[Passed] = []
     rejected: list[Rejected] = []
     seen = set(existing_hashes)
+    bar = champion if best_live is None else best_live.screen
     for index, (proposal, screen) in enumerate(zip(proposals, screens, strict=True)):
         if screen.configuration_hash in seen:
             rejected.append(Rejected(proposal, screen.configuration_hash, SAME_CONFIGURATION))
             continue
         seen.add(screen.configuration_hash)
-        numbers = screen_numbers(screen, champion, rule)
-        if not clears(screen, champion, rule):
+        numbers = screen_numbers(screen, champion, rule, best_live)
+        if not clears(screen, bar, rule):
             rejected.append(Rejected(proposal, screen.configuration_hash, numbers))
             continue
         passed.append(Passed(index, proposal, f"{proposal.rationale}; {numbers}, recall {screen.recall:.4f}"))
     return passed, rejected
 
 
-def clears(screen: Screen, champion: Screen, rule: ScreenRule) -> bool:
+def clears(screen: Screen, bar: Screen, rule: ScreenRule) -> bool:
     """Whether the proposal passes: by the paired comparison when there is one, else by its mean."""
     if screen.probability_clears is None:
-        return screen.ndcg >= rule.min_ndcg_ratio * champion.ndcg
+        return screen.ndcg >= rule.min_ndcg_ratio * bar.ndcg
     return screen.probability_clears >= rule.confidence
 
 
-def screen_numbers(screen: Screen, champion: Screen, rule: ScreenRule) -> str:
+def screen_numbers(screen: Screen, champion: Screen, rule: ScreenRule, best_live: LiveBest | None = None) -> str:
     """The screen's numbers in words, for the audit table and the operator."""
-    numbers = (
-        f"offline NDCG@{rule.k} {screen.ndcg:.4f} against {rule.min_ndcg_ratio:g} x champion's {champion.ndcg:.4f}"
-    )
+    if best_live is None:
+        against = f"{rule.min_ndcg_ratio:g} x champion's {champion.ndcg:.4f}"
+    else:
+        against = (
+            f"{rule.min_ndcg_ratio:g} x the best live arm's ({best_live.arm_id}) {best_live.screen.ndcg:.4f} "
+            f"(champion's {champion.ndcg:.4f})"
+        )
+    numbers = f"offline NDCG@{rule.k} {screen.ndcg:.4f} against {against}"
+    if not screen.fidelity.full:
+        numbers += f" at {screen.fidelity.describe()}"
     if screen.probability_clears is None:
         return numbers
     return (

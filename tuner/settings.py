@@ -13,8 +13,9 @@ from services.common.settings import ClientSettings, check_address, check_databa
 from tuner.controller import TunerLimits
 from tuner.proposers import PROPOSERS
 
-# "lm" and "pool" are built apart from the others: they load torch and a model only when chosen.
-PROPOSER_NAMES = (*PROPOSERS, "lm", "pool")
+# "lm", "pool" and "sources" are built apart from the others: they load torch and a model only when chosen.
+PROPOSER_NAMES = (*PROPOSERS, "lm", "pool", "sources")
+SCREENINGS = ("successive-halving", "full")
 MAX_RATIONALE_TOKENS = 200  # one sentence; more only slows each proposal
 
 
@@ -39,9 +40,16 @@ class TunerSettings(ClientSettings, TunerLimits):
     )
     proposer: str = option(
         env="RECTUNE_TUNER_PROPOSER",
-        default="pool",
-        help="where proposals come from: pool (TPE draws candidates, the language model picks one; "
-        "the measured best, see docs/tuner.md), tpe, random, or lm (the model writes each)",
+        default="sources",
+        help="where proposals come from: sources (TPE, the language model's pick from TPE's pool and its "
+        "zero-shot proposals, each source's share earned by its screens; see docs/tuner.md), pool (the model "
+        "picks from TPE's pool every time), tpe, random, or lm (the model writes each)",
+    )
+    screening: str = option(
+        env="RECTUNE_TUNER_SCREENING",
+        default="successive-halving",
+        help="successive-halving (proposals first fitted with a share of their training budget, the promising "
+        "ones in full) or full (every proposal fitted in full)",
     )
     lm_model: str = option(
         env="RECTUNE_TUNER_LM_MODEL",
@@ -109,6 +117,11 @@ class TunerSettings(ClientSettings, TunerLimits):
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
                 f"got {self.proposer!r}"
+            )
+        if self.screening not in SCREENINGS:
+            raise SettingsError(
+                f"--screening (env RECTUNE_TUNER_SCREENING): must be one of {', '.join(SCREENINGS)}, "
+                f"got {self.screening!r}"
             )
         if not 0 <= self.lm_rationale_tokens <= MAX_RATIONALE_TOKENS:
             raise SettingsError(

@@ -50,6 +50,7 @@ def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
     assert [s.strategy for s in response.strategies] == [
         "als",
         "content",
+        "ease",
         "hybrid",
         "item_knn",
         "popularity",
@@ -172,7 +173,7 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
     assert not plain.HasField("comparison")
     assert error_of(lambda: compare(configuration("deep"))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "baseline.strategy: unknown strategy 'deep'; known: als, content, hybrid, item_knn, popularity, two_tower",
+        "baseline.strategy: unknown strategy 'deep'; known: als, content, ease, hybrid, item_knn, popularity, two_tower",
     )
     assert error_of(lambda: compare(configuration("als"), ratio=11)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -192,7 +193,7 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
             (
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "configuration.strategy: unknown strategy 'deep'; "
-                "known: als, content, hybrid, item_knn, popularity, two_tower",
+                "known: als, content, ease, hybrid, item_knn, popularity, two_tower",
             ),
         ),
         (

@@ -202,7 +202,7 @@ def test_with_a_paired_comparison_the_screen_needs_confidence_not_a_lucky_mean()
         ([], "--policy-address (env RECTUNE_POLICY_ADDRESS) is required"),
         (
             ["--proposer=gpt"],
-            "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, lm, pool, got 'gpt'",
+            "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, lm, pool, sources, got 'gpt'",
         ),
         (["--lm-temperature=-1"], "--lm-temperature: must be >= 0, got -1.0"),
         (["--exposure-cap=1.5"], "--exposure-cap: must be in (0, 1], got 1.5"),

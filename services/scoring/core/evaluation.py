@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -107,4 +107,4 @@ def budgeted(strategy: Strategy, configuration: Configuration, budget: float) ->
         return configuration, 1.0
     full = int(configuration.params[name])
     count = budgeted_count(full, budget)
-    return Configuration(configuration.strategy, {**configuration.params, name: count}), count / full
+    return replace(configuration, params={**configuration.params, name: count}), count / full
