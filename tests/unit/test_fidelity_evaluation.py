@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rectune.domain.configuration import Configuration
 from rectune.domain.errors import FailedPrecondition, InvalidArgument
 from rectune.domain.events import Item
 from rectune.domain.fidelity import Fidelity, budgeted_count
