@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import numpy as np
 import structlog
 
 from rectune.datasets import MOVIELENS_100K
+from services.common import child
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = MOVIELENS_100K
@@ -29,21 +29,7 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
 def start_child_service(name: str, *flags: str, module: str = "") -> tuple[subprocess.Popen[str], str]:
     """``python -m services.<name> --port 0`` (or ``-m module``) in its own process; returns it
     and its address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", module or f"services.{name}", "--port", "0", *flags],
-        cwd=ROOT,
-        env={**os.environ, "RECTUNE_LOG_FORMAT": "json"},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        record = json.loads(line)
-        if record.get("event") == "listening":
-            # Keep reading its log so that a full pipe never blocks the child.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process, f"127.0.0.1:{record['port']}"
-    raise RuntimeError(f"services.{name} exited with {process.wait()} before listening")
+    return child.start_child_service(module or f"services.{name}", *flags)
 
 
 def memory_of(pid: int, field: str = "VmRSS") -> int:

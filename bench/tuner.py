@@ -62,9 +62,10 @@ from tuner.pool_proposer import PoolProposer
 from tuner.proposers import Briefing, Observation, Proposer, RandomProposer, TpeProposer
 from tuner.screen import Screen
 from tuner.selection import Choice, choose
-from tuner.sources import records, source_bandit
+from tuner.sources import source_bandit
 from tuner.space import default_space
 from tuner.study import StudyRecord, run_study
+from tuner.study_command import sources_record
 
 K = 10
 PROPOSER_NAMES = ("random", "tpe", "pool", "pool-half", "lm")
@@ -199,11 +200,6 @@ def searched(
     scores = {key: validation.scores(configuration) for key, configuration in complete.items()}
     choice = choose(scores, [validation.canonical(c).key() for c in defaults], seed=seed)
     return record, complete[choice.key], choice
-
-
-def sources_record(record: StudyRecord) -> dict[str, dict[str, int]]:
-    found = records(record.history(), sorted({t.source for t in record.trials if not t.is_default}))
-    return {name: {"wins": r.wins, "proposals": r.proposals} for name, r in found.items()}
 
 
 def method_summary(runs: dict[str, list[Any]], baselines: dict[str, list[float]]) -> dict[str, Any]:

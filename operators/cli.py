@@ -6,6 +6,7 @@
     rectune stats [--window 1h]
     rectune models
     rectune tuner propose --dry-run | run | status      (the tuner's own command line)
+    rectune study --items-csv F --interactions-csv F --minutes M --out F.json   (tune offline)
     rectune dashboard                                    (the web page)
 
 Addresses default to where `make up` starts the services; RECTUNE_* variables and the global
@@ -423,6 +424,19 @@ def tuner(context: typer.Context) -> None:
         if value:
             os.environ[variable] = value
     raise typer.Exit(tuner_main(list(context.args)))
+
+
+@app.command(
+    "study",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def study(context: typer.Context) -> None:
+    """Tune offline on your own CSVs within a wall-clock budget (--items-csv, --interactions-csv,
+    --minutes, --seed, --out); starts the services it needs. --help lists every flag."""
+    from tuner.study_command import main as study_main
+
+    raise typer.Exit(study_main(list(context.args)))
 
 
 @app.command("dashboard")

@@ -40,7 +40,7 @@ from tuner.controller import Action, Controller, Plan
 from tuner.errors import TunerError
 from tuner.fidelity import FullFidelity, ScreenEngine, SuccessiveHalving
 from tuner.proposers import PROPOSERS, Proposer
-from tuner.settings import TunerSettings
+from tuner.settings import SearchSettings, TunerSettings
 from tuner.signals import TunerSignals
 from tuner.sources import source_bandit
 from tuner.space import load_restriction
@@ -51,11 +51,11 @@ log = structlog.get_logger("tuner")
 TUNER_HEALTH_NAME = "rectune.tuner"
 
 
-def make_proposer(settings: TunerSettings) -> Proposer:
+def make_proposer(settings: SearchSettings, k: int) -> Proposer:
     seed = settings.seed or None
     if settings.proposer not in ("lm", "pool", "sources"):
         return PROPOSERS[settings.proposer](seed)
-    pick, zero_shot = language_model_proposers(settings, seed)
+    pick, zero_shot = language_model_proposers(settings, seed, k)
     if settings.proposer == "pool":
         return pick
     if settings.proposer == "lm":
@@ -63,7 +63,7 @@ def make_proposer(settings: TunerSettings) -> Proposer:
     return source_bandit(seed, pick, zero_shot)
 
 
-def language_model_proposers(settings: TunerSettings, seed: int | None) -> tuple[Proposer, Proposer]:
+def language_model_proposers(settings: SearchSettings, seed: int | None, k: int) -> tuple[Proposer, Proposer]:
     """The model's pick from TPE's pool, and its own zero-shot proposals: a local model, or
     one behind an OpenAI-compatible endpoint."""
     from tuner.pool_proposer import PoolProposer
@@ -77,8 +77,8 @@ def language_model_proposers(settings: TunerSettings, seed: int | None) -> tuple
         )
         keep_words = settings.lm_rationale_tokens > 0
         return (
-            PoolProposer(EndpointModel(endpoint), seed, k=settings.evaluation_k),
-            EndpointProposer(endpoint, seed, settings.lm_temperature, settings.evaluation_k, keep_words),
+            PoolProposer(EndpointModel(endpoint), seed, k=k),
+            EndpointProposer(endpoint, seed, settings.lm_temperature, k, keep_words),
         )
     # Imported here: torch and transformers load only for the language-model proposers.
     from tuner.language_model import LanguageModel
@@ -86,14 +86,12 @@ def language_model_proposers(settings: TunerSettings, seed: int | None) -> tuple
 
     model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
     return (
-        PoolProposer(model, seed, k=settings.evaluation_k),
-        LanguageModelProposer(
-            model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=settings.evaluation_k
-        ),
+        PoolProposer(model, seed, k=k),
+        LanguageModelProposer(model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=k),
     )
 
 
-def make_engine(settings: TunerSettings) -> ScreenEngine:
+def make_engine(settings: SearchSettings) -> ScreenEngine:
     return FullFidelity() if settings.screening == "full" else SuccessiveHalving()
 
 
@@ -102,7 +100,14 @@ def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: Audit
     engine = make_engine(settings)
     # A restarted tuner prunes as before: its rungs hold the screens it made.
     engine.remember(audit.staged())
-    return Controller(backend, make_proposer(settings), settings.limits(), restriction, audit.observations, engine)
+    return Controller(
+        backend,
+        make_proposer(settings, settings.evaluation_k),
+        settings.limits(),
+        restriction,
+        audit.observations,
+        engine,
+    )
 
 
 def cycle(controller: Controller, audit: AuditLog, dry_run: bool) -> dict[str, object]:
@@ -180,7 +185,11 @@ def status_document(backend: GrpcBackend, audit: AuditLog) -> dict[str, object]:
         for arm in backend.arms()
     ]
     entries = [
-        {**vars(entry), "configuration": json.loads(entry.configuration) if entry.configuration else None}
+        {
+            **vars(entry),
+            "configuration": json.loads(entry.configuration) if entry.configuration else None,
+            "stages": json.loads(entry.stages),
+        }
         for entry in audit.recent()
     ]
     return {"arms": arms, "audit": entries}

@@ -45,6 +45,7 @@ class GrpcBackend:
         self.policy = policy_pb2_grpc.PolicyServiceStub(self._channels.open("policy", policy_address, options))
         self.scoring = scoring_pb2_grpc.ScoringServiceStub(self._channels.open("scoring", scoring_address, options))
         self.metrics = metrics_pb2_grpc.MetricsServiceStub(self._channels.open("metrics", metrics_address, options))
+        self.screens = ScoringScreens(self.scoring)
 
     def close(self) -> None:
         self._channels.close()
@@ -72,6 +73,43 @@ class GrpcBackend:
     def _stats(self, request: metrics_pb2.GetArmStatsRequest) -> dict[str, ArmStats]:
         stats = _call("MetricsService.GetArmStats", lambda: self.metrics.GetArmStats(request).stats)
         return {s.arm_id: ArmStats(s.impressions, s.ctr, s.probability_best) for s in stats}
+
+    def describe(self) -> tuple[SearchSpace, DataShape]:
+        return self.screens.describe()
+
+    def evaluate(
+        self,
+        configuration: Configuration,
+        k: int,
+        baseline: Configuration | None = None,
+        ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
+    ) -> Screen:
+        return self.screens.evaluate(configuration, k, baseline, ratio, fidelity)
+
+    def register(self, action: Action) -> None:
+        assert action.configuration is not None, "register actions carry their configuration"
+        request = policy_pb2.PutArmRequest(
+            arm_id=action.arm_id,
+            configuration=shared.configuration_message(action.configuration),
+            origin=shared.ORIGIN_VALUES[action.origin or ArmOrigin.MANUAL],
+            exposure_cap=action.exposure_cap,
+            initial_state=policy_pb2.ARM_STATE_ACTIVE,
+            reason=action.reason,
+        )
+        _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=FIT_DEADLINE_SECONDS))
+
+    def set_state(self, arm_id: str, state: ArmState, reason: str) -> None:
+        request = policy_pb2.SetArmStateRequest(arm_id=arm_id, state=shared.STATE_VALUES[state], reason=reason)
+        _call("PolicyService.SetArmState", lambda: self.policy.SetArmState(request))
+
+
+class ScoringScreens:
+    """ScoringService's search space and offline screens: all that a search needs (``rectune
+    study`` uses it alone)."""
+
+    def __init__(self, scoring: scoring_pb2_grpc.ScoringServiceStub) -> None:
+        self.scoring = scoring
 
     def describe(self) -> tuple[SearchSpace, DataShape]:
         request = scoring_pb2.DescribeSearchSpaceRequest()
@@ -111,19 +149,3 @@ class GrpcBackend:
             used,
             answer.duration.ToTimedelta().total_seconds(),
         )
-
-    def register(self, action: Action) -> None:
-        assert action.configuration is not None, "register actions carry their configuration"
-        request = policy_pb2.PutArmRequest(
-            arm_id=action.arm_id,
-            configuration=shared.configuration_message(action.configuration),
-            origin=shared.ORIGIN_VALUES[action.origin or ArmOrigin.MANUAL],
-            exposure_cap=action.exposure_cap,
-            initial_state=policy_pb2.ARM_STATE_ACTIVE,
-            reason=action.reason,
-        )
-        _call("PolicyService.PutArm", lambda: self.policy.PutArm(request, timeout=FIT_DEADLINE_SECONDS))
-
-    def set_state(self, arm_id: str, state: ArmState, reason: str) -> None:
-        request = policy_pb2.SetArmStateRequest(arm_id=arm_id, state=shared.STATE_VALUES[state], reason=reason)
-        _call("PolicyService.SetArmState", lambda: self.policy.SetArmState(request))

@@ -177,8 +177,13 @@ class Plan:
                     origin=a.origin.value if a.origin else "",
                     configuration=a.configuration.as_dict(),
                     exposure_cap=a.exposure_cap,
+                    stages=stages_of(a.configuration),
                 )
             return out
+
+        def stages_of(configuration: Configuration) -> list[dict[str, Any]]:
+            staged = self.stages.get(configuration.key())
+            return [asdict(stage) for stage in staged.stages] if staged else []
 
         return {
             "cycle_id": self.cycle_id,
@@ -194,9 +199,7 @@ class Plan:
                     "origin": r.proposal.origin.value,
                     "configuration_hash": r.configuration_hash,
                     "reason": r.reason,
-                    "stages": [asdict(stage) for stage in self.stages[r.proposal.configuration.key()].stages]
-                    if r.proposal.configuration.key() in self.stages
-                    else [],
+                    "stages": stages_of(r.proposal.configuration),
                 }
                 for r in self.rejected
             ],

@@ -20,24 +20,10 @@ MAX_RATIONALE_TOKENS = 200  # one sentence; more only slows each proposal
 
 
 @dataclass(frozen=True)
-class TunerSettings(ClientSettings, TunerLimits):
-    """The tuner: proposes configurations and manages the arms it created (its limits are
-    TunerLimits' fields)."""
+class SearchSettings:
+    """How the tuner searches: its proposer (and language model) and its screens. Shared by
+    the tuner (TunerSettings inherits these fields) and `rectune study`."""
 
-    policy_address: str = option(
-        env="RECTUNE_POLICY_ADDRESS", required=True, help="host:port of PolicyService (arms; needs the admin token)"
-    )
-    scoring_address: str = option(
-        env="RECTUNE_SCORING_ADDRESS", required=True, help="host:port of ScoringService (search space, offline screen)"
-    )
-    metrics_address: str = option(
-        env="RECTUNE_METRICS_ADDRESS", required=True, help="host:port of MetricsService (live per-arm statistics)"
-    )
-    database_url: str = option(
-        env="RECTUNE_DATABASE_URL",
-        default="sqlite:///rectune-tuner.db",
-        help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
-    )
     proposer: str = option(
         env="RECTUNE_TUNER_PROPOSER",
         default="sources",
@@ -91,28 +77,8 @@ class TunerSettings(ClientSettings, TunerLimits):
         default="",
         help="JSON file naming the strategies to explore and narrower ranges; empty = all ScoringService declares",
     )
-    interval_seconds: float = option(
-        env="RECTUNE_TUNER_INTERVAL_SECONDS", default=300.0, help="time between two cycles of `tuner run`"
-    )
-    health_port: int = option(
-        env="RECTUNE_HEALTH_PORT",
-        default=0,
-        help="`tuner run` serves grpc.health.v1 on this plaintext port while its loop runs (for probes); 0 = off",
-    )
-    prometheus_port: int = option(
-        env="RECTUNE_PROMETHEUS_PORT",
-        default=0,
-        help="`tuner run` serves Prometheus metrics (last successful cycle, cycles by outcome) at /metrics "
-        "on this port; 0 = off",
-    )
-    host: str = option(env="RECTUNE_HOST", default="127.0.0.1", help="address the health port binds; 0.0.0.0 in pods")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check_address("--policy-address", "RECTUNE_POLICY_ADDRESS", self.policy_address)
-        check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
-        check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
-        check_database_url(self.database_url)
         if self.proposer not in PROPOSER_NAMES:
             raise SettingsError(
                 f"--proposer (env RECTUNE_TUNER_PROPOSER): must be one of {', '.join(PROPOSER_NAMES)}, "
@@ -139,6 +105,50 @@ class TunerSettings(ClientSettings, TunerLimits):
             )
         if self.lm_timeout_seconds <= 0:
             raise SettingsError(f"--lm-timeout-seconds: must be > 0, got {self.lm_timeout_seconds}")
+
+
+@dataclass(frozen=True)
+class TunerSettings(ClientSettings, TunerLimits, SearchSettings):
+    """The tuner: proposes configurations and manages the arms it created (its limits are
+    TunerLimits' fields)."""
+
+    policy_address: str = option(
+        env="RECTUNE_POLICY_ADDRESS", required=True, help="host:port of PolicyService (arms; needs the admin token)"
+    )
+    scoring_address: str = option(
+        env="RECTUNE_SCORING_ADDRESS", required=True, help="host:port of ScoringService (search space, offline screen)"
+    )
+    metrics_address: str = option(
+        env="RECTUNE_METRICS_ADDRESS", required=True, help="host:port of MetricsService (live per-arm statistics)"
+    )
+    database_url: str = option(
+        env="RECTUNE_DATABASE_URL",
+        default="sqlite:///rectune-tuner.db",
+        help="SQLAlchemy URL of the audit table: a SQLite file or postgresql+psycopg://...",
+    )
+    interval_seconds: float = option(
+        env="RECTUNE_TUNER_INTERVAL_SECONDS", default=300.0, help="time between two cycles of `tuner run`"
+    )
+    health_port: int = option(
+        env="RECTUNE_HEALTH_PORT",
+        default=0,
+        help="`tuner run` serves grpc.health.v1 on this plaintext port while its loop runs (for probes); 0 = off",
+    )
+    prometheus_port: int = option(
+        env="RECTUNE_PROMETHEUS_PORT",
+        default=0,
+        help="`tuner run` serves Prometheus metrics (last successful cycle, cycles by outcome) at /metrics "
+        "on this port; 0 = off",
+    )
+    host: str = option(env="RECTUNE_HOST", default="127.0.0.1", help="address the health port binds; 0.0.0.0 in pods")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        SearchSettings.__post_init__(self)  # ClientSettings' check does not chain to it
+        check_address("--policy-address", "RECTUNE_POLICY_ADDRESS", self.policy_address)
+        check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
+        check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
+        check_database_url(self.database_url)
         for flag, port in (("--health-port", self.health_port), ("--prometheus-port", self.prometheus_port)):
             if not 0 <= port <= 65535:
                 raise SettingsError(f"{flag}: must be between 0 and 65535, got {port}")

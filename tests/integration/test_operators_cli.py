@@ -62,7 +62,7 @@ def test_an_operator_drives_the_arms_and_the_tuner_without_exporting_an_address(
     policy = make_up_services
     space = tmp_path / "space.json"
     space.write_text(json.dumps(SEARCH_SPACE))
-    tuner_flags = ("--proposer=random", "--seed=3", f"--search-space-file={space}")
+    tuner_flags = ("--proposer=random", "--seed=3", f"--search-space-file={space}", "--candidates-per-slot=1")
 
     empty = rectune(tmp_path, "arms", "list")
     assert empty.returncode == 0, empty.stderr

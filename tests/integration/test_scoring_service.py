@@ -173,11 +173,33 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
     assert not plain.HasField("comparison")
     assert error_of(lambda: compare(configuration("deep"))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "baseline.strategy: unknown strategy 'deep'; known: als, content, ease, hybrid, item_knn, popularity, two_tower",
+        "baseline.strategy: unknown strategy 'deep'; "
+        "known: als, content, ease, hybrid, item_knn, popularity, two_tower",
     )
     assert error_of(lambda: compare(configuration("als"), ratio=11)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "baseline_ratio: must be in (0, 10], got 11",
+    )
+
+
+def test_a_lower_fidelity_fits_a_share_of_the_budget_and_says_what_it_used(stub) -> None:
+    def evaluate(strategy: str, fidelity: scoring_pb2.Fidelity, **params):
+        request = scoring_pb2.EvaluateConfigurationRequest(
+            configuration=configuration(strategy, **params), k=10, fidelity=fidelity
+        )
+        return stub.EvaluateConfiguration(request, timeout=120)
+
+    low = evaluate("als", scoring_pb2.Fidelity(training_budget=0.2), iterations=15)
+    assert low.fidelity.training_budget == pytest.approx(3 / 15) and low.fidelity.user_fraction == 1.0
+    assert low.fitted_configuration.params["iterations"].int_value == 3
+    same = evaluate("als", scoring_pb2.Fidelity(), iterations=3)  # unset: full fidelity
+    assert same.fidelity.training_budget == 1.0 and same.metrics.ndcg == low.metrics.ndcg
+    assert low.configuration_hash != same.configuration_hash  # the hash is the configuration asked for
+    knn = evaluate("item_knn", scoring_pb2.Fidelity(training_budget=0.1, user_fraction=0.25))
+    assert knn.fidelity.training_budget == 1.0 and knn.metrics.users_evaluated == round(943 * 0.25)
+    assert error_of(lambda: evaluate("als", scoring_pb2.Fidelity(user_fraction=1.5))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "fidelity.user_fraction: must be in (0, 1], got 1.5",
     )
 
 

@@ -53,6 +53,7 @@ def tuner(start_service, tmp_path, capsys):
         f"--search-space-file={space_file}",
         "--seed=5",
         "--proposer=random",  # tests of the controller; the language-model proposers' tests name theirs
+        "--candidates-per-slot=1",  # one screen per slot; the multi-fidelity test asks for more
     ]
 
     def run(command: str, *flags: str) -> tuple[int, str, str]:
@@ -171,6 +172,31 @@ def test_a_proposal_below_the_offline_bar_is_rejected_with_the_numbers(tuner) ->
         assert " against 10 x champion's " in rejected["reason"]
         assert rejected["reason"].endswith(" of 1000 paired resamples of the holdout users (needs 90%)")
     assert list(arms_by_id(policy.stub)) == ["champion"]
+
+
+def test_several_candidates_per_slot_are_screened_at_rising_fidelity_and_the_best_fill_the_slots(tuner) -> None:
+    flags = ("--candidates-per-slot=3", "--screen-min-ndcg-ratio=0", "--max-new-arms-per-cycle=1")
+    code, out, _ = tuner.run("propose", "--dry-run", *flags)
+    assert code == 0
+    plan = json.loads(out)
+    (action,) = [a for a in plan["actions"] if a["kind"] == "register"]
+    assert len(plan["rejected"]) == 2
+    for rejected in plan["rejected"]:
+        stages = rejected["stages"]
+        budgets = [stage["fidelity"]["training_budget"] for stage in stages]
+        if rejected["configuration"]["strategy"] == "item_knn":  # no budget axis: one full screen
+            assert budgets == [1.0]
+        else:  # als: 2-4 sweeps, the first rung a ninth of them (one sweep)
+            assert budgets[0] == 1 / rejected["configuration"]["params"]["iterations"]
+        if budgets[-1] < 1.0:
+            assert "pruned (below the top of its rung)" in rejected["reason"]
+        else:
+            assert "passed, but 1 better proposals of this cycle took the free slots" in rejected["reason"]
+    code, out, _ = tuner.run("status", "--json")
+    entries = json.loads(out)["audit"]
+    assert len(entries) == 3 and all(entry["stages"] for entry in entries)
+    planned = [*plan["rejected"], action]
+    assert sorted(e["stages"][-1]["ndcg"] for e in entries) == sorted(p["stages"][-1]["ndcg"] for p in planned)
 
 
 def test_a_bad_search_space_file_is_refused_naming_the_field(tuner, tmp_path) -> None:
