@@ -130,7 +130,9 @@ def study(settings: StudySettings, screens: ScoringScreens) -> dict[str, Any]:
     """The search and the choice, as the JSON document the command writes."""
     described, shape = screens.describe()
     space = searched_space(settings, described)
-    defaults = [Configuration(s.strategy, s.canonical({})) for s in space.strategies]
+    # Canonical by the declared spaces: a default may lie outside an operator's narrower range.
+    declared = described.by_strategy()
+    defaults = [Configuration(name, declared[name].canonical({})) for name in space.names()]
     k = settings.evaluation_k
 
     def evaluate(configuration: Configuration, fidelity: Fidelity) -> Screen:
@@ -145,7 +147,7 @@ def study(settings: StudySettings, screens: ScoringScreens) -> dict[str, Any]:
         defaults,
         settings.minutes * 60,
         Briefing(data=shape.summary()),
-        lambda c: Configuration(c.strategy, space.by_strategy()[c.strategy].canonical(c.params)),
+        lambda c: Configuration(c.strategy, declared[c.strategy].canonical(c.params)),
     )
     chosen, choice = chosen_configuration(record, screens, k)
     return {
