@@ -265,10 +265,14 @@ def main() -> None:
         default_validation = {c.key(): float(validation.scores(c).mean()) for c in defaults}
         best_default = max(defaults, key=lambda c: default_validation[c.key()])
         default_test = float(test.scores(best_default).mean())
-        results: dict[str, dict[str, list[Any]]] = {}
-        for name in names:
-            runs: dict[str, list[Any]] = {"test": [], "chosen": [], "kept": [], "record": [], "sources": []}
-            for seed in range(1, args.seeds + 1):
+        results: dict[str, dict[str, list[Any]]] = {
+            name: {"test": [], "chosen": [], "kept": [], "record": [], "sources": []} for name in names
+        }
+        # Methods interleaved seed by seed: whatever else the shared machine runs meanwhile
+        # slows each method alike rather than the one that happens to run then.
+        for seed in range(1, args.seeds + 1):
+            for name in names:
+                runs = results[name]
                 record, chosen, choice = searched(
                     methods[name](seed), space, validation, defaults, args.minutes, shape, seed
                 )
@@ -280,7 +284,6 @@ def main() -> None:
                 validation.save()
                 test.save()
                 print(f"{name} seed {seed}: test NDCG@10 {runs['test'][-1]:.4f}", file=sys.stderr, flush=True)
-            results[name] = runs
     finally:
         service.stop(0)
     baselines = {"best_default": [default_test] * args.seeds}
