@@ -19,7 +19,6 @@ catalogue and the users move over the run, see demo.simulation.MovingWorld).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 import threading
@@ -55,17 +54,6 @@ CHALLENGERS = [("item-knn", "item_knn"), ("als", "als"), ("hybrid", "hybrid"), (
 # keeps at least 10%.
 CHALLENGER_CAP = 0.6
 CHAMPION_MIN_SHARE = 0.1
-# What the tuner may explore in the demo (content needs every item encoded: left out to
-# keep each offline screen to seconds on a laptop), and how boldly.
-# two_tower only at its default weight 0 in hybrid: a two_tower fit takes 20 s, too long for
-# a screen in every cycle of a short demo (the two-tower arm is a hand-written challenger).
-TUNER_SEARCH_SPACE = {
-    "strategies": {
-        "item_knn": {},
-        "als": {"iterations": {"low": 5, "high": 30}},
-        "hybrid": {"w_two_tower": {"low": 0.0, "high": 0.0}},
-    }
-}
 SCENARIOS = ("static", "moving")
 TUNER_LIMITS = [
     "--max-live-arms=2",
@@ -121,11 +109,11 @@ def register_arms(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
         )
 
 
-def start_tuner(suite: LocalSuite, run_dir: Path, proposer: str, interval: float, seed: int) -> None:
-    space_file = run_dir / "search-space.json"
-    space_file.write_text(json.dumps(TUNER_SEARCH_SPACE))
+def start_tuner(suite: LocalSuite, proposer: str, interval: float, seed: int) -> None:
+    """The tuner over the whole space in its default ranges (no search-space file): two_tower
+    and content included, affordable through multi-fidelity screens."""
     flags = [f"--proposer={proposer}", f"--interval-seconds={interval}", f"--seed={seed}"]
-    suite.start_tuner([*flags, f"--search-space-file={space_file}", *TUNER_LIMITS])
+    suite.start_tuner([*flags, *TUNER_LIMITS])
 
 
 def model_freshness(scoring: scoring_pb2_grpc.ScoringServiceStub) -> dict[str, str]:
@@ -225,7 +213,7 @@ def main() -> int:
             console.print(f"dashboard: {url} (open it in a browser while the demo runs)")
             if tuner != "off":
                 console.print(f"starting the tuner ({tuner} proposer, a cycle every {tuner_interval:g} s) ...")
-                start_tuner(suite, run_dir, tuner, tuner_interval, seed)
+                start_tuner(suite, tuner, tuner_interval, seed)
             arguments = (policy, scoring, users, CHAMPION, ClickModel(), seed, rate)
             if scenario == "moving":
                 steps = world.releases(max(1, int(minutes * 60 * rate)))

@@ -25,7 +25,7 @@ from rectune.domain.space import SearchSpace
 from services.scoring.core.strategies.content import SPACE as CONTENT_SPACE
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import SPACE as TWO_TOWER_SPACE
-from tuner.space import narrowed
+from tuner.space import default_space, narrowed
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
@@ -306,6 +306,9 @@ def test_the_tuner_runs_alone_with_its_limits_search_space_and_the_admin_token(o
     config_maps = {c["metadata"]["name"]: c["data"] for c in of_kind(objects, "ConfigMap")}
     restriction = json.loads(config_maps[volume["configMap"]["name"]][path.name])
     assert narrowed(scoring_search_space(), restriction).names() == list(restriction["strategies"])
+    # As shipped it is the tuner's default space: every strategy, in the default ranges.
+    shipped, default = narrowed(scoring_search_space(), restriction), default_space(scoring_search_space())
+    assert shipped.by_strategy() == default.by_strategy()
 
 
 def scoring_search_space() -> SearchSpace:
