@@ -46,6 +46,7 @@ from rectune.v1 import (
     scoring_pb2,
     scoring_pb2_grpc,
 )
+from tuner.audit import AuditLog
 
 DATA = MOVIELENS_100K
 CHAMPION = common_pb2.Configuration(strategy="popularity")
@@ -177,7 +178,7 @@ def main() -> int:
     minutes = float(os.environ.get("DEMO_MINUTES", "10"))
     rate = float(os.environ.get("DEMO_RATE", "20"))
     seed = int(os.environ.get("DEMO_SEED", "7"))
-    tuner = os.environ.get("DEMO_TUNER", "pool")
+    tuner = os.environ.get("DEMO_TUNER", "sources")
     tuner_interval = float(os.environ.get("DEMO_TUNER_INTERVAL", "60"))
     console = Console()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -230,7 +231,8 @@ def main() -> int:
                     live.update(live_table(metrics, policy, scoring, traffic.tally))
             models = scoring.ListModels(scoring_pb2.ListModelsRequest(), timeout=30).models
             folder = Path("reports") / f"demo-{stamp}"
-            path = report.write(folder, metrics, policy, traffic.tally, minutes, models, scenario)
+            audit = AuditLog.open(suite.audit_url()) if tuner != "off" else None
+            path = report.write(folder, metrics, policy, traffic.tally, minutes, models, scenario, audit)
             console.print(f"report: {path}")
         except KeyboardInterrupt:
             stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt
 
 from demo.traffic import Tally
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc, scoring_pb2
+from tuner.audit import AuditEntry, AuditLog
 
 BUCKET_SECONDS = 10
 
@@ -89,6 +91,40 @@ def tuner_arms_section(arms: dict[str, Any]) -> str:
 {rows}"""
 
 
+def tuner_screens_section(audit: AuditLog | None) -> str:
+    """What the tuner screened, by strategy: proposals, how many were pruned at a low
+    fidelity, and the best offline NDCG@10 fitted in full (from its audit table)."""
+    if audit is None:
+        return "The tuner did not run."
+    entries = [e for e in audit.recent(limit=10_000) if e.configuration and e.ndcg is not None]
+    if not entries:
+        return "The tuner screened nothing in this run."
+    by_strategy: dict[str, list[AuditEntry]] = {}
+    for entry in entries:
+        by_strategy.setdefault(json.loads(entry.configuration)["strategy"], []).append(entry)
+    rows = []
+    for strategy, screened in sorted(by_strategy.items()):
+        complete = [e.ndcg for e in screened if e.budget >= 1.0 and e.ndcg is not None]
+        best = f"{max(complete):.4f}" if complete else "-"
+        rows.append(f"| {strategy} | {len(screened)} | {len(screened) - len(complete)} | {best} |")
+    header = "| strategy | screened | pruned at low fidelity | best offline NDCG@10 in full |\n|---|---|---|---|"
+    return header + "\n" + "\n".join(rows)
+
+
+def tuner_against_hand_written(stats: Sequence[Any], arms: dict[str, Any]) -> str:
+    """The tuner's best arm by live CTR next to the best hand-written challenger's."""
+    tuned = [s for s in stats if origin_name(arms, s.arm_id).startswith("tuner")]
+    manual = [s for s in stats if origin_name(arms, s.arm_id) == "manual"]
+    if not tuned or not manual:
+        return "No tuner arm and hand-written arm both served traffic in this run."
+    best_tuned, best_manual = max(tuned, key=lambda s: s.ctr), max(manual, key=lambda s: s.ctr)
+    return "| | arm | impressions | CTR [95% Wilson] | P(best) |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {label} | {s.arm_id} | {s.impressions} | {s.ctr:.4f} [{s.ctr_interval.lower:.4f}, "
+        f"{s.ctr_interval.upper:.4f}] | {s.probability_best:.3f} |"
+        for label, s in (("the tuner's best", best_tuned), ("best hand-written", best_manual))
+    )
+
+
 def _param(value: Any) -> str:
     kind = value.WhichOneof("kind")
     raw = getattr(value, kind) if kind else ""
@@ -134,6 +170,7 @@ def write(
     minutes: float,
     models: Sequence[scoring_pb2.ModelFreshness] = (),
     scenario: str = "static",
+    audit: AuditLog | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wait_until_counted(metrics, tally)
@@ -172,6 +209,14 @@ def write(
 ## Arms the tuner added
 
 {tuner_arms_section(arms)}
+
+### What the tuner screened (its audit table)
+
+{tuner_screens_section(audit)}
+
+### The tuner's best arm against the hand-written ones (live traffic)
+
+{tuner_against_hand_written(stats, arms)}
 
 ## The bandit against serving the champion alone
 

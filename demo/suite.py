@@ -86,7 +86,11 @@ class LocalSuite:
         """The services' addresses and the audit table under the run folder, as the tuner
         and the dashboard take them."""
         peers = [f"--{name}-address={self.address(name)}" for name in ("policy", "scoring", "metrics")]
-        return [*peers, f"--database-url=sqlite:///{self.run_dir.resolve() / 'tuner.db'}"]
+        return [*peers, f"--database-url={self.audit_url()}"]
+
+    def audit_url(self) -> str:
+        """The tuner's audit table, under the run folder."""
+        return f"sqlite:///{self.run_dir.resolve() / 'tuner.db'}"
 
     def _spawn(self, name: str, command: list[str]) -> None:
         """A child with JSON logs into ``<name>.log`` under the run folder."""

@@ -62,6 +62,8 @@ def test_short_demo_writes_a_report_from_metrics_and_leaves_no_process(tmp_path:
     (report,) = (tmp_path / "reports").glob("demo-*/report.md")
     text = report.read_text()
     assert "they agree." in text
+    assert "### What the tuner screened (its audit table)" in text
+    assert "### The tuner's best arm against the hand-written ones (live traffic)" in text
     assert "| bandit (MetricsService) |" in text and "| champion alone (counterfactual, simulator) |" in text
     assert {p.name for p in report.parent.glob("*.png")} == {"ctr.png", "share.png", "cumulative.png"}
 
