@@ -27,7 +27,9 @@ SECTIONS = [
     ("ScoringService", "services.scoring.__main__", "ScoringSettings", "`python -m services.scoring`"),
     ("PolicyService", "services.policy.__main__", "PolicyServerSettings", "`python -m services.policy`"),
     ("MetricsService", "services.metrics.__main__", "MetricsSettings", "`python -m services.metrics`"),
+    ("The tuner's search", "tuner.settings", "SearchSettings", "the tuner and `rectune study`"),
     ("The tuner", "tuner.settings", "TunerSettings", "`python -m tuner` and `rectune tuner`"),
+    ("rectune study", "tuner.study_command", "StudySettings", "`rectune study`"),
     ("Operators", "operators.settings", "OperatorSettings", "`rectune` and its dashboard"),
 ]
 

@@ -70,7 +70,8 @@ class TunerLimits:
     screen_min_ndcg_ratio: float = option(
         env="RECTUNE_TUNER_SCREEN_MIN_NDCG_RATIO",
         default=0.8,
-        help="the offline bar: a proposal's NDCG@k against this x the champion's, on the same holdout users",
+        help="the offline bar: a proposal's NDCG@k against this x the best serving arm's (the champion's unless "
+        "another serving arm scores better offline), on the same holdout users",
     )
     screen_confidence: float = option(
         env="RECTUNE_TUNER_SCREEN_CONFIDENCE",

@@ -75,7 +75,8 @@ class SearchSettings:
     search_space_file: str = option(
         env="RECTUNE_TUNER_SEARCH_SPACE",
         default="",
-        help="JSON file naming the strategies to explore and narrower ranges; empty = all ScoringService declares",
+        help="JSON file naming the strategies to explore and narrower ranges; empty = every strategy "
+        "ScoringService declares, in the tuner's default ranges (docs/tuner.md)",
     )
 
     def __post_init__(self) -> None:

@@ -60,9 +60,13 @@ STARTUP_SECONDS = 1800.0
 class StudySettings(SearchSettings):
     """rectune study: the default tuner run offline on your own data (see docs/tuner.md)."""
 
-    items_csv: str = option(env="RECTUNE_STUDY_ITEMS_CSV", required=True, help="items CSV: item_id and text (or title, genres)")
+    items_csv: str = option(
+        env="RECTUNE_STUDY_ITEMS_CSV", required=True, help="items CSV: item_id and text (or title, genres)"
+    )
     interactions_csv: str = option(
-        env="RECTUNE_STUDY_INTERACTIONS_CSV", required=True, help="interactions CSV: user_id, item_id, rating, timestamp (unix seconds)"
+        env="RECTUNE_STUDY_INTERACTIONS_CSV",
+        required=True,
+        help="interactions CSV: user_id, item_id, rating, timestamp (unix seconds)",
     )
     minutes: float = option(env="RECTUNE_STUDY_MINUTES", default=15.0, help="wall-clock budget of the search")
     out: str = option(env="RECTUNE_STUDY_OUT", default="study.json", help="where the JSON result is written")
