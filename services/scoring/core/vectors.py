@@ -120,6 +120,15 @@ class ItemVectors:
                     self._vectors[item_id] = (sha, vector)
             return len(to_embed)
 
+    def model_name(self) -> str:
+        """The encoder EmbeddingService serves (two_tower fine-tunes the same one)."""
+        return self.encoder.model_name()
+
+    def texts(self, n_items: int) -> list[str]:
+        """The first ``n_items`` items' texts in catalogue order."""
+        by_id = {item.item_id: item.text for item in self.data.items}
+        return [by_id[item_id] for item_id in self.data.item_ids(range(n_items))]
+
     def matrix(self, n_items: int) -> Vectors:
         """(n_items, dimension) in catalogue order; call ``ensure`` first."""
         self.ensure()

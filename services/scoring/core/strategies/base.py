@@ -46,6 +46,12 @@ class TrainingReport:
     stopped_because: str  # "early_stopping", "max_epochs" or "max_fit_seconds"
     seconds: float
     device: str
+    # Fine-tuning the encoder's top layers (two_tower's finetune_layers): how many layers and
+    # parameters trained, the frozen layers' kept output, and whether it came from the cache.
+    encoder_layers_trained: int = 0
+    encoder_parameters_trained: int = 0
+    frozen_activation_bytes: int = 0
+    frozen_activation_cache_hit: bool = False
 
     @property
     def seconds_per_epoch(self) -> float:

@@ -11,6 +11,7 @@ without a refit. The network and its training are in ``two_tower_net``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ from services.scoring.core.strategies.base import (
     Strategy,
     TrainingReport,
 )
+from services.scoring.core.strategies.encoder_top import EncoderTop, EncoderTraining, PrefixCache
 from services.scoring.core.strategies.two_tower_net import (
     ACTIVATIONS,
     NetShape,
@@ -84,6 +86,35 @@ SPACE = StrategySpace(
             "sampled softmax over the negatives, or binary cross-entropy against them",
             choices=("sampled_softmax", "bce"),
         ),
+        Hyperparameter(
+            "finetune_layers",
+            ParamType.INT,
+            0,
+            "top transformer layers of the BERT encoder trained with the towers (0: its frozen vectors; "
+            "6 is all of all-MiniLM-L6-v2)",
+            0,
+            6,
+            added_later=True,
+        ),
+        Hyperparameter(
+            "encoder_learning_rate",
+            ParamType.FLOAT,
+            1e-3,
+            "AdamW learning rate of the trained encoder layers (one step per epoch)",
+            1e-6,
+            1e-2,
+            True,
+            added_later=True,
+        ),
+        Hyperparameter(
+            "encoder_weight_decay",
+            ParamType.FLOAT,
+            0.01,
+            "AdamW weight decay of the trained encoder layers",
+            0.0,
+            0.1,
+            added_later=True,
+        ),
     ),
 )
 
@@ -125,8 +156,15 @@ class TwoTowerModel(DotProductModel):
 
     # sigmoid(u·v) is a probability as trained: the service compares it with Platt scaling.
     native_probability = True
+    # Models stored before fine-tuning existed unpickle without the attribute.
+    encoder_layers: dict[str, torch.Tensor] | None = None
 
-    def __init__(self, net: TwoTowerNet, training: TrainingReport) -> None:
+    def __init__(
+        self, net: TwoTowerNet, training: TrainingReport, encoder_layers: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        # The trained top layers of the encoder, when the fit fine-tuned them (the item
+        # vectors below already come from them; a refit starts from them).
+        self.encoder_layers = encoder_layers
         self.net = net.to("cpu").eval()
         with torch.no_grad():
             self.item_matrix = self.net.item_vectors().numpy().astype(np.float32)
@@ -164,7 +202,8 @@ class TwoTowerModel(DotProductModel):
         return result
 
     def nbytes(self) -> int:
-        weights = sum(p.numel() * p.element_size() for p in self.net.parameters())
+        layers = sum(t.numel() * t.element_size() for t in (self.encoder_layers or {}).values())
+        weights = layers + sum(p.numel() * p.element_size() for p in self.net.parameters())
         tables = self.net.text.numel() * self.net.text.element_size() + self.history_table.numel() * 4
         return int(self.item_matrix.nbytes + weights + tables)
 
@@ -178,10 +217,11 @@ class TwoTower(Strategy):
     def __init__(self, vectors: ItemVectors, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS) -> None:
         self.vectors = vectors
         self.max_fit_seconds = max_fit_seconds
+        self.prefixes = PrefixCache()
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> TwoTowerModel:
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
-        return fit_two_tower(text, data, params, self.max_fit_seconds)
+        return fit_two_tower(text, data, params, self.max_fit_seconds, encoder=self.encoder_top(data, params))
 
     def refit(
         self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None, previous: FittedModel
@@ -189,7 +229,35 @@ class TwoTower(Strategy):
         """Starts from the serving model's weights (items and users added since keep fresh rows)."""
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
         start = previous if isinstance(previous, TwoTowerModel) else None
-        return fit_two_tower(text, data, params, self.max_fit_seconds, start)
+        return fit_two_tower(text, data, params, self.max_fit_seconds, start, self.encoder_top(data, params))
+
+    def encoder_top(self, data: TrainingData, params: Mapping[str, ParamValue]) -> FineTuning | None:
+        """The encoder's top layers to train, over the frozen rest (None: its frozen vectors)."""
+        layers = int(params.get("finetune_layers", 0))
+        if layers == 0:
+            return None
+        prefix, cached = self.prefixes.get(self.vectors.model_name(), self.vectors.texts(data.n_items), layers)
+        top = EncoderTop(prefix, data.n_items)
+        training = EncoderTraining(top, float(params["encoder_learning_rate"]), float(params["encoder_weight_decay"]))
+        return FineTuning(training, layers, cached)
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """The encoder's top layers a fit trains (finetune_layers > 0)."""
+
+    training: EncoderTraining
+    layers: int
+    cache_hit: bool
+
+    def report(self, report: TrainingReport) -> TrainingReport:
+        return replace(
+            report,
+            encoder_layers_trained=self.layers,
+            encoder_parameters_trained=self.training.top.trained_parameters(),
+            frozen_activation_bytes=self.training.top.prefix.nbytes,
+            frozen_activation_cache_hit=self.cache_hit,
+        )
 
 
 def fit_two_tower(
@@ -198,10 +266,13 @@ def fit_two_tower(
     params: Mapping[str, ParamValue],
     max_fit_seconds: float,
     previous: TwoTowerModel | None = None,
+    encoder: FineTuning | None = None,
 ) -> TwoTowerModel:
     """Seeded: the same text vectors, data and parameters give the same model on the CPU.
     With ``previous`` (a refit), training starts from its weights: items and users added
-    since keep their fresh initial rows."""
+    since keep their fresh initial rows. With ``encoder``, the text vectors are the
+    encoder's own output through its trained top layers (encoder_top), and those layers
+    train with the towers; they are kept with the model."""
     shape, plan = net_shape(params), training_plan(params, max_fit_seconds)
     generator = torch.Generator().manual_seed(plan.seed)
     device = training_device()
@@ -210,14 +281,23 @@ def fit_two_tower(
         # (differences near 1e-7) unless torch is told to pick deterministic kernels. Left on
         # for the process: fits run concurrently, and nothing here wants otherwise.
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if encoder is not None:
+        if previous is not None and previous.encoder_layers is not None:
+            encoder.training.top.layers.load_state_dict(previous.encoder_layers)
+        encoder.training.top.to(device)
+        text = encoder.training.top.vectors()
     net = TwoTowerNet(text.float(), data.n_users, shape, generator)
     if previous is not None and previous.net.shape == shape:
         net.start_from(previous.net)
     net = net.to(device)
     histories = [history.items for history in data.histories()]
     train_set, valid_set = causal_examples(histories, shape.history_length, data.n_items)
-    report = train(net, train_set, valid_set, plan, generator)
+    report = train(net, train_set, valid_set, plan, generator, encoder.training if encoder else None)
     seen = np.unique(data.items)
     unseen = np.setdiff1d(np.arange(data.n_items), seen)
     net.forget_items(torch.from_numpy(unseen).to(device))
-    return TwoTowerModel(net, report)
+    if encoder is None:
+        return TwoTowerModel(net, report)
+    net.text = net.text.detach()
+    layers = {name: value.cpu() for name, value in encoder.training.state().items()}
+    return TwoTowerModel(net, encoder.report(report), layers)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional
 
 from services.scoring.core.strategies.base import TrainingReport
+from services.scoring.core.strategies.encoder_top import EncoderTraining
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -302,24 +303,37 @@ def validation_loss(net: TwoTowerNet, examples: Examples) -> float:
 
 
 def train(
-    net: TwoTowerNet, train_set: Examples, valid_set: Examples, plan: TrainingPlan, generator: torch.Generator
+    net: TwoTowerNet,
+    train_set: Examples,
+    valid_set: Examples,
+    plan: TrainingPlan,
+    generator: torch.Generator,
+    encoder: EncoderTraining | None = None,
 ) -> TrainingReport:
     """AdamW with early stopping on the validation slice; the best epoch's weights are kept.
     Stops after the epoch that would take the fit past ``plan.max_seconds`` (projected from
-    the epochs so far), and says so."""
+    the epochs so far), and says so. With ``encoder``, the encoder's top layers are trained
+    too, one step per epoch (encoder_top), and their best epoch's weights are kept with the
+    net's (its text vectors are the fine-tuned ones)."""
     started = time.perf_counter()
     optimiser = torch.optim.AdamW(net.parameters(), lr=plan.learning_rate, weight_decay=plan.weight_decay)
     best = (math.inf, 0, math.nan)  # validation loss, epoch, training loss
     best_state = _copy(net)
+    best_encoder = encoder.state() if encoder else None
     initial_loss = validation_loss(net, valid_set)
     stopped, epoch = "max_epochs", 0
     for epoch in range(1, plan.epochs + 1):
-        training_loss = _epoch(net, train_set, plan, optimiser, generator)
+        if encoder is not None:
+            net.text = encoder.begin_epoch(net.text)
+        training_loss, steps = _epoch(net, train_set, plan, optimiser, generator)
+        if encoder is not None:
+            net.text = encoder.end_epoch(net.text, steps)
         loss = validation_loss(net, valid_set)
         # Without a validation slice (tiny data) every epoch counts as the best so far.
         if not len(valid_set) or loss < best[0]:
             best = (loss, epoch, training_loss)
             best_state = _copy(net)
+            best_encoder = encoder.state() if encoder else None
         elapsed = time.perf_counter() - started
         if epoch - best[1] >= PATIENCE:
             stopped = "early_stopping"
@@ -328,6 +342,8 @@ def train(
             stopped = "max_fit_seconds"
             break
     net.load_state_dict(best_state)
+    if encoder is not None and best_encoder is not None:
+        encoder.load(best_encoder)
     device = str(net.text.device)
     seconds = time.perf_counter() - started
     return TrainingReport(epoch, best[1], best[2], best[0], initial_loss, stopped, seconds, device)
@@ -343,7 +359,8 @@ def _epoch(
     plan: TrainingPlan,
     optimiser: torch.optim.Optimizer,
     generator: torch.Generator,
-) -> float:
+) -> tuple[float, int]:
+    """One pass over the examples; the mean training loss and the number of steps."""
     net.train()
     order = torch.randperm(len(examples), generator=generator)
     total, seen = 0.0, 0
@@ -358,4 +375,4 @@ def _epoch(
         total += float(loss.detach()) * len(batch)
         seen += len(batch)
     net.eval()
-    return total / max(1, seen)
+    return total / max(1, seen), -(-len(examples) // plan.batch_size)
