@@ -489,6 +489,10 @@ class TrainingReport(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     INITIAL_VALIDATION_LOSS_FIELD_NUMBER: _builtins.int
+    ENCODER_LAYERS_TRAINED_FIELD_NUMBER: _builtins.int
+    ENCODER_PARAMETERS_TRAINED_FIELD_NUMBER: _builtins.int
+    FROZEN_ACTIVATION_BYTES_FIELD_NUMBER: _builtins.int
+    FROZEN_ACTIVATION_CACHE_HIT_FIELD_NUMBER: _builtins.int
     epochs_run: _builtins.int
     best_epoch: _builtins.int
     """The epoch whose weights were kept (the lowest validation loss)."""
@@ -502,6 +506,14 @@ class TrainingReport(_message.Message):
     """Where it trained: "cpu" or "cuda:N"."""
     initial_validation_loss: _builtins.float
     """The validation loss before the first epoch (validation_loss is the kept epoch's)."""
+    encoder_layers_trained: _builtins.int
+    """two_tower with finetune_layers > 0: the encoder's top layers trained with the towers,
+    their parameters, the frozen lower layers' kept output for the catalogue's texts, and
+    whether that output came from an earlier fit's cache.
+    """
+    encoder_parameters_trained: _builtins.int
+    frozen_activation_bytes: _builtins.int
+    frozen_activation_cache_hit: _builtins.bool
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -515,10 +527,14 @@ class TrainingReport(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         device: _builtins.str = ...,
         initial_validation_loss: _builtins.float = ...,
+        encoder_layers_trained: _builtins.int = ...,
+        encoder_parameters_trained: _builtins.int = ...,
+        frozen_activation_bytes: _builtins.int = ...,
+        frozen_activation_cache_hit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "device", b"device", "duration", b"duration", "epochs_run", b"epochs_run", "initial_validation_loss", b"initial_validation_loss", "stopped_because", b"stopped_because", "train_loss", b"train_loss", "validation_loss", b"validation_loss"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "device", b"device", "duration", b"duration", "encoder_layers_trained", b"encoder_layers_trained", "encoder_parameters_trained", b"encoder_parameters_trained", "epochs_run", b"epochs_run", "frozen_activation_bytes", b"frozen_activation_bytes", "frozen_activation_cache_hit", b"frozen_activation_cache_hit", "initial_validation_loss", b"initial_validation_loss", "stopped_because", b"stopped_because", "train_loss", b"train_loss", "validation_loss", b"validation_loss"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

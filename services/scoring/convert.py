@@ -83,6 +83,10 @@ def training_message(report: TrainingReport | None) -> scoring_pb2.TrainingRepor
         stopped_because=report.stopped_because,
         duration=duration(report.seconds),
         device=report.device,
+        encoder_layers_trained=report.encoder_layers_trained,
+        encoder_parameters_trained=report.encoder_parameters_trained,
+        frozen_activation_bytes=report.frozen_activation_bytes,
+        frozen_activation_cache_hit=report.frozen_activation_cache_hit,
     )
 
 

@@ -131,3 +131,59 @@ def test_without_the_embedding_service_a_fit_fails_and_says_why(start_service) -
     fit = scoring.stub.FitConfiguration(scoring_pb2.FitConfigurationRequest(configuration=two_tower(), wait=True))
     assert fit.state == scoring_pb2.FIT_STATE_FAILED
     assert "EmbeddingService answered UNAVAILABLE" in fit.error, fit.error
+
+
+def test_fine_tuning_trains_the_top_encoder_layer_only_and_a_restarted_replica_serves_the_stored_model(
+    start_service, embedding_address, tmp_path
+) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from services.common.encoder_model import packaged_model_dir
+    from services.common.storage import make_engine
+    from services.scoring.core.model_store import ModelStore
+
+    url = f"sqlite:///{tmp_path / 'scoring-finetune.db'}"
+    first = start_service("scoring", embedding_address=embedding_address, database_url=url)
+    items, interactions = slice_of_movielens()
+    first.stub.UpsertItems(scoring_pb2.UpsertItemsRequest(items=items), timeout=120)
+    first.stub.AddInteractions(scoring_pb2.AddInteractionsRequest(interactions=interactions), timeout=60)
+    configuration = two_tower(finetune_layers=1, epochs=3, encoder_learning_rate=1e-3)
+    fit = first.stub.FitConfiguration(scoring_pb2.FitConfigurationRequest(configuration=configuration, wait=True))
+    assert fit.state == scoring_pb2.FIT_STATE_READY, fit.error
+    training = fit.training
+    assert (training.encoder_layers_trained, training.encoder_parameters_trained) == (1, 1_774_464)
+    assert training.frozen_activation_bytes > 0 and not training.frozen_activation_cache_hit
+    assert training.validation_loss < training.initial_validation_loss - 0.05
+
+    stored = ModelStore(make_engine(url)).newest(fit.configuration_hash, max_items=10_000)
+    assert stored is not None and stored.model.encoder_layers is not None
+    source = packaged_model_dir()
+    encoder = AutoModel.from_pretrained(source).eval()
+    pretrained = encoder.encoder.layer[5].state_dict()
+    trained = stored.model.encoder_layers
+    assert set(trained) == {name for name in pretrained}
+    assert any(not torch.equal(trained[name], pretrained[name]) for name in trained)  # the top layer learned
+    # The frozen layers are the packaged ones, bit for bit: the packaged encoder's first five
+    # layers, then the stored top layer, give the model's text vectors again.
+    texts = [item.text for item in items[:50]]
+    batch = AutoTokenizer.from_pretrained(source)(
+        texts, padding=True, truncation=True, max_length=64, return_tensors="pt"
+    )
+    encoder.encoder.layer[5].load_state_dict(trained)
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+    # The first 50 items, upserted first, are the catalogue's first 50 positions.
+    np.testing.assert_allclose(stored.model.net.text[:50].numpy(), expected.numpy(), atol=1e-5)
+
+    item_ids = [str(i) for i in range(1, 61)]
+    scores, _ = scores_of(first, configuration, "3", item_ids)
+    restarted = start_service("scoring", embedding_address=embedding_address, database_url=url)
+    again, _ = scores_of(restarted, configuration, "3", item_ids)
+    assert np.array_equal(scores, again)
+    # Loaded, not fitted again: the model it serves is the first replica's, fitted when it was.
+    models = restarted.stub.ListModels(scoring_pb2.ListModelsRequest(), timeout=30).models
+    (model,) = [m for m in models if m.configuration_hash == fit.configuration_hash]
+    assert model.fitted_at == fit.freshness.fitted_at

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
 
 from rectune.domain.errors import FailedPrecondition
 from services.common.encoder_model import model_source
@@ -90,6 +89,9 @@ class PrefixCache:
 
 def frozen_prefix(source: str, texts: list[str], layers: int) -> FrozenPrefix:
     """Run the encoder below its top ``layers`` layers over every text, once."""
+    # Imported here: transformers loads only when a fit fine-tunes (seconds of start-up otherwise).
+    from transformers import AutoModel, AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source, dtype=torch.float32).eval()
