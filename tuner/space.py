@@ -104,6 +104,9 @@ DEFAULT_RANGES: dict[str, dict[str, dict[str, float]]] = {
         "hidden_size": {"low": 16, "high": 256},
         "history_length": {"low": 10, "high": 100},
         "negatives": {"low": 64, "high": 2048},
+        # Each fine-tuned layer passes the catalogue's texts through a transformer layer
+        # three times per epoch: two at most by default.
+        "finetune_layers": {"low": 0, "high": 2},
     },
 }
 # Hybrid's weights of components that need an EmbeddingService.

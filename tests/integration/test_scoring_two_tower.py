@@ -161,8 +161,9 @@ def test_fine_tuning_trains_the_top_encoder_layer_only_and_a_restarted_replica_s
     source = packaged_model_dir()
     encoder = AutoModel.from_pretrained(source).eval()
     pretrained = encoder.encoder.layer[5].state_dict()
-    trained = stored.model.encoder_layers
-    assert set(trained) == {name for name in pretrained}
+    # Stored as the trained layers' list: "0." is the first (and only) of them.
+    trained = {name.removeprefix("0."): value for name, value in stored.model.encoder_layers.items()}
+    assert set(trained) == set(pretrained)
     assert any(not torch.equal(trained[name], pretrained[name]) for name in trained)  # the top layer learned
     # The frozen layers are the packaged ones, bit for bit: the packaged encoder's first five
     # layers, then the stored top layer, give the model's text vectors again.
