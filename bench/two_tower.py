@@ -17,14 +17,20 @@ the last 20% of the rest the validation split, as in bench/tuner.py). In the sam
   model picks one) proposes ``--budget`` configurations of the two_tower space, each scored
   on validation only; tuner.selection chooses one (a default stays unless beaten with 90%
   confidence); that one is scored once on test. Several seeds; the paired bootstrap 95%
-  interval of the tuned minus the default's test NDCG@10 over seeds.
+  interval of the tuned minus the default's test NDCG@10 over seeds;
+- fine-tuning the encoder: two_tower at its defaults with ``finetune_layers`` 0, 1 and 2
+  (otherwise equal), each fitted on the validation split's training part (scored on
+  validation) and on the test split's (scored once on test), for ``--finetune-seeds``
+  training seeds: NDCG@10, Recall@10, cold-item NDCG, the new-item shelf, fit seconds, and
+  the paired 95% intervals of each fine-tuned setting's difference to the frozen one
+  (``--only-finetuning`` runs this part alone).
 
 Item vectors come from a real EmbeddingService (all-MiniLM-L6-v2) started in this process,
 through ScoringService's own client and vector store, as in production. Fits run on
 ScoringService's code in this process (what is measured is the model, not the transport).
 A two_tower fit is bounded by ``--max-fit-seconds`` (60: the issue's bound on 2 cores).
 
-    .venv/bin/python -m bench.two_tower [--budget 40] [--seeds 3]
+    .venv/bin/python -m bench.two_tower [--budget 40] [--seeds 3] [--finetune-seeds 3] [--only-finetuning]
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from services.scoring.core.fitting import calibrate, calibration_split, evaluate
 from services.scoring.core.ranking import Split, ranking_metrics, time_split
 from services.scoring.core.strategies.base import FittedModel, ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
+from services.scoring.core.strategies.two_tower import TwoTower
+from services.scoring.core.vectors import ItemVectors
 from tuner.selection import choose
 from tuner.space import narrowed
 
@@ -180,6 +188,53 @@ def tuned(args: argparse.Namespace, registry: Mapping[str, Strategy], test_split
     }
 
 
+FINETUNE_LAYERS = (0, 1, 2)
+
+
+def finetuning_results(
+    vectors: ItemVectors, max_fit_seconds: float, test_split: Split, cold: set[int], seeds: int
+) -> dict[str, Any]:
+    """two_tower at its defaults with 0, 1 and 2 fine-tuned encoder layers, otherwise equal:
+    each fitted on the validation split's training part (scored on validation) and on the
+    test split's (scored once on test), for several training seeds; paired differences to 0."""
+    validation = time_split(test_split.train, 0.2)
+    cold_split = cold_held_out(test_split, cold)
+    runs: dict[int, dict[str, list[float]]] = {layers: {} for layers in FINETUNE_LAYERS}
+    for seed in range(1, seeds + 1):
+        strategy = TwoTower(vectors, max_fit_seconds, seed=seed)
+        for layers in FINETUNE_LAYERS:
+            params = strategy.space.canonical({"finetune_layers": layers})
+            on_validation = strategy.fit(validation.train, params, None)
+            started = time.perf_counter()
+            model = strategy.fit(test_split.train, params, None)
+            seconds = time.perf_counter() - started
+            numbers = scored(model, test_split.train, test_split.held_out, cold_split)
+            found = {
+                "validation_ndcg": evaluate_model(on_validation, validation.train, validation.held_out, K).ndcg,
+                "test_ndcg": numbers["ndcg"],
+                "test_recall": numbers["recall"],
+                "cold_item_ndcg": numbers["cold_item_ndcg"],
+                "new_item_shelf_ndcg": shelf_ndcg(model, test_split, cold_split),
+                "fit_seconds": seconds,
+                "seconds_per_epoch": model.training.seconds_per_epoch if model.training else 0.0,
+            }
+            for name, value in found.items():
+                runs[layers].setdefault(name, []).append(float(value))
+            print(f"finetune_layers {layers} seed {seed}: {found}", file=sys.stderr, flush=True)
+    result: dict[str, Any] = {"seeds": seeds, "settings": "two_tower defaults, finetune_layers varied"}
+    for layers, values in runs.items():
+        summary: dict[str, Any] = {name: round(statistics.mean(v), 4) for name, v in values.items()}
+        if layers:
+            for name in ("validation_ndcg", "test_ndcg", "test_recall", "cold_item_ndcg", "new_item_shelf_ndcg"):
+                differences = [a - b for a, b in zip(values[name], runs[0][name], strict=True)]
+                summary[f"{name}_difference_to_frozen_95ci"] = paired_interval(differences)
+            summary["fit_seconds_ratio_to_frozen"] = round(
+                statistics.mean(values["fit_seconds"]) / statistics.mean(runs[0]["fit_seconds"]), 2
+            )
+        result[f"finetune_layers_{layers}"] = summary
+    return result
+
+
 def calibration_results(registry: Mapping[str, Strategy], data: TrainingData) -> dict[str, Any]:
     """What ScoringService's fit decides for two_tower: its own sigmoid(u·v) or Platt scaling."""
     strategy = registry["two_tower"]
@@ -207,6 +262,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-fit-seconds", type=float, default=60.0)
     parser.add_argument("--skip-tuning", action="store_true", help="only the defaults and cold items")
+    parser.add_argument("--finetune-seeds", type=int, default=3, help="training seeds of the fine-tuning comparison")
+    parser.add_argument(
+        "--only-finetuning", action="store_true", help="only the fine-tuning comparison (finetune_layers 0, 1, 2)"
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "rectune-bench-two-tower"))
     parser.add_argument("--lm-cache-dir", default=str(Path(tempfile.gettempdir()) / "rectune-lm"))
     args = parser.parse_args()
@@ -229,9 +288,14 @@ def main() -> None:
     data.add_interactions(interactions)
     service, address = start_embedding_service()
     try:
-        registry = default_registry(item_vectors(data, address, cache), args.max_fit_seconds)
+        vectors = item_vectors(data, address, cache)
+        registry = default_registry(vectors, args.max_fit_seconds)
         test_split = time_split(data.snapshot(), 0.2)
         cold = cold_items(test_split)
+        finetuning = finetuning_results(vectors, args.max_fit_seconds, test_split, cold, args.finetune_seeds)
+        if args.only_finetuning:
+            print_json({"benchmark": "two_tower", "finetuning": finetuning, "cpu_threads": torch.get_num_threads()})
+            return
         result: dict[str, Any] = {
             "benchmark": "two_tower",
             "dataset": data_shape(test_split.train).summary(),
@@ -241,6 +305,7 @@ def main() -> None:
             "users_with_cold_test_items": len(cold_held_out(test_split, cold)),
             "defaults_on_test": default_results(registry, test_split, cold),
             "two_tower_calibration": calibration_results(registry, data.snapshot()),
+            "finetuning": finetuning,
         }
         if not args.skip_tuning:
             result["two_tower_tuned"] = tuned(args, registry, test_split, cache)

@@ -134,7 +134,7 @@ def net_shape(params: Mapping[str, ParamValue]) -> NetShape:
     )
 
 
-def training_plan(params: Mapping[str, ParamValue], max_seconds: float) -> TrainingPlan:
+def training_plan(params: Mapping[str, ParamValue], max_seconds: float, seed: int = SEED) -> TrainingPlan:
     return TrainingPlan(
         learning_rate=float(params["learning_rate"]),
         weight_decay=float(params["weight_decay"]),
@@ -143,7 +143,7 @@ def training_plan(params: Mapping[str, ParamValue], max_seconds: float) -> Train
         negatives=int(params["negatives"]),
         loss=str(params["loss"]),
         max_seconds=max_seconds,
-        seed=SEED,
+        seed=seed,
     )
 
 
@@ -214,14 +214,17 @@ class TwoTower(Strategy):
     # Its fitted models (arrays and a PyTorch module) are kept in the model store.
     stored = True
 
-    def __init__(self, vectors: ItemVectors, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS) -> None:
+    def __init__(
+        self, vectors: ItemVectors, max_fit_seconds: float = DEFAULT_MAX_FIT_SECONDS, seed: int = SEED
+    ) -> None:
         self.vectors = vectors
         self.max_fit_seconds = max_fit_seconds
+        self.seed = seed  # of every fit's initial weights, order and negatives (benchmarks vary it)
         self.prefixes = PrefixCache()
 
     def fit(self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None) -> TwoTowerModel:
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
-        return fit_two_tower(text, data, params, self.max_fit_seconds, encoder=self.encoder_top(data, params))
+        return fit_two_tower(text, data, params, self.max_fit_seconds, None, self.encoder_top(data, params), self.seed)
 
     def refit(
         self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None, previous: FittedModel
@@ -229,7 +232,7 @@ class TwoTower(Strategy):
         """Starts from the serving model's weights (items and users added since keep fresh rows)."""
         text = torch.from_numpy(self.vectors.matrix(data.n_items))
         start = previous if isinstance(previous, TwoTowerModel) else None
-        return fit_two_tower(text, data, params, self.max_fit_seconds, start, self.encoder_top(data, params))
+        return fit_two_tower(text, data, params, self.max_fit_seconds, start, self.encoder_top(data, params), self.seed)
 
     def encoder_top(self, data: TrainingData, params: Mapping[str, ParamValue]) -> FineTuning | None:
         """The encoder's top layers to train, over the frozen rest (None: its frozen vectors)."""
@@ -267,13 +270,14 @@ def fit_two_tower(
     max_fit_seconds: float,
     previous: TwoTowerModel | None = None,
     encoder: FineTuning | None = None,
+    seed: int = SEED,
 ) -> TwoTowerModel:
     """Seeded: the same text vectors, data and parameters give the same model on the CPU.
     With ``previous`` (a refit), training starts from its weights: items and users added
     since keep their fresh initial rows. With ``encoder``, the text vectors are the
     encoder's own output through its trained top layers (encoder_top), and those layers
     train with the towers; they are kept with the model."""
-    shape, plan = net_shape(params), training_plan(params, max_fit_seconds)
+    shape, plan = net_shape(params), training_plan(params, max_fit_seconds, seed)
     generator = torch.Generator().manual_seed(plan.seed)
     device = training_device()
     if device.type == "cpu":
