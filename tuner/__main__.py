@@ -38,61 +38,15 @@ from tuner.audit import AuditLog
 from tuner.clients import GrpcBackend
 from tuner.controller import Action, Controller, Plan
 from tuner.errors import TunerError
-from tuner.fidelity import FullFidelity, ScreenEngine, SuccessiveHalving
-from tuner.proposers import PROPOSERS, Proposer
-from tuner.settings import SearchSettings, TunerSettings
+from tuner.factory import make_engine, make_proposer
+from tuner.settings import TunerSettings
 from tuner.signals import TunerSignals
-from tuner.sources import source_bandit
 from tuner.space import load_restriction
 
 log = structlog.get_logger("tuner")
 
 # The name under which the health port reports the loop (besides the overall "").
 TUNER_HEALTH_NAME = "rectune.tuner"
-
-
-def make_proposer(settings: SearchSettings, k: int) -> Proposer:
-    seed = settings.seed or None
-    if settings.proposer not in ("lm", "pool", "sources"):
-        return PROPOSERS[settings.proposer](seed)
-    pick, zero_shot = language_model_proposers(settings, seed, k)
-    if settings.proposer == "pool":
-        return pick
-    if settings.proposer == "lm":
-        return zero_shot
-    return source_bandit(seed, pick, zero_shot)
-
-
-def language_model_proposers(settings: SearchSettings, seed: int | None, k: int) -> tuple[Proposer, Proposer]:
-    """The model's pick from TPE's pool, and its own zero-shot proposals: a local model, or
-    one behind an OpenAI-compatible endpoint."""
-    from tuner.pool_proposer import PoolProposer
-
-    if settings.lm_endpoint:
-        from tuner.endpoint import ChatEndpoint, EndpointModel
-        from tuner.endpoint_proposer import EndpointProposer
-
-        endpoint = ChatEndpoint(
-            settings.lm_endpoint, settings.lm_model, settings.lm_api_key, settings.lm_timeout_seconds
-        )
-        keep_words = settings.lm_rationale_tokens > 0
-        return (
-            PoolProposer(EndpointModel(endpoint), seed, k=k),
-            EndpointProposer(endpoint, seed, settings.lm_temperature, k, keep_words),
-        )
-    # Imported here: torch and transformers load only for the language-model proposers.
-    from tuner.language_model import LanguageModel
-    from tuner.lm_proposer import LanguageModelProposer
-
-    model = LanguageModel(settings.lm_model, settings.lm_cache_dir)
-    return (
-        PoolProposer(model, seed, k=k),
-        LanguageModelProposer(model, seed, settings.lm_temperature, settings.lm_rationale_tokens, k=k),
-    )
-
-
-def make_engine(settings: SearchSettings) -> ScreenEngine:
-    return FullFidelity() if settings.screening == "full" else SuccessiveHalving()
 
 
 def build_controller(settings: TunerSettings, backend: GrpcBackend, audit: AuditLog) -> Controller:

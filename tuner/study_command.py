@@ -42,9 +42,9 @@ from services.common.child import start_child_service
 from services.common.clients import Channels, ClientOptions
 from services.common.config import SettingsError, load_settings, option
 from services.common.wait_healthy import wait_serving
-from tuner.__main__ import make_engine, make_proposer
 from tuner.clients import ScoringScreens
 from tuner.errors import TunerError
+from tuner.factory import make_engine, make_proposer
 from tuner.proposers import Briefing
 from tuner.screen import Screen
 from tuner.settings import SearchSettings
