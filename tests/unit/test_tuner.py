@@ -205,6 +205,11 @@ def test_with_a_paired_comparison_the_screen_needs_confidence_not_a_lucky_mean()
             "--proposer (env RECTUNE_TUNER_PROPOSER): must be one of random, tpe, lm, pool, sources, got 'gpt'",
         ),
         (["--lm-temperature=-1"], "--lm-temperature: must be >= 0, got -1.0"),
+        (
+            ["--screening=fast"],
+            "--screening (env RECTUNE_TUNER_SCREENING): must be one of successive-halving, full, got 'fast'",
+        ),
+        (["--candidates-per-slot=0"], "--candidates-per-slot: must be >= 1, got 0"),
         (["--exposure-cap=1.5"], "--exposure-cap: must be in (0, 1], got 1.5"),
         (["--database-url=sqlite://"], "an in-memory SQLite database is not shared by threads"),
         (["--interval-seconds=0"], "--interval-seconds: must be > 0, got 0.0"),
