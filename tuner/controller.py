@@ -370,7 +370,7 @@ class Controller:
         # interactions grow (feedback, AddInteractions) and so does its holdout, and the bar
         # must come from the same data as the proposals' screens beside it.
         k, ratio = self.limits.evaluation_k, self.limits.screen_min_ndcg_ratio
-        plan.champion_screen, plan.best_live, bar = self.bars(arms, champions[0], k)
+        plan.champion_screen, plan.best_live, bar = self.bars(arms, champions[0], k, plan.notes)
         # A bar of 0 lets every new proposal through: no comparison is needed for that.
         baseline = bar if ratio > 0 else None
         for proposal in plan.proposals:
@@ -396,9 +396,12 @@ class Controller:
         plan.actions.extend(registered)
         return plan
 
-    def bars(self, arms: Sequence[ArmView], champion: ArmView, k: int) -> tuple[Screen, LiveBest | None, Configuration]:
+    def bars(
+        self, arms: Sequence[ArmView], champion: ArmView, k: int, notes: list[str]
+    ) -> tuple[Screen, LiveBest | None, Configuration]:
         """The champion's screen; the best serving arm's, when it beats the champion's offline;
-        and the configuration proposals are compared with (that arm's, else the champion's)."""
+        and the configuration proposals are compared with (that arm's, else the champion's).
+        A serving arm that cannot be screened now is left out of the bar, with a note."""
         champion_screen = self.backend.evaluate(champion.configuration, k)
         best: LiveBest | None = None
         screened_hashes = {champion.configuration_hash}
@@ -406,7 +409,11 @@ class Controller:
             if arm.state not in SERVING_STATES or arm.configuration_hash in screened_hashes:
                 continue
             screened_hashes.add(arm.configuration_hash)
-            screen = self.backend.evaluate(arm.configuration, k)
+            try:
+                screen = self.backend.evaluate(arm.configuration, k)
+            except BackendError as exc:
+                notes.append(f"serving arm {arm.arm_id} left out of the bar: its screen failed ({exc})")
+                continue
             if screen.ndcg > (best.screen.ndcg if best else champion_screen.ndcg):
                 best = LiveBest(arm.arm_id, screen)
         bar = champion.configuration
