@@ -142,6 +142,7 @@ def test_fine_tuning_trains_the_top_encoder_layer_only_and_a_restarted_replica_s
     from services.common.encoder_model import packaged_model_dir
     from services.common.storage import make_engine
     from services.scoring.core.model_store import ModelStore
+    from services.scoring.core.strategies.two_tower import TwoTowerModel
 
     url = f"sqlite:///{tmp_path / 'scoring-finetune.db'}"
     first = start_service("scoring", embedding_address=embedding_address, database_url=url)
@@ -157,7 +158,8 @@ def test_fine_tuning_trains_the_top_encoder_layer_only_and_a_restarted_replica_s
     assert training.validation_loss < training.initial_validation_loss - 0.05
 
     stored = ModelStore(make_engine(url)).newest(fit.configuration_hash, max_items=10_000)
-    assert stored is not None and stored.model.encoder_layers is not None
+    assert stored is not None and isinstance(stored.model, TwoTowerModel)
+    assert stored.model.encoder_layers is not None
     source = packaged_model_dir()
     encoder = AutoModel.from_pretrained(source).eval()
     pretrained = encoder.encoder.layer[5].state_dict()

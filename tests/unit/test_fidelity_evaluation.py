@@ -75,6 +75,7 @@ def test_a_fidelity_outside_its_range_is_refused_by_field(fidelity: tuple[float,
 def test_ease_is_the_closed_form_of_its_definition(core: ScoringCore) -> None:
     split = time_split(core.data.snapshot(), 0.2)
     model = default_registry()["ease"].fit(split.train, {"l2": 30.0}, None)
+    assert isinstance(model, ease.EaseModel)
     x = (split.train.user_item_matrix().toarray() > 0).astype(np.float64)
     p = np.linalg.inv(x.T @ x + 30.0 * np.eye(x.shape[1]))
     expected = np.eye(x.shape[1]) - p / np.diag(p)[None, :]

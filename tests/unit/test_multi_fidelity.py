@@ -30,7 +30,10 @@ def tower(quality: float) -> Configuration:
     return Configuration("two_tower", {"quality": quality})
 
 
-def ladder(calls: list[tuple[float, float]]) -> Callable[[Configuration, Fidelity], Screen]:
+Calls = list[tuple[float, float]]  # (quality, training budget) of each stand-in evaluation
+
+
+def ladder(calls: Calls) -> Callable[[Configuration, Fidelity], Screen]:
     """A stand-in evaluation: NDCG = quality x (0.5 + 0.5 x budget), 10 s per full fit."""
 
     def evaluate(configuration: Configuration, fidelity: Fidelity) -> Screen:
@@ -61,7 +64,7 @@ def test_the_rungs_are_a_ninth_a_third_and_all_of_the_budget() -> None:
 
 
 def test_the_first_proposal_climbs_every_rung_and_a_worse_one_stops_at_the_first() -> None:
-    engine, calls = SuccessiveHalving(), []
+    engine, calls = SuccessiveHalving(), Calls()
     evaluate = ladder(calls)
     first = screened(engine, evaluate, 0.30)
     assert [s.fidelity.training_budget for s in first.stages] == [1 / 9, 1 / 3, 1.0] and first.complete
@@ -75,7 +78,7 @@ def test_the_first_proposal_climbs_every_rung_and_a_worse_one_stops_at_the_first
 
 
 def test_rungs_compare_like_with_like_one_study_per_strategy() -> None:
-    engine, calls = SuccessiveHalving(), []
+    engine, calls = SuccessiveHalving(), Calls()
     screened(engine, ladder(calls), 0.50)
     # A worse als is the first of its strategy: it climbs, unaffected by the better two_tower.
     als = Configuration("als", {"quality": 0.10})
@@ -89,20 +92,20 @@ def test_a_strategy_without_a_budget_axis_is_screened_once_and_counts_in_every_r
     staged = engine.screen(knn, lambda fidelity: flat(knn, fidelity))
     assert len(staged.stages) == 1 and staged.complete
     # A later proposal of the strategy must beat 0.35 at each rung to climb.
-    assert not screened(engine, ladder([]), 0.34).complete
+    assert not screened(engine, ladder(Calls()), 0.34).complete
 
 
 def test_a_restarted_engine_prunes_as_the_first_one_did() -> None:
-    first, calls = SuccessiveHalving(), []
+    first, calls = SuccessiveHalving(), Calls()
     history = [screened(first, ladder(calls), q) for q in (0.30, 0.25, 0.35, 0.32)]
     restarted = SuccessiveHalving()
     restarted.remember(history)
     for quality in (0.33, 0.20, 0.36):
-        assert screened(restarted, ladder([]), quality).stages == screened(first, ladder([]), quality).stages
+        assert screened(restarted, ladder(Calls()), quality).stages == screened(first, ladder(Calls()), quality).stages
 
 
 def test_full_fidelity_fits_every_proposal_in_full() -> None:
-    staged = FullFidelity().screen(tower(0.1), lambda fidelity: ladder([])(tower(0.1), fidelity))
+    staged = FullFidelity().screen(tower(0.1), lambda fidelity: ladder(Calls())(tower(0.1), fidelity))
     assert [s.fidelity.training_budget for s in staged.stages] == [1.0]
 
 
@@ -170,7 +173,8 @@ def test_the_warm_start_comes_first_then_a_losing_source_fades() -> None:
     assert [p.source for p in first] == [LM_ZERO_SHOT, LM_ZERO_SHOT]
     assert "the warm start (the first 2 proposals)" in first[0].rationale
     # TPE's proposals keep improving, the zero-shot ones never do.
-    history, best, rng = [], 0.1, random.Random(0)
+    history: list[Observation] = []
+    best, rng = 0.1, random.Random(0)
     for _ in range(300):
         (proposal,) = bandit.propose(space, 1, set(), history)
         if proposal.source == TPE and rng.random() < 0.3:
@@ -184,13 +188,20 @@ def test_the_warm_start_comes_first_then_a_losing_source_fades() -> None:
 
 def test_a_study_screens_the_defaults_then_proposals_until_its_budget_is_spent() -> None:
     space = SearchSpace(())
-    calls: list[tuple[float, float]] = []
+    calls = Calls()
     qualities = iter([0.2, 0.5, 0.1, 0.6, 0.3, 0.7, 0.05, 0.8])
 
     class Draws:
         origin = ArmOrigin.TUNER_RANDOM
 
-        def propose(self, space, count, taken, history=(), briefing=NO_BRIEFING):  # type: ignore[no-untyped-def]
+        def propose(
+            self,
+            space: SearchSpace,
+            count: int,
+            taken: Collection[str],
+            history: Sequence[Observation] = (),
+            briefing: Briefing = NO_BRIEFING,
+        ) -> list[Proposal]:
             return [Proposal(tower(next(qualities)), self.origin, "draw")]
 
     record = run_study(Draws(), SuccessiveHalving(), space, ladder(calls), [tower(0.4)], budget_seconds=40.0)
