@@ -85,15 +85,20 @@ def test_an_operator_drives_the_arms_and_the_tuner_without_exporting_an_address(
     assert document["dry_run"] is True
     # The champion's screen is popularity's NDCG@10 on the holdout, as computed independently.
     assert document["champion_screen"]["ndcg"] == pytest.approx(movielens_popularity_reference().ndcg, rel=1e-9)
-    # Two random ALS draws (seed 3): one clears 0.8 x the champion and would be registered, the
-    # other (alpha 56, regularisation 4e-4) does not and is listed with its reason.
+    # The bar is the best serving arm offline: als1 scores above the champion. Two random ALS
+    # draws (seed 3): one clears 0.8 x als1's NDCG and would be registered, the other (alpha 56,
+    # regularisation 4e-4) does not and is listed with its reason.
+    assert document["best_live_arm"]["arm_id"] == "als1"
     (action,) = document["actions"]
     assert (action["kind"], action["origin"], action["configuration"]["strategy"]) == (
         "register",
         "tuner-random",
         "als",
     )
-    assert "against 0.8 x champion's 0.1007: clears it in 100% of 1000 paired resamples" in action["reason"]
+    assert (
+        "against 0.8 x the best live arm's (als1) 0.1714 (champion's 0.1007): clears it in 100% of 1000 paired "
+        "resamples" in action["reason"]
+    )
     (rejected,) = document["rejected"]
     assert rejected["configuration"]["strategy"] == "als" and "(needs 90%)" in rejected["reason"]
     assert document["notes"] == []
