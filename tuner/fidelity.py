@@ -76,8 +76,13 @@ class SuccessiveHalving:
         trial = study.ask()
         stages: list[Screen] = []
         for step, budget in zip(self.steps, self.budgets, strict=True):
-            screen = evaluate(Fidelity(training_budget=budget))
-            stages.append(screen)
+            if stages and stages[-1].fidelity.training_budget >= budget:
+                # Rounded up to whole epochs, the last stage already covered this rung's share
+                # (3 epochs: a ninth and a third are both one): its value stands for this rung.
+                screen = stages[-1]
+            else:
+                screen = evaluate(Fidelity(training_budget=budget))
+                stages.append(screen)
             if screen.fidelity.training_budget >= 1.0:
                 # In full (the last rung, or a strategy without a budget axis): its value
                 # counts in every rung it skipped, so later proposals compete with it there.
@@ -96,10 +101,18 @@ class SuccessiveHalving:
         for past in staged:
             study = self._study(past.configuration.strategy)
             trial = study.ask()
-            for stage, step in zip(past.stages, self.steps, strict=False):
+            stages = iter(past.stages)
+            stage: Screen | None = None
+            for step, budget in zip(self.steps, self.budgets, strict=True):
+                if stage is None or stage.fidelity.training_budget < budget:  # as screen() moved on
+                    stage = next(stages, None)
+                    if stage is None:
+                        break
                 full = stage.fidelity.training_budget >= 1.0
                 trial.report(stage.ndcg, self.steps[-1] if full else step)
                 trial.should_prune()  # records the rung's value, as when it was screened
+                if full:
+                    break
             if past.complete:
                 study.tell(trial, past.final.ndcg)
             else:

@@ -95,9 +95,19 @@ def test_a_strategy_without_a_budget_axis_is_screened_once_and_counts_in_every_r
     assert not screened(engine, ladder(Calls()), 0.34).complete
 
 
+def three_epochs(calls: Calls) -> Callable[[Configuration, Fidelity], Screen]:
+    """The stand-in evaluation of a configuration trained for 3 epochs: budgets round to thirds."""
+
+    def evaluate(configuration: Configuration, fidelity: Fidelity) -> Screen:
+        return ladder(calls)(configuration, Fidelity(max(1, round(3 * fidelity.training_budget)) / 3))
+
+    return evaluate
+
+
 def test_a_restarted_engine_prunes_as_the_first_one_did() -> None:
     first, calls = SuccessiveHalving(), Calls()
     history = [screened(first, ladder(calls), q) for q in (0.30, 0.25, 0.35, 0.32)]
+    history += [screened(first, three_epochs(calls), q) for q in (0.36, 0.31)]
     restarted = SuccessiveHalving()
     restarted.remember(history)
     for quality in (0.33, 0.20, 0.36):
@@ -213,3 +223,11 @@ def test_a_study_screens_the_defaults_then_proposals_until_its_budget_is_spent()
     full = sum(10.0 for _, budget in calls if budget == 1.0)
     assert summary["full_fidelity_share_of_seconds"] == pytest.approx(full / record.seconds, abs=1e-3)
     assert [t.source for t in record.trials[1:]] == ["tuner-random"] * (len(record.trials) - 1)
+
+
+def test_a_rung_the_rounded_budget_already_covered_is_not_fitted_again() -> None:
+    """Three epochs: a ninth and a third of them are both one epoch (a third of the budget)."""
+    engine, calls = SuccessiveHalving(), Calls()
+    staged = screened(engine, three_epochs(calls), 0.3)
+    assert [budget for _, budget in calls] == [1 / 3, 1.0]
+    assert [s.fidelity.training_budget for s in staged.stages] == [1 / 3, 1.0] and staged.complete
