@@ -46,7 +46,6 @@ from rectune.v1 import (
     scoring_pb2,
     scoring_pb2_grpc,
 )
-from tuner.audit import AuditLog
 
 DATA = MOVIELENS_100K
 CHAMPION = common_pb2.Configuration(strategy="popularity")
@@ -231,6 +230,9 @@ def main() -> int:
                     live.update(live_table(metrics, policy, scoring, traffic.tally))
             models = scoring.ListModels(scoring_pb2.ListModelsRequest(), timeout=30).models
             folder = Path("reports") / f"demo-{stamp}"
+            # Imported here: the tuner's modules (optuna among them) load only for the report.
+            from tuner.audit import AuditLog
+
             audit = AuditLog.open(suite.audit_url()) if tuner != "off" else None
             path = report.write(folder, metrics, policy, traffic.tally, minutes, models, scenario, audit)
             console.print(f"report: {path}")

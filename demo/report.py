@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -14,8 +14,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from demo.traffic import Tally
+
+if TYPE_CHECKING:  # the tuner's modules load only when a report is written
+    from tuner.audit import AuditEntry, AuditLog
 from rectune.v1 import metrics_pb2, metrics_pb2_grpc, policy_pb2, policy_pb2_grpc, scoring_pb2
-from tuner.audit import AuditEntry, AuditLog
 
 BUCKET_SECONDS = 10
 
