@@ -173,6 +173,15 @@ def live_table(
     return table
 
 
+def interrupted_meanwhile(seconds: float = 1.0) -> bool:
+    """Whether a Ctrl-C arrives within ``seconds`` (its KeyboardInterrupt, caught here)."""
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
 def main() -> int:
     minutes = float(os.environ.get("DEMO_MINUTES", "10"))
     rate = float(os.environ.get("DEMO_RATE", "20"))
@@ -237,6 +246,14 @@ def main() -> int:
             path = report.write(folder, metrics, policy, traffic.tally, minutes, models, scenario, audit)
             console.print(f"report: {path}")
         except KeyboardInterrupt:
+            stop.set()
+            console.print("interrupted: stopping the services ...")
+            return 130
+        except grpc.RpcError:
+            # Ctrl-C reaches the services too (one process group): a call to one that already
+            # stopped can fail before this process's own KeyboardInterrupt is raised.
+            if not interrupted_meanwhile():
+                raise
             stop.set()
             console.print("interrupted: stopping the services ...")
             return 130
