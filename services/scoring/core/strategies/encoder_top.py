@@ -13,7 +13,7 @@ the current top layers; the epoch's tower steps use those vectors and add up the
 gradient with respect to them; at the end of the epoch that gradient (averaged over the
 steps) flows back through the top layers, chunk by chunk, and AdamW takes one step at
 ``encoder_learning_rate``. The whole catalogue's texts pass through the trained layers
-three times per epoch (two forward passes, one backward), so the cost grows with the
+three times per epoch (two forward passes and one backward), so the cost grows with the
 catalogue's tokens, not with the number of training examples; the layers run in eval mode
 (no dropout) so that a fit stays seeded and repeatable.
 """
@@ -175,8 +175,10 @@ class EncoderTraining:
         self.optimiser = torch.optim.AdamW(top.layers.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
     def begin_epoch(self, text: torch.Tensor) -> torch.Tensor:
-        """This epoch's item vectors, as a leaf that gathers the tower steps' gradients."""
-        return self.top.vectors().to(text.device).requires_grad_(True)
+        """This epoch's item vectors, as a leaf that gathers the tower steps' gradients.
+        ``text`` already holds the top layers' output for their current weights (the fit
+        starts from it, and each end_epoch returns it), so it is not computed again."""
+        return text.detach().clone().requires_grad_(True)
 
     def end_epoch(self, text: torch.Tensor, steps: int) -> torch.Tensor:
         """One step of the top layers from the epoch's mean gradient; the new vectors (no gradient)."""
