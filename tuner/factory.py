@@ -3,6 +3,7 @@ and `rectune study`'s); the language model loads only for the proposers that nee
 
 from __future__ import annotations
 
+from tuner.blend import Unblended
 from tuner.fidelity import FullFidelity, ScreenEngine, SuccessiveHalving
 from tuner.proposers import PROPOSERS, Proposer
 from tuner.settings import SearchSettings
@@ -10,14 +11,15 @@ from tuner.sources import source_bandit
 
 
 def make_proposer(settings: SearchSettings, k: int) -> Proposer:
+    """The proposer by name; only ``sources`` proposes blends (the others search without them)."""
     seed = settings.seed or None
     if settings.proposer not in ("lm", "pool", "sources"):
-        return PROPOSERS[settings.proposer](seed)
+        return Unblended(PROPOSERS[settings.proposer](seed))
     pick, zero_shot = language_model_proposers(settings, seed, k)
     if settings.proposer == "pool":
-        return pick
+        return Unblended(pick)
     if settings.proposer == "lm":
-        return zero_shot
+        return Unblended(zero_shot)
     return source_bandit(seed, pick, zero_shot)
 
 

@@ -1,13 +1,14 @@
 """Proposal sources as arms of a bandit: the language model's share is earned by results.
 
 Each source is a proposer (TPE alone; the language model's pick from a pool TPE drew; the
-model's own zero-shot configurations). Before each proposal a source is drawn by Thompson
-sampling from Beta(1 + wins, 1 + losses), where a source wins when a configuration it
-proposed beat, evaluated in full, every configuration screened before it, and loses
-otherwise (pruned, or not better). The record is recomputed from the screened history each
-time (the audit table keeps each proposal's source), so a restarted tuner keeps it, and the
-audit shows it. A model that adds nothing keeps losing and fades towards TPE's share; one
-that proposes well (a capable model behind an OpenAI-compatible endpoint) earns more.
+model's own zero-shot configurations; blends of the best screened configurations, see
+tuner.blend). Before each proposal a source is drawn by Thompson sampling from
+Beta(1 + wins, 1 + losses), where a source wins when a configuration it proposed beat,
+evaluated in full, every configuration screened before it, and loses otherwise (pruned, or
+not better). The record is recomputed from the screened history each time (the audit table
+keeps each proposal's source), so a restarted tuner keeps it, and the audit shows it. A model
+that adds nothing keeps losing and fades towards TPE's share; one that proposes well (a
+capable model behind an OpenAI-compatible endpoint) earns more.
 
 The first ``warm_start`` proposals come from the zero-shot source when there is one: before
 any search has run is where published work (LLAMBO, SLLMBO) finds language models help most.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.space import SearchSpace
+from tuner.blend import BLEND, BlendProposer
 from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, Proposer, TpeProposer
 
 TPE = "tpe"
@@ -86,9 +88,9 @@ class SourceBandit:
         for _ in range(count):
             found = records(history, self.sources)
             name, why = self.choose(found, len(proposals))
-            made = self.sources[name].propose(space, 1, taken_now, history, briefing)
+            made = self.sources[name].propose(searched(space, name), 1, taken_now, history, briefing)
             if not made and name != TPE and TPE in self.sources:  # a source that found nothing new
-                name, made = TPE, self.sources[TPE].propose(space, 1, taken_now, history, briefing)
+                name, made = TPE, self.sources[TPE].propose(searched(space, TPE), 1, taken_now, history, briefing)
             if not made:
                 break
             basis = f"source {name}, {why} (records: {describe_records(found)})"
@@ -106,9 +108,20 @@ class SourceBandit:
         return max(draws, key=draws.__getitem__), "the highest Thompson draw"
 
 
+def searched(space: SearchSpace, source: str) -> SearchSpace:
+    """What a source searches: blends are the blend source's alone (tuner.blend)."""
+    return space if source == BLEND else space.without(BLEND)
+
+
 def source_bandit(seed: int | None, pick: Proposer, zero_shot: Proposer, warm_start: int = 2) -> SourceBandit:
-    """The tuner's default proposer: TPE alone, a language model's pick from TPE's pool, and
-    its zero-shot configurations, as arms (the model may be local or behind an endpoint)."""
+    """The tuner's default proposer: TPE alone, a language model's pick from TPE's pool, its
+    zero-shot configurations, and blends of the best screened configurations, as arms (the
+    model may be local or behind an endpoint)."""
     rng = random.Random(seed)
-    sources: dict[str, Proposer] = {TPE: TpeProposer(rng.randrange(2**31)), LM_PICK: pick, LM_ZERO_SHOT: zero_shot}
+    sources: dict[str, Proposer] = {
+        TPE: TpeProposer(rng.randrange(2**31)),
+        LM_PICK: pick,
+        LM_ZERO_SHOT: zero_shot,
+        BLEND: BlendProposer(rng.randrange(2**31)),
+    }
     return SourceBandit(sources, rng.randrange(2**31), warm_start)

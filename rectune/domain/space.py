@@ -197,6 +197,10 @@ class SearchSpace:
     def by_strategy(self) -> dict[str, StrategySpace]:
         return {s.strategy: s for s in self.strategies}
 
+    def without(self, name: str) -> SearchSpace:
+        """This space less one strategy (unchanged when it holds no such strategy)."""
+        return SearchSpace(tuple(s for s in self.strategies if s.strategy != name))
+
     def json_schema(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Strict JSON Schema of one configuration of this space (one branch per strategy, every
         hyperparameter required, no annotations), with ``extra`` properties (required too) in

@@ -28,6 +28,7 @@ from services.common.settings import ServerSettings, check_address, check_databa
 from services.common.storage import make_engine
 from services.common.storage_guard import STORAGE_CHECK_SECONDS, StorageWatch
 from services.scoring.core.data import ScoringData, shifted_to_end_at
+from services.scoring.core.fit_memo import FitMemo
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
@@ -186,8 +187,10 @@ def build(settings: ScoringSettings) -> RunningService:
         settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit, retrieval=retrieval
     )
     journal = DataJournal(engine)
-    registry = default_registry(vectors, settings.max_fit_seconds)
-    core = ScoringCore(registry, limits, data, vectors, journal, ModelStore(engine))
+    # One memo of frozen fits: a blend's screen reuses its members' screens.
+    memo = FitMemo()
+    registry = default_registry(vectors, settings.max_fit_seconds, memo)
+    core = ScoringCore(registry, limits, data, vectors, journal, ModelStore(engine), memo)
     try:
         load_dataset(core, settings, journal.earliest_interaction_time() or time.time())
     except DatasetError as exc:

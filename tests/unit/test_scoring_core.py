@@ -66,7 +66,7 @@ def test_unknown_strategy_lists_the_known_ones() -> None:
         find(REGISTRY, "deep")
     assert (
         error.value.message
-        == "configuration.strategy: unknown strategy 'deep'; known: als, ease, hybrid, item_knn, popularity"
+        == "configuration.strategy: unknown strategy 'deep'; known: als, blend, ease, hybrid, item_knn, popularity"
     )
 
 

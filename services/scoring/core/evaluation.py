@@ -16,6 +16,7 @@ from rectune.domain.configuration import Configuration
 from rectune.domain.errors import FailedPrecondition, InvalidArgument
 from rectune.domain.fidelity import FULL, Fidelity, budgeted_count
 from services.scoring.core.data import ScoringData
+from services.scoring.core.fit_memo import FitMemo
 from services.scoring.core.fitting import evaluate_users
 from services.scoring.core.ranking import Metrics, Split, time_split
 from services.scoring.core.strategies.base import Strategy
@@ -42,10 +43,15 @@ USER_SAMPLE_SEED = 0
 
 
 class Evaluator:
-    def __init__(self, strategies: Mapping[str, Strategy], data: ScoringData, max_k: int) -> None:
+    def __init__(
+        self, strategies: Mapping[str, Strategy], data: ScoringData, max_k: int, memo: FitMemo | None = None
+    ) -> None:
         self.strategies = strategies
         self.data = data
         self.max_k = max_k
+        # Frozen fits by training set and configuration: the training part of the split is the
+        # same from one screen to the next while the data does not change.
+        self.memo = memo if memo is not None else FitMemo()
 
     def evaluate(
         self,
@@ -85,7 +91,7 @@ class Evaluator:
 
     def _evaluate_on(self, split: Split, configuration: Configuration, k: int) -> tuple[Metrics, np.ndarray]:
         """Fitted on the split's training part alone, frozen (no live data), scored on the rest."""
-        model = self.strategies[configuration.strategy].fit(split.train, configuration.params, None)
+        model = self.memo.fit(self.strategies[configuration.strategy], split.train, configuration.params)
         return evaluate_users(model, split.train, split.held_out, k)
 
 

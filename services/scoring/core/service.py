@@ -17,6 +17,7 @@ from rectune.domain.fidelity import FULL, Fidelity
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import ScoringData
 from services.scoring.core.evaluation import Evaluation, Evaluator
+from services.scoring.core.fit_memo import FitMemo
 from services.scoring.core.fit_scheduler import FitScheduler
 from services.scoring.core.fitted_models import FittedModels
 from services.scoring.core.fitting import FitStatus, Fitted
@@ -57,6 +58,7 @@ class ScoringCore:
         vectors: ItemVectors | None = None,
         journal: DataJournal | None = None,
         models: ModelStore | None = None,
+        memo: FitMemo | None = None,
     ) -> None:
         self.registry = dict(registry)
         self.limits = limits or ScoringLimits()
@@ -75,7 +77,7 @@ class ScoringCore:
             self.limits.fit_in_child_process,
         )
         self.ranker = Ranker(self.data, self.fitted_models, self.limits.max_k)
-        self.evaluator = Evaluator(self.registry, self.data, self.limits.max_k)
+        self.evaluator = Evaluator(self.registry, self.data, self.limits.max_k, memo)
 
     @property
     def models(self) -> ModelStore | None:
