@@ -12,9 +12,10 @@ which no search saw. Several seeds; paired bootstrap 95% intervals over seeds.
 
 Methods, in the same run:
 - ``default``: the tuner's default, the source bandit (TPE, the language model's pick from
-  TPE's pool, the model's zero-shot proposals as a warm start) with multi-fidelity screens;
-- ``tpe-mf``: TPE alone with the same multi-fidelity screens;
-- ``tpe-full``: TPE alone, every proposal evaluated in full.
+  TPE's pool, the model's zero-shot proposals as a warm start, blends of the best screened
+  configurations) with multi-fidelity screens;
+- ``tpe-mf``: TPE alone (no blends) with the same multi-fidelity screens;
+- ``tpe-full``: TPE alone (no blends), every proposal evaluated in full.
 Also: the best untuned default chosen on validation, scored on test.
 
 The clock: each screen is charged the seconds its fit and evaluation took when it was first
@@ -51,10 +52,12 @@ from rectune.domain.fidelity import Fidelity
 from rectune.domain.space import SearchSpace
 from services.scoring.core.data import ScoringData, TrainingData
 from services.scoring.core.evaluation import budgeted
+from services.scoring.core.fit_memo import FitMemo
 from services.scoring.core.fitting import user_ndcgs
 from services.scoring.core.ranking import Split, time_split
 from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.registry import default_registry
+from tuner.blend import BLEND, Unblended
 from tuner.fidelity import FullFidelity, ScreenEngine, SuccessiveHalving
 from tuner.language_model import LanguageModel
 from tuner.lm_proposer import LanguageModelProposer
@@ -75,9 +78,10 @@ METHOD_NAMES = ("default", "tpe-mf", "tpe-full")
 class Evaluator:
     """Per-user NDCG@K of a configuration on one split, cached on disk by configuration hash."""
 
-    def __init__(self, name: str, split: Split, cache: Path, registry: Mapping[str, Strategy]) -> None:
+    def __init__(self, name: str, split: Split, cache: Path, registry: Mapping[str, Strategy], memo: FitMemo) -> None:
         self.split = split
         self.registry = registry
+        self.memo = memo  # the registry's: a blend's members reuse the fits of their own screens
         self.path = cache / f"{name}.json"
         self.cache: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
         # Seconds each fitted configuration's fit and evaluation took when first computed.
@@ -93,7 +97,7 @@ class Evaluator:
         canonical = self.canonical(configuration)
         if canonical.hash not in self.cache:
             started = time.perf_counter()
-            model = self.registry[canonical.strategy].fit(self.split.train, canonical.params, None)
+            model = self.memo.fit(self.registry[canonical.strategy], self.split.train, canonical.params)
             self.cache[canonical.hash] = user_ndcgs(model, self.split.train, self.split.held_out, K).tolist()
             self.seconds += time.perf_counter() - started
         return np.array(self.cache[canonical.hash])
@@ -170,8 +174,8 @@ def paired_interval(differences: Sequence[float], seed: int = 0, resamples: int 
 def make_methods(names: Sequence[str], lm_cache_dir: str) -> dict[str, Callable[[int], tuple[Proposer, ScreenEngine]]]:
     """Each method's proposer and screen engine by seed; the language model loads only if needed."""
     methods: dict[str, Callable[[int], tuple[Proposer, ScreenEngine]]] = {
-        "tpe-mf": lambda seed: (TpeProposer(seed), SuccessiveHalving()),
-        "tpe-full": lambda seed: (TpeProposer(seed), FullFidelity()),
+        "tpe-mf": lambda seed: (Unblended(TpeProposer(seed)), SuccessiveHalving()),
+        "tpe-full": lambda seed: (Unblended(TpeProposer(seed)), FullFidelity()),
     }
     if "default" in names:
         model = LanguageModel("", lm_cache_dir)
@@ -254,12 +258,14 @@ def main() -> None:
     data.add_interactions(interactions)
     service, address = start_embedding_service()
     try:
-        registry = default_registry(item_vectors(data, address, cache), args.max_fit_seconds)
+        memo = FitMemo()
+        registry = default_registry(item_vectors(data, address, cache), args.max_fit_seconds, memo)
         test_split = time_split(data.snapshot(), 0.2)
-        validation = Evaluator("validation", time_split(test_split.train, 0.2), cache, registry)
-        test = Evaluator("test", test_split, cache, registry)
+        validation = Evaluator("validation", time_split(test_split.train, 0.2), cache, registry, memo)
+        test = Evaluator("test", test_split, cache, registry, memo)
         space = default_space(SearchSpace(tuple(strategy.space for strategy in registry.values())))
-        defaults = [validation.canonical(Configuration(name, {})) for name in space.names()]
+        # A blend at its defaults is als at its defaults: not screened twice.
+        defaults = [validation.canonical(Configuration(name, {})) for name in space.without(BLEND).names()]
         shape = data_shape(validation.split.train).summary()
         methods = make_methods(names, args.lm_cache_dir)
         default_validation = {c.key(): float(validation.scores(c).mean()) for c in defaults}

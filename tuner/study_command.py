@@ -42,6 +42,7 @@ from services.common.child import start_child_service
 from services.common.clients import Channels, ClientOptions
 from services.common.config import SettingsError, load_settings, option
 from services.common.wait_healthy import wait_serving
+from tuner.blend import BLEND
 from tuner.clients import ScoringScreens
 from tuner.errors import TunerError
 from tuner.factory import make_engine, make_proposer
@@ -136,7 +137,8 @@ def study(settings: StudySettings, screens: ScoringScreens) -> dict[str, Any]:
     space = searched_space(settings, described)
     # Canonical by the declared spaces: a default may lie outside an operator's narrower range.
     declared = described.by_strategy()
-    defaults = [Configuration(name, declared[name].canonical({})) for name in space.names()]
+    # A blend at its defaults is als at its defaults: not screened twice.
+    defaults = [Configuration(name, declared[name].canonical({})) for name in space.without(BLEND).names()]
     k = settings.evaluation_k
 
     def evaluate(configuration: Configuration, fidelity: Fidelity) -> Screen:

@@ -149,8 +149,8 @@ def test_the_first_blend_holds_the_best_full_screen_of_the_three_best_strategies
     assert proposal.configuration.strategy == BLEND
     assert {name: params[name] for name in params if name.startswith("w_")} == {
         "w_popularity": 0.0,
-        "w_item_knn": 0.5,
-        "w_als": 0.5,
+        "w_item_knn": 0.25,
+        "w_als": 0.25,
         "w_ease": 1.0,
         "w_content": 0.0,
         "w_two_tower": 0.0,
