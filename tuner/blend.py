@@ -6,8 +6,8 @@ source proposes one from the screened history: the best configuration evaluated 
 each of the best ``MEMBERS`` strategies (composites, blend and hybrid, are not members), with
 the best member's weight 1 and the others' weights drawn by Optuna TPE fitted to the blends
 of the same members screened before (only the weights' ratios matter; the first blend of a
-set of members gives the others a quarter of the best's weight). The weights are thus tuned on the same
-validation scores as everything else. ScoringService remembers its frozen fits, so screening
+set of members gives the others a quarter of the best's weight). The weights are thus tuned
+on the same validation scores as everything else. ScoringService remembers its frozen fits, so screening
 a blend of screened members costs little more than scoring it.
 
 Blends are proposed by this source only: the other proposers search the space without
