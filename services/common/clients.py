@@ -20,6 +20,7 @@ import tenacity
 
 from rectune.domain.errors import RectuneError, Relayed, Unavailable
 from services.common.contracts import IDEMPOTENT_METHODS
+from services.common.targets import grpc_target
 
 T = TypeVar("T")
 
@@ -40,10 +41,18 @@ class ClientOptions:
     max_attempts: int = 4
 
 
+# A replica that was down (restarting, or listed before it started) is dialled again at
+# least this often, so that it takes traffic within seconds of coming up.
+MAX_RECONNECT_BACKOFF_MS = 2000
+
+
 def retry_service_config(methods: Mapping[str, Sequence[str]], max_attempts: int) -> str:
-    """gRPC service config retrying the given methods on UNAVAILABLE with backoff."""
+    """gRPC service config: calls balanced over every endpoint the target resolves to
+    (``round_robin``; gRPC's default, ``pick_first``, sends everything to one replica), and the
+    given methods retried on UNAVAILABLE with backoff (a retry may go to another replica)."""
     names = [{"service": service, "method": method} for service, names in methods.items() for method in names]
     config = {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": names,
@@ -55,7 +64,7 @@ def retry_service_config(methods: Mapping[str, Sequence[str]], max_attempts: int
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
     return json.dumps(config)
 
@@ -111,17 +120,20 @@ def _channel_credentials(options: ClientOptions) -> grpc.ChannelCredentials:
 
 
 def make_channel(address: str, options: ClientOptions | None = None) -> grpc.Channel:
-    """A channel to ``host:port`` with deadlines, retries and optional TLS and token."""
+    """A channel to a service's replicas (any address form of services.common.targets),
+    balanced over them, with deadlines, retries and optional TLS and token."""
     options = options or ClientOptions()
+    target = grpc_target(address)
     channel_options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config(IDEMPOTENT_METHODS, options.max_attempts)),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     if options.ca_cert:
-        channel = grpc.secure_channel(address, _channel_credentials(options), options=channel_options)
+        channel = grpc.secure_channel(target, _channel_credentials(options), options=channel_options)
     else:
-        channel = grpc.insecure_channel(address, options=channel_options)
+        channel = grpc.insecure_channel(target, options=channel_options)
     return grpc.intercept_channel(channel, DefaultsInterceptor(options.deadline_seconds, options.token))
 
 

@@ -81,6 +81,19 @@ def _interceptors(
     return chain
 
 
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """A port of its own, and connections closed at a maximum age: a client keeps one
+    HTTP/2 connection per replica for as long as it can, so without an age it would never
+    re-resolve a headless Service's name and never send to replicas added since."""
+    options = [("grpc.so_reuseport", 0)]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_seconds * 1000)),
+        ]
+    return options
+
+
 def build_server(
     registrations: Sequence[ServiceRegistration],
     settings: ServerSettings,
@@ -92,7 +105,7 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         interceptors=_interceptors(settings, admin_methods, observe or RpcMetrics.discard),
-        options=[("grpc.so_reuseport", 0)],
+        options=server_options(settings),
     )
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from services.common.config import SettingsError, option
 from services.common.storage import IN_MEMORY_REFUSED, in_memory_sqlite
+from services.common.targets import AddressError, grpc_target
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ class ServerSettings(ClientSettings):
         help="on SIGTERM, in-flight RPCs get this long to finish",
     )
     max_workers: int = option(env="RECTUNE_MAX_WORKERS", default=16, help="threads serving RPCs")
+    max_connection_age_seconds: float = option(
+        env="RECTUNE_MAX_CONNECTION_AGE_SECONDS",
+        default=60.0,
+        help="close each client connection after this long (clients reconnect and see new replicas); 0 = never",
+    )
+    max_connection_age_grace_seconds: float = option(
+        env="RECTUNE_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default=30.0,
+        help="calls in flight on a connection closed for its age get this long to finish",
+    )
     tls_cert: str = option(env="RECTUNE_TLS_CERT", default="", help="PEM server certificate; enables TLS")
     tls_key: str = option(env="RECTUNE_TLS_KEY", default="", help="PEM private key of --tls-cert")
     tls_client_ca: str = option(
@@ -112,6 +123,12 @@ def check_server_settings(settings: ServerSettings) -> None:
         raise SettingsError(f"--grace-seconds: must be >= 0, got {settings.grace_seconds}")
     if settings.max_workers < 1:
         raise SettingsError(f"--max-workers: must be >= 1, got {settings.max_workers}")
+    for flag, seconds in (
+        ("--max-connection-age-seconds", settings.max_connection_age_seconds),
+        ("--max-connection-age-grace-seconds", settings.max_connection_age_grace_seconds),
+    ):
+        if not seconds >= 0:
+            raise SettingsError(f"{flag}: must be >= 0, got {seconds}")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError("--tls-cert and --tls-key: set both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
@@ -130,7 +147,8 @@ def check_database_url(url: str) -> None:
 
 
 def check_address(flag: str, env: str, address: str) -> None:
-    """A peer address must be host:port with a numeric port."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise SettingsError(f"{flag} (env {env}): must be host:port with a port in 1..65535, got {address!r}")
+    """A peer address: one endpoint or several replicas, in a form services.common.targets accepts."""
+    try:
+        grpc_target(address)
+    except AddressError as exc:
+        raise SettingsError(f"{flag} (env {env}): {exc}") from None

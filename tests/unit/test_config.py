@@ -6,6 +6,7 @@ import pytest
 
 from services.common.config import SettingsError, describe, load_settings
 from services.common.settings import ServerSettings
+from services.common.targets import AddressError, grpc_target
 from services.policy.__main__ import PolicyServerSettings
 
 PEERS = {"RECTUNE_SCORING_ADDRESS": "127.0.0.1:1", "RECTUNE_METRICS_ADDRESS": "127.0.0.1:2"}
@@ -44,12 +45,49 @@ def test_empty_required_address_is_missing() -> None:
         load_settings(PolicyServerSettings, [], {**PEERS, "RECTUNE_METRICS_ADDRESS": ""})
 
 
-def test_malformed_address_is_refused() -> None:
-    with pytest.raises(SettingsError) as error:
-        load_settings(PolicyServerSettings, ["--scoring-address", "localhost"], PEERS)
-    assert str(error.value) == (
-        "--scoring-address (env RECTUNE_SCORING_ADDRESS): must be host:port with a port in 1..65535, got 'localhost'"
-    )
+@pytest.mark.parametrize(
+    ("address", "rule"),
+    [
+        ("localhost", "each endpoint must be host:port with a port in 1..65535, got 'localhost'"),
+        ("dns:///scoring", "each endpoint must be host:port with a port in 1..65535, got 'scoring'"),
+        ("127.0.0.1:1,127.0.0.1:0", "each endpoint must be host:port with a port in 1..65535, got '127.0.0.1:0'"),
+        (
+            "localhost:1,localhost:2",
+            "a list of endpoints must name IP addresses ('localhost' is a name): "
+            "use one DNS name that resolves to every replica (dns:///name:port)",
+        ),
+        ("127.0.0.1:1,[::1]:2", "a list of endpoints must be all IPv4 or all IPv6"),
+        ("ipv4:127.0.0.1:1,[::1]:2", "every endpoint of the list must be an IPv4 address, got '::1'"),
+        ("", "must name at least one endpoint (host:port)"),
+    ],
+)
+def test_malformed_address_is_refused_naming_the_rule(address: str, rule: str) -> None:
+    assert grpc_target_error(address) == rule
+    if address:  # an empty one is missing (test_empty_required_address_is_missing)
+        with pytest.raises(SettingsError) as error:
+            load_settings(PolicyServerSettings, ["--scoring-address", address], PEERS)
+        assert str(error.value) == f"--scoring-address (env RECTUNE_SCORING_ADDRESS): {rule}"
+
+
+def grpc_target_error(address: str) -> str:
+    with pytest.raises(AddressError) as error:
+        grpc_target(address)
+    return str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        ("scoring:50052", "scoring:50052"),
+        ("dns:///scoring:50052", "dns:///scoring:50052"),
+        ("127.0.0.1:1,127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
+        ("[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2"),
+        ("ipv4:127.0.0.1:1,127.0.0.2:1", "ipv4:127.0.0.1:1,127.0.0.2:1"),
+    ],
+)
+def test_an_address_may_name_several_replicas(address: str, target: str) -> None:
+    assert grpc_target(address) == target
+    assert load_settings(PolicyServerSettings, ["--scoring-address", address], PEERS).scoring_address == address
 
 
 def test_malformed_number_names_its_source() -> None:
