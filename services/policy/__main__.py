@@ -33,7 +33,15 @@ class PolicyServerSettings(ServerSettings):
     """PolicyService: the bandit over configuration arms."""
 
     scoring_address: str = option(
-        env="RECTUNE_SCORING_ADDRESS", required=True, default="", help="host:port of ScoringService"
+        env="RECTUNE_SCORING_ADDRESS",
+        required=True,
+        default="",
+        help="ScoringService replicas that rank (host:port, dns:///name:port or a list of IP endpoints)",
+    )
+    scoring_train_address: str = option(
+        env="RECTUNE_SCORING_TRAIN_ADDRESS",
+        default="",
+        help="ScoringService replicas that fit a new arm's configuration (--role train); empty: --scoring-address",
     )
     metrics_address: str = option(
         env="RECTUNE_METRICS_ADDRESS", required=True, default="", help="host:port of MetricsService"
@@ -59,6 +67,8 @@ class PolicyServerSettings(ServerSettings):
         check_address("--scoring-address", "RECTUNE_SCORING_ADDRESS", self.scoring_address)
         check_database_url(self.database_url)
         check_address("--metrics-address", "RECTUNE_METRICS_ADDRESS", self.metrics_address)
+        if self.scoring_train_address:
+            check_address("--scoring-train-address", "RECTUNE_SCORING_TRAIN_ADDRESS", self.scoring_train_address)
         if min(self.outbox_interval_seconds, self.guardrail_interval_seconds) <= 0 or self.belief_cache_seconds < 0:
             raise SettingsError("--outbox-interval-seconds and --guardrail-interval-seconds: must be > 0")
 
@@ -67,9 +77,13 @@ def build(settings: PolicyServerSettings, ranker: Ranker | None = None) -> Runni
     """The service; ``ranker`` replaces the ScoringService client (benchmarks isolate the policy with it)."""
     options = client_options_from(settings)
     scoring_channel = make_channel(settings.scoring_address, options)
+    train_channel = make_channel(settings.scoring_train_address, options) if settings.scoring_train_address else None
     metrics_channel = make_channel(settings.metrics_address, options)
     engine = make_engine(settings.database_url)
-    scoring = GrpcRanker(scoring_pb2_grpc.ScoringServiceStub(scoring_channel))
+    scoring = GrpcRanker(
+        scoring_pb2_grpc.ScoringServiceStub(scoring_channel),
+        scoring_pb2_grpc.ScoringServiceStub(train_channel) if train_channel is not None else None,
+    )
     ranker = ranker or scoring
     core = PolicyCore(
         PolicyStore(engine),
@@ -85,6 +99,8 @@ def build(settings: PolicyServerSettings, ranker: Ranker | None = None) -> Runni
     service.metrics.registry.register(OutboxGauges(core.store))
     service.metrics.registry.register(ArmStateGauges(core))
     service.closers.extend([scoring_channel.close, metrics_channel.close, engine.dispose, core.close])
+    if train_channel is not None:
+        service.closers.append(train_channel.close)
     # Stopped first (closers run in reverse): background work ends before the channels close.
     service.closers.append(
         run_periodically("outbox", settings.outbox_interval_seconds, lambda: core.drain_outbox(sink, scoring))

@@ -23,8 +23,11 @@ FROM_METRICS = peer_error("metrics: MetricsService", passed_on=(grpc.StatusCode.
 
 
 class GrpcRanker:
-    def __init__(self, stub: scoring_pb2_grpc.ScoringServiceStub) -> None:
-        self.stub = stub
+    def __init__(
+        self, stub: scoring_pb2_grpc.ScoringServiceStub, trainer: scoring_pb2_grpc.ScoringServiceStub | None = None
+    ) -> None:
+        self.stub = stub  # the replicas that rank
+        self.trainer = trainer or stub  # the replicas that fit (ScoringService --role train)
 
     def add_interactions(self, interactions: list[Interaction]) -> None:
         """Positive feedback as interactions: popularity and item_knn use them at once."""
@@ -36,9 +39,8 @@ class GrpcRanker:
         it, so that a new arm serves its own list from its first request."""
         message = shared.configuration_message(configuration)
         request = scoring_pb2.FitConfigurationRequest(configuration=message, wait=True)
-        response = call_peer(
-            "FitConfiguration", lambda: self.stub.FitConfiguration(request, timeout=FIT_DEADLINE_SECONDS), FROM_SCORING
-        )
+        fit = self.trainer.FitConfiguration
+        response = call_peer("FitConfiguration", lambda: fit(request, timeout=FIT_DEADLINE_SECONDS), FROM_SCORING)
         if response.state == scoring_pb2.FIT_STATE_FAILED:
             raise Relayed("FAILED_PRECONDITION", f"configuration: the fit failed: {response.error}")
         return str(response.configuration_hash)

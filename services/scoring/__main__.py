@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from rectune.datasets import DatasetError, iter_interactions, load_items, load_movielens_atomic
+from rectune.domain.errors import quoted
 from rectune.domain.events import Interaction
 from rectune.v1 import embedding_pb2_grpc, scoring_pb2_grpc
 from services.common.background import run_periodically
@@ -33,6 +34,7 @@ from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.retrieval import RetrievalSettings
+from services.scoring.core.roles import Role
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
@@ -112,6 +114,12 @@ class ScoringSettings(ServerSettings):
         default=3600.0,
         help="... or once it is this old, if anything arrived since (0: not by age)",
     )
+    role: str = option(
+        env="RECTUNE_SCORING_ROLE",
+        default="all",
+        help="serve: rank only, never fit (load what training replicas store); train: fit, refit and evaluate; "
+        "all: both (one replica)",
+    )
     max_fit_seconds: float = option(
         env="RECTUNE_SCORING_MAX_FIT_SECONDS",
         default=DEFAULT_MAX_FIT_SECONDS,
@@ -122,6 +130,11 @@ class ScoringSettings(ServerSettings):
         super().__post_init__()
         check_address("--embedding-address", "RECTUNE_EMBEDDING_ADDRESS", self.embedding_address)
         check_database_url(self.database_url)
+        roles = [role.value for role in Role]
+        if self.role not in roles:
+            raise SettingsError(
+                f"--role (env RECTUNE_SCORING_ROLE): must be one of {', '.join(roles)}, got {quoted(self.role)}"
+            )
         if min(self.refit_check_seconds, self.refit_interactions, self.refit_share, self.refit_max_age_seconds) < 0:
             raise SettingsError(
                 "--refit-check-seconds, --refit-interactions, --refit-share, --refit-max-age-seconds: must be >= 0"
@@ -184,13 +197,19 @@ def build(settings: ScoringSettings) -> RunningService:
     refit = RefitPolicy(settings.refit_interactions, settings.refit_share, settings.refit_max_age_seconds)
     retrieval = RetrievalSettings(settings.ann_min_items, settings.ann_scan_share)
     limits = ScoringLimits(
-        settings.sync_fit_max_interactions, settings.fitted_cache_bytes, refit=refit, retrieval=retrieval
+        settings.sync_fit_max_interactions,
+        settings.fitted_cache_bytes,
+        refit=refit,
+        retrieval=retrieval,
+        role=Role(settings.role),
     )
     journal = DataJournal(engine)
     # One memo of frozen fits: a blend's screen reuses its members' screens.
     memo = FitMemo()
     registry = default_registry(vectors, settings.max_fit_seconds, memo)
-    core = ScoringCore(registry, limits, data, vectors, journal, ModelStore(engine), memo)
+    # Stored models name the replica's live data and encoder client; the loading replica's stand in.
+    store = ModelStore(engine, replica_objects={"live-data": data, "text-encoder": encoder})
+    core = ScoringCore(registry, limits, data, vectors, journal, store, memo)
     try:
         load_dataset(core, settings, journal.earliest_interaction_time() or time.time())
     except DatasetError as exc:

@@ -53,8 +53,9 @@ class Replica:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, folder: Path) -> None:
-        flags = {
+    def start(self, folder: Path, *extra: str) -> None:
+        """``python -m services.scoring`` on this replica's ports; ``extra`` flags override."""
+        flags: dict[str, object] = {
             "--port": self.port,
             "--prometheus-port": self.metrics_port,
             "--embedding-address": UNUSED_PEER,
@@ -63,6 +64,7 @@ class Replica:
             "--refit-check-seconds": 0,
             "--grace-seconds": 1,
         }
+        flags.update(dict(zip(extra[::2], extra[1::2], strict=True)))
         argv = [sys.executable, "-m", "services.scoring", *(str(x) for pair in flags.items() for x in pair)]
         env = {**os.environ, "RECTUNE_LOG_FORMAT": "json"}
         self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

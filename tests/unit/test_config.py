@@ -36,7 +36,8 @@ def test_missing_required_address_names_flag_and_variable() -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(PolicyServerSettings, [], {"RECTUNE_METRICS_ADDRESS": "127.0.0.1:2"})
     assert str(error.value) == (
-        "--scoring-address (env RECTUNE_SCORING_ADDRESS) is required: host:port of ScoringService"
+        "--scoring-address (env RECTUNE_SCORING_ADDRESS) is required: "
+        "ScoringService replicas that rank (host:port, dns:///name:port or a list of IP endpoints)"
     )
 
 

@@ -5,6 +5,10 @@ the data (als, item_knn) fit in a spawned child process, so that a refit never h
 interpreter lock that ranking needs. With a model store, a fit is leased: while another
 replica fits a configuration, this one waits for that model and loads it; its own result
 is stored for the others. Refits follow the RefitPolicy, the most-served due model first.
+
+A serving-only replica (Role.SERVE) never trains: it fits only strategies whose fit trains
+nothing (popularity, content), loads every other model from the store, and instead of
+refitting it loads the newer models training replicas stored.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 import structlog
 
 from rectune.domain.configuration import Configuration
-from rectune.domain.errors import FailedPrecondition
+from rectune.domain.errors import FailedPrecondition, Unavailable
 from services.scoring.core.data import ScoringData
 from services.scoring.core.fitted_models import FittedModels
 from services.scoring.core.fitting import Fitted, calibrate, calibration_split
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.offline_fit import OFFLINE, background_priority, fit_offline
+from services.scoring.core.roles import Role, refused_here
 from services.scoring.core.strategies.base import Strategy
 
 log = structlog.get_logger(__name__)
@@ -45,8 +50,10 @@ class FitScheduler:
         refit: RefitPolicy,
         lease_seconds: float,
         in_child_process: bool,
+        role: Role = Role.ALL,
     ) -> None:
         self.strategies = strategies
+        self.role = role
         self.data = data
         self.models = models
         self.replica = replica  # this replica's name in the store's leases
@@ -115,6 +122,11 @@ class FitScheduler:
         ready = self.models.get(key) or self.load_stored(configuration)
         if ready is not None:
             return ready
+        if not self.may_fit(configuration):
+            raise Unavailable(
+                f"configuration: {configuration.strategy} {key} has no stored model yet; this replica only serves "
+                "(--role serve) and loads what a training replica fits (FitConfiguration there)"
+            )
         in_flight = self.running(key)
         if in_flight is not None:
             return in_flight.result()
@@ -136,6 +148,11 @@ class FitScheduler:
 
     # -- fitting ------------------------------------------------------------------------------
 
+    def may_fit(self, configuration: Configuration) -> bool:
+        """Whether this replica fits the configuration itself (a serving one only what trains nothing)."""
+        strategy = self.strategies.get(configuration.strategy)
+        return self.role.fits or (strategy is not None and not strategy.trains)
+
     def stored(self, configuration: Configuration) -> bool:
         """Whether models of this configuration go to the model store (Strategy.stored)."""
         strategy = self.strategies.get(configuration.strategy)
@@ -144,6 +161,8 @@ class FitScheduler:
     def fit_now(self, configuration: Configuration, previous: Fitted | None = None) -> Fitted:
         """Fit on a snapshot of the data and serve the result, replacing ``previous`` (a refit)
         in one assignment; leased and stored when the configuration is stored."""
+        if not self.may_fit(configuration):
+            raise refused_here("FitConfiguration")
         store = self.models.store
         if store is None or not self.stored(configuration):
             return self._fit_and_serve(configuration, previous)
@@ -221,7 +240,10 @@ class FitScheduler:
         """Start a background refit of the due model most served since its fit, unless a fit is
         running; returns the configuration hash it started, or None. Ranking never waits for
         it: the old model serves until the new one replaces it whole, and a failed refit leaves
-        the old one serving (logged, counted, retried once more data arrived)."""
+        the old one serving (logged, counted, retried once more data arrived). A serving-only
+        replica loads the newest stored model of each it serves instead."""
+        if not self.role.fits:
+            return self._reload_newer()
         with self._futures_lock:
             if self._busy():
                 return None
@@ -233,6 +255,16 @@ class FitScheduler:
             log.info("refit_started", configuration_hash=key, reason=reason)
             self._futures[key] = self._thread.submit(self._refit, fitted)
             return key
+
+    def _reload_newer(self) -> str | None:
+        """Load the first cached model a training replica has stored a newer fit of; its hash."""
+        for fitted in self.models.entries():
+            if self.stored(fitted.configuration) and not self.may_fit(fitted.configuration):
+                key = fitted.configuration.hash
+                newer = self.models.load(key, self.data.n_items, fitted.watermark)
+                if newer is not None:
+                    return key
+        return None
 
     def _due_for_refit(self, now: float) -> tuple[Fitted, str] | None:
         interactions = self.data.n_interactions

@@ -6,13 +6,19 @@ A model is stored pickled (numpy arrays, and a PyTorch module for two_tower), ke
 configuration hash and the data watermark it was fitted on; the two newest of each
 configuration are kept. Pickles run code when loaded: the database is trusted as the
 service's own code is, like the rest of its state.
+
+Some models refer to what belongs to the replica rather than to the model (popularity reads
+the replica's live interactions; content encodes with the replica's EmbeddingService client):
+those objects, named in ``replica_objects``, are stored by name and the loading replica puts
+its own in their place.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,14 +29,42 @@ from services.scoring.core.tables import fit_leases, fitted_models
 KEEP_PER_CONFIGURATION = 2
 
 
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, replica_objects: Mapping[str, object]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.names = {id(value): name for name, value in replica_objects.items()}
+
+    def persistent_id(self, obj: object) -> str | None:
+        return self.names.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, replica_objects: Mapping[str, object]) -> None:
+        super().__init__(file)
+        self.replica_objects = replica_objects
+
+    def persistent_load(self, pid: object) -> object:
+        if not isinstance(pid, str) or pid not in self.replica_objects:
+            raise pickle.UnpicklingError(f"a stored model refers to {pid!r}, which this replica does not have")
+        return self.replica_objects[pid]
+
+
 class ModelStore:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        replica_objects: Mapping[str, object] | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.replica_objects = dict(replica_objects or {})
 
     def save(self, fitted: Fitted) -> int:
         """Store the model; returns its size in bytes."""
-        payload = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
+        buffer = io.BytesIO()
+        _Pickler(buffer, self.replica_objects).dump(fitted)
+        payload = buffer.getvalue()
         key = fitted.configuration.hash
         row = {
             "configuration_hash": key,
@@ -76,7 +110,8 @@ class ModelStore:
             payload = connection.execute(query).scalar()
         if payload is None:
             return None
-        fitted: Fitted = pickle.loads(payload)  # the service's own database (see the module docstring)
+        # The service's own database (see the module docstring).
+        fitted: Fitted = _Unpickler(io.BytesIO(payload), self.replica_objects).load()
         return fitted
 
     def sizes(self) -> dict[str, int]:

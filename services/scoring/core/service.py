@@ -27,6 +27,7 @@ from services.scoring.core.journal import DataJournal
 from services.scoring.core.model_store import ModelStore
 from services.scoring.core.ranker import Ranker
 from services.scoring.core.retrieval import RetrievalSettings
+from services.scoring.core.roles import Role, refused_here
 from services.scoring.core.strategies.base import Strategy
 from services.scoring.core.strategies.registry import find
 from services.scoring.core.vectors import ItemVectors
@@ -40,6 +41,8 @@ class ScoringLimits:
     fitted_cache_bytes: int = 512 * 1024 * 1024
     max_k: int = 1000
     refit: RefitPolicy = field(default_factory=RefitPolicy)
+    # serve: never fits (loads what training replicas store); train or all: fits and evaluates.
+    role: Role = Role.ALL
     # How long a replica may hold the lease on fitting one configuration (see ModelStore).
     fit_lease_seconds: float = 900.0
     # Fit strategies that need nothing but the data (als, item_knn) in a child process, so
@@ -75,6 +78,7 @@ class ScoringCore:
             self.limits.refit,
             self.limits.fit_lease_seconds,
             self.limits.fit_in_child_process,
+            self.limits.role,
         )
         self.ranker = Ranker(self.data, self.fitted_models, self.limits.max_k)
         self.evaluator = Evaluator(self.registry, self.data, self.limits.max_k, memo)
@@ -115,6 +119,8 @@ class ScoringCore:
         ready = self.fitted_models.get(configuration.hash) or self.scheduler.load_stored(configuration)
         if ready is not None:
             return ready.status(self.freshness(ready))
+        if not self.scheduler.may_fit(configuration):
+            raise refused_here("FitConfiguration")
         future = self.scheduler.start(configuration)
         if not wait:
             return FitStatus(configuration.hash, "running" if future.running() else "pending")
@@ -176,4 +182,6 @@ class ScoringCore:
         ratio: float = 1.0,
         fidelity: Fidelity = FULL,
     ) -> Evaluation:
+        if not self.limits.role.fits:
+            raise refused_here("EvaluateConfiguration")
         return self.evaluator.evaluate(configuration, k, holdout_fraction, baseline, ratio, fidelity)

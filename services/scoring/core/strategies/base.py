@@ -129,6 +129,10 @@ class Strategy(Protocol):
     # two_tower). popularity and content read live data and fit in milliseconds; hybrid refits
     # its components.
     stored: bool = False
+    # Whether a fit trains anything: popularity counts and content reads the encoder's
+    # vectors, in milliseconds, so a serving-only replica (--role serve) fits them itself;
+    # every other model comes to it from a training replica through the model store.
+    trains: bool = True
     # The int hyperparameter that says how much training a fit does (two_tower's epochs,
     # als's iterations): a low-fidelity screen fits with a share of it. None: a fit has no
     # such axis and a screen always fits it in full.

@@ -94,6 +94,7 @@ class BlendModel(FittedModel):
 
 class Blend(Strategy):
     space = SPACE
+    stored = True  # its members train: a serving replica loads it
 
     def __init__(self, members: Mapping[str, Strategy], memo: FitMemo | None = None) -> None:
         self.members = dict(members)

@@ -84,6 +84,7 @@ class ContentModel(DotProductModel):
 
 class Content(Strategy):
     space = SPACE
+    trains = False
 
     def __init__(self, vectors: ItemVectors) -> None:
         self.vectors = vectors

@@ -119,6 +119,7 @@ class HybridModel(FittedModel):
 
 class Hybrid(Strategy):
     space = SPACE
+    stored = True  # its components train (item_knn, als): a serving replica loads it
 
     def __init__(self, components: Mapping[str, Strategy]) -> None:
         self.components = dict(components)

@@ -76,9 +76,22 @@ class PopularityModel(FittedModel):
     def nbytes(self) -> int:
         return self.n_items * 8
 
+    def __getstate__(self) -> dict[str, object]:
+        """Stored inside a hybrid: the counts start again from the loading replica's own live
+        data (the model store names ``live`` for it), and the lock is the new process's own."""
+        state = {**self.__dict__, "_counts": np.zeros(self.n_items, dtype=np.float64)}
+        state.update(_newest=float("-inf"), _seen=0, _version=-1)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
 
 class Popularity(Strategy):
     space = SPACE
+    trains = False
 
     def fit(
         self, data: TrainingData, params: Mapping[str, ParamValue], live: ScoringData | None
