@@ -33,13 +33,14 @@ KUBERNETES_VERSION = "1.32.0"
 SETTINGS = {
     "embedding": ("services.embedding.__main__", "EmbeddingSettings"),
     "scoring": ("services.scoring.__main__", "ScoringSettings"),
+    "scoring-train": ("services.scoring.__main__", "ScoringSettings"),
     "policy": ("services.policy.__main__", "PolicyServerSettings"),
     "metrics": ("services.metrics.__main__", "MetricsSettings"),
     "tuner": ("tuner.settings", "TunerSettings"),
     "dashboard": ("operators.settings", "OperatorSettings"),
 }
 # The Deployments that serve RPCs (each with a Service); the tuner only calls out.
-SERVICES = ("embedding", "scoring", "policy", "metrics")
+SERVICES = ("embedding", "scoring", "scoring-train", "policy", "metrics")
 
 
 @cache
@@ -97,6 +98,7 @@ def test_each_service_has_its_objects(overlay: str) -> None:
     assert {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")} == {
         "policy",
         "scoring",
+        "scoring-train",
     }
 
 
@@ -137,20 +139,38 @@ def test_ports_and_probes_match_the_service_settings(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_peer_addresses_point_at_the_peer_services(overlay: str) -> None:
+def test_peer_addresses_name_headless_services_every_replica_of_which_clients_balance_over(overlay: str) -> None:
     objects = render(overlay)
-    service_ports = {
-        s["metadata"]["name"]: p["port"]
-        for s in of_kind(objects, "Service")
-        for p in s["spec"]["ports"]
-        if p["name"] == "grpc"
-    }
+    services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     for deployment in of_kind(objects, "Deployment"):
         env = container_env(objects, deployment["spec"]["template"]["spec"]["containers"][0])
         for variable, value in env.items():
             if variable.endswith("_ADDRESS"):
-                host, port = (value or "").split(":")
-                assert service_ports[host] == int(port), variable
+                assert (value or "").startswith("dns:///"), variable  # every pod, not one connection's
+                host, port = (value or "").removeprefix("dns:///").split(":")
+                grpc_port = next(p["port"] for p in services[host]["spec"]["ports"] if p["name"] == "grpc")
+                assert grpc_port == int(port), variable
+                assert services[host]["spec"]["clusterIP"] == "None", f"{host} is not headless"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scoring_serves_and_trains_in_two_deployments_of_one_image(overlay: str) -> None:
+    objects = render(overlay)
+    containers = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0] for d in of_kind(objects, "Deployment")
+    }
+    roles = {
+        name: container_env(objects, containers[name])["RECTUNE_SCORING_ROLE"] for name in ("scoring", "scoring-train")
+    }
+    assert roles == {"scoring": "serve", "scoring-train": "train"}
+    assert containers["scoring"]["image"] == containers["scoring-train"]["image"]
+    assert containers["scoring"]["args"] == containers["scoring-train"]["args"] == ["scoring"]
+    policy = container_env(objects, containers["policy"])
+    assert (policy["RECTUNE_SCORING_ADDRESS"], policy["RECTUNE_SCORING_TRAIN_ADDRESS"]) == (
+        "dns:///scoring:50052",
+        "dns:///scoring-train:50052",
+    )
+    assert container_env(objects, containers["tuner"])["RECTUNE_SCORING_ADDRESS"] == "dns:///scoring-train:50052"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -191,7 +211,10 @@ def test_network_policies_let_apps_reach_only_the_policy_service(overlay: str) -
     ]
     assert allowed_sources(objects, "scoring", "grpc") == from_policy_tuner_and_dashboard
     assert allowed_sources(objects, "metrics", "grpc") == from_policy_tuner_and_dashboard
-    from_scoring = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "scoring"}}}]
+    assert allowed_sources(objects, "scoring-train", "grpc") == from_policy_tuner_and_dashboard[:2]
+    from_scoring = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}} for name in ("scoring", "scoring-train")
+    ]
     assert allowed_sources(objects, "embedding", "grpc") == from_scoring
     # The dashboard: from this namespace's pods only (never exposed outside it by default).
     assert allowed_sources(objects, "dashboard", "http") == [{"podSelector": {}}]
@@ -214,7 +237,9 @@ def test_dev_runs_postgres_for_the_stateful_services_and_prod_expects_a_database
     secrets = {s["metadata"]["name"]: s for s in of_kind(dev, "Secret")}
     assert "rectune-database" in secrets and postgres["metadata"]["name"] == "postgres"
     assert (
-        database_users(render("prod")) == database_users(dev) == {"metrics", "policy", "scoring", "tuner", "dashboard"}
+        database_users(render("prod"))
+        == database_users(dev)
+        == {"metrics", "policy", "scoring", "scoring-train", "tuner", "dashboard"}
     )
     # Each of them may reach PostgreSQL through the NetworkPolicies, and nothing else may.
     admitted = {
@@ -240,7 +265,8 @@ def test_container_entrypoint_runs_exactly_the_services() -> None:
     script = ROOT / "deploy/entrypoint.sh"
     usage = subprocess.run(["sh", str(script), "--help"], capture_output=True, text=True)
     assert usage.returncode == 0
-    assert usage.stdout.strip().startswith(f"usage: rectune {{{'|'.join(SETTINGS)}}}")
+    programs = [name for name in SETTINGS if name != "scoring-train"]  # scoring in its training role
+    assert usage.stdout.strip().startswith(f"usage: rectune {{{'|'.join(programs)}}}")
     unknown = subprocess.run(["sh", str(script), "tuner-x"], capture_output=True, text=True)
     assert unknown.returncode == 2
     assert "unknown service 'tuner-x'" in unknown.stderr
