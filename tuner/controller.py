@@ -15,6 +15,7 @@ import enum
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from tuner.space import default_space, narrowed
 
 LIVE_STATES = (ArmState.CANDIDATE, ArmState.ACTIVE)
 TUNER_ORIGINS = (ArmOrigin.TUNER_LM, ArmOrigin.TUNER_TPE, ArmOrigin.TUNER_RANDOM)
+MAX_PARALLEL_SCREENS = 64
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ class TunerLimits:
         help="proposals screened per free slot; multi-fidelity screens prune the unpromising ones cheaply and "
         "the best that pass fill the slots",
     )
+    parallel_screens: int = option(
+        env="RECTUNE_TUNER_PARALLEL_SCREENS",
+        default=1,
+        help="proposals of a cycle screened at once; set it to the number of ScoringService training replicas "
+        "(--role train), over which the screens are spread",
+    )
 
     def screen_rule(self) -> ScreenRule:
         return ScreenRule(self.evaluation_k, self.screen_min_ndcg_ratio, self.screen_confidence)
@@ -107,6 +115,7 @@ class TunerLimits:
             ("screen_confidence", 0.0 <= self.screen_confidence <= 1.0, "in [0, 1]"),
             ("evaluation_k", self.evaluation_k >= 1, ">= 1"),
             ("candidates_per_slot", self.candidates_per_slot >= 1, ">= 1"),
+            ("parallel_screens", 1 <= self.parallel_screens <= MAX_PARALLEL_SCREENS, f"in 1..{MAX_PARALLEL_SCREENS}"),
         ]
         return [f"{name}: must be {rule}, got {getattr(self, name)}" for name, ok, rule in rules if not ok]
 
@@ -373,8 +382,7 @@ class Controller:
         plan.champion_screen, plan.best_live, bar = self.bars(arms, champions[0], k, plan.notes)
         # A bar of 0 lets every new proposal through: no comparison is needed for that.
         baseline = bar if ratio > 0 else None
-        for proposal in plan.proposals:
-            staged = self.screen(proposal.configuration, k, baseline, ratio)
+        for proposal, staged in zip(plan.proposals, self.screen_all(plan.proposals, k, baseline, ratio), strict=True):
             plan.stages[proposal.configuration.key()] = staged
             plan.screens[proposal.configuration.key()] = staged.final
         complete = [p for p in plan.proposals if plan.stages[p.configuration.key()].complete]
@@ -420,6 +428,17 @@ class Controller:
         if best is not None:
             bar = next(a.configuration for a in arms if a.arm_id == best.arm_id)
         return champion_screen, best, bar
+
+    def screen_all(
+        self, proposals: Sequence[Proposal], k: int, baseline: Configuration | None, ratio: float
+    ) -> list[Staged]:
+        """Each proposal's screen, up to --parallel-screens at once (the channel spreads them over
+        the training replicas); in the proposals' order whatever order they finish in."""
+        if self.limits.parallel_screens == 1 or len(proposals) == 1:
+            return [self.screen(p.configuration, k, baseline, ratio) for p in proposals]
+        workers = min(self.limits.parallel_screens, len(proposals))
+        with ThreadPoolExecutor(workers, thread_name_prefix="screen") as pool:
+            return list(pool.map(lambda p: self.screen(p.configuration, k, baseline, ratio), proposals))
 
     def screen(self, configuration: Configuration, k: int, baseline: Configuration | None, ratio: float) -> Staged:
         """The multi-fidelity screen; the paired comparison with the baseline at full fidelity."""

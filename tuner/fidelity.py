@@ -14,6 +14,7 @@ The studies live as long as the engine (a ``tuner run`` process, a bench seed, a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,6 +65,7 @@ class SuccessiveHalving:
         # Rung r is evaluated at step reduction_factor ** r, the full budget at the last one.
         self.steps = [reduction_factor**rung for rung in range(rungs)]
         self.studies: dict[str, optuna.Study] = {}
+        self._studies_lock = threading.Lock()  # screens may run in parallel (--parallel-screens)
 
     @property
     def budgets(self) -> list[float]:
@@ -119,6 +121,10 @@ class SuccessiveHalving:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
     def _study(self, strategy: str) -> optuna.Study:
+        with self._studies_lock:
+            return self._study_locked(strategy)
+
+    def _study_locked(self, strategy: str) -> optuna.Study:
         if strategy not in self.studies:
             pruner = optuna.pruners.SuccessiveHalvingPruner(
                 min_resource=1, reduction_factor=self.reduction_factor, min_early_stopping_rate=0

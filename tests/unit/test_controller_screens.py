@@ -8,6 +8,8 @@ clears when the mean does."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Collection, Sequence
 
 from rectune.domain.arms import ArmOrigin, ArmState
@@ -137,3 +139,50 @@ def test_candidates_are_pruned_cheaply_and_the_best_that_pass_fill_the_slots() -
     budgets = [budget for key, budget, _ in backend.calls if key == proposals[1].key()]
     assert budgets == [1 / 9]  # the pruned one cost a ninth of a fit
     assert [s.fidelity.training_budget for s in plan.stages[proposals[2].key()].stages] == [1 / 9, 1 / 3, 1.0]
+
+
+class SlowBackend(StandInBackend):
+    """The stand-in, each screen taking a while; records how many ran at once."""
+
+    def __init__(self, arms: list[ArmView]) -> None:
+        super().__init__(arms)
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def evaluate(
+        self,
+        configuration: Configuration,
+        k: int,
+        baseline: Configuration | None = None,
+        ratio: float = 1.0,
+        fidelity: Fidelity = FULL,
+    ) -> Screen:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(0.05)
+            return super().evaluate(configuration, k, baseline, ratio, fidelity)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_parallel_screens_run_at_once_and_decide_as_one_at_a_time_does() -> None:
+    arms = [arm("control", "flat", 0.06, ArmState.CHAMPION)]
+    proposals = [Configuration("flat", {"quality": q}) for q in (0.10, 0.30, 0.05, 0.20)]
+    plans = {}
+    for parallel in (1, 4):
+        backend = SlowBackend(arms)
+        limits = TunerLimits(max_new_arms_per_cycle=2, candidates_per_slot=2, parallel_screens=parallel)
+        plans[parallel] = (Controller(backend, Listed(proposals), limits).plan(), backend.most_at_once)
+    (one, one_at_once), (four, four_at_once) = plans[1], plans[4]
+    assert (one_at_once, four_at_once) == (1, 4)
+    assert list(four.screens) == list(one.screens) == [p.key() for p in proposals]  # the proposals' order
+    assert [a.configuration for a in four.actions] == [a.configuration for a in one.actions]
+    assert [r.reason for r in four.rejected] == [r.reason for r in one.rejected]
+
+
+def test_parallel_screens_are_bounded() -> None:
+    assert TunerLimits(parallel_screens=0).problems() == ["parallel_screens: must be in 1..64, got 0"]
