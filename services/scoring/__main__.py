@@ -7,6 +7,7 @@ stops it at start-up with the file and line.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -186,8 +187,15 @@ def load_interactions_in_chunks(core: ScoringCore, path: Path, live_start: float
     return count, offset
 
 
+# A training replica on the same machine as serving ones yields the CPU to them (on a node or
+# a pod of its own, as in Kubernetes, this changes nothing).
+TRAINER_NICENESS = 10
+
+
 def build(settings: ScoringSettings) -> RunningService:
     one_blas_thread()
+    if settings.role == Role.TRAIN.value:
+        os.nice(TRAINER_NICENESS)
     engine = make_engine(settings.database_url)
     migrate(engine, SCHEMA)
     embedding_channel = make_channel(settings.embedding_address, client_options_from(settings))

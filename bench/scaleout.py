@@ -1,0 +1,199 @@
+"""Scale-out of ScoringService on one machine, as ratios measured in the same run (issue #30).
+
+1. Screens per hour with 2 training replicas (``--role train``) against 1: the same list of
+   configurations (als, item_knn, ease at several settings) screened by EvaluateConfiguration
+   through one channel balanced over the trainers (round_robin), as many at once as there are
+   trainers (the tuner's --parallel-screens). MovieLens 100K in every replica.
+2. RankItems p99 of a serving replica (``--role serve``) while a training replica fits
+   two_tower, against its idle p99; and, for contrast, the same with the fit inside the replica
+   that serves (``--role all``, one replica, as before roles). Requests drawn in proportion to
+   each user's activity (heavy users ask most), from a fitted als model.
+
+    .venv/bin/python -m bench.scaleout [--screens 12] [--requests 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, start_child_service
+from bench.encoder import start_embedding_service
+from rectune.datasets import load_movielens_atomic
+from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
+from services.common.clients import make_channel
+from services.common.wait_healthy import wait_serving
+
+K = 10
+# Configurations of moderate cost, the same for every trainer count.
+SCREENED: list[tuple[str, Mapping[str, float]]] = [
+    *[("als", {"factors": f, "iterations": 10}) for f in (16, 32, 48, 64)],
+    *[("item_knn", {"neighbours": n}) for n in (20, 50, 100, 200)],
+    *[("ease", {"l2": l2}) for l2 in (50.0, 150.0, 400.0, 1000.0)],
+]
+TWO_TOWER = ("two_tower", {"epochs": 12})
+SERVED = ("als", {"factors": 32, "iterations": 8})
+
+
+def configuration(strategy: str, params: Mapping[str, float]) -> common_pb2.Configuration:
+    message = common_pb2.Configuration(strategy=strategy)
+    for name, value in params.items():
+        if isinstance(value, int):
+            message.params[name].int_value = value
+        else:
+            message.params[name].double_value = value
+    return message
+
+
+@contextmanager
+def replicas(count: int, folder: Path, *flags: str) -> Iterator[list[str]]:
+    """``count`` ScoringService processes with MovieLens 100K; their addresses."""
+    started = []
+    try:
+        for _ in range(count):
+            started.append(start_child_service("scoring", "--dataset", str(DATA), "--refit-check-seconds", "0", *flags))
+        addresses = [address for _, address in started]
+        assert set(wait_serving(addresses, timeout_seconds=180).values()) == {"SERVING"}
+        yield addresses
+    finally:
+        for process, _ in started:
+            process.kill()
+            process.wait()
+
+
+def screens_per_hour(trainers: int, folder: Path, screens: int) -> float:
+    with replicas(trainers, folder, "--role", "train", "--embedding-address", "127.0.0.1:9") as addresses:
+        stub = scoring_pb2_grpc.ScoringServiceStub(make_channel(",".join(addresses)))
+        wanted = [SCREENED[n % len(SCREENED)] for n in range(screens)]
+        cursor, lock = iter(wanted), threading.Lock()
+
+        def screener() -> None:
+            while True:
+                with lock:
+                    picked = next(cursor, None)
+                if picked is None:
+                    return
+                request = scoring_pb2.EvaluateConfigurationRequest(configuration=configuration(*picked), k=K)
+                stub.EvaluateConfiguration(request, timeout=600)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=screener) for _ in range(trainers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return screens / (time.perf_counter() - started) * 3600
+
+
+def activity_weighted_users(count: int, seed: int = 0) -> list[str]:
+    """Users drawn in proportion to their interactions: the request mix a real app sends."""
+    _, interactions = load_movielens_atomic(DATA)
+    users, counts = np.unique([i.user_id for i in interactions], return_counts=True)
+    rng = np.random.default_rng(seed)
+    return [str(u) for u in rng.choice(users, size=count, p=counts / counts.sum())]
+
+
+def rank_latencies(stub: Any, users: Sequence[str]) -> list[float]:
+    message = configuration(*SERVED)
+    seconds = []
+    for user in users:
+        started = time.perf_counter()
+        stub.RankItems(scoring_pb2.RankItemsRequest(configuration=message, user_id=user, k=K), timeout=30)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def fitting(stub: Any) -> bool:
+    """Whether the two_tower fit is still running on the replica ``stub`` reaches."""
+    request = scoring_pb2.FitConfigurationRequest(configuration=configuration(*TWO_TOWER), wait=False)
+    state = stub.FitConfiguration(request, timeout=30).state
+    return bool(state in (scoring_pb2.FIT_STATE_PENDING, scoring_pb2.FIT_STATE_RUNNING))
+
+
+def p99_during_fit(server: Any, trainer: Any, users: Sequence[str]) -> dict[str, Any]:
+    """Idle p99, then p99 while the trainer fits two_tower (only requests made during the fit)."""
+    server_fit = scoring_pb2.FitConfigurationRequest(configuration=configuration(*SERVED), wait=True)
+    trainer.FitConfiguration(server_fit, timeout=600)
+    rank_latencies(server, users[:100])  # loaded and warm
+    idle = rank_latencies(server, users)
+    assert fitting(trainer), "the two_tower fit ended before it could be measured against"
+    during: list[float] = []
+    for start in range(0, 10 * len(users), 50):
+        during += rank_latencies(server, users[start % len(users) :][:50])
+        if len(during) >= len(users) or not fitting(trainer):
+            break
+    busy_to_the_end = fitting(trainer)
+    return {
+        "idle": percentiles_ms(idle),
+        "during_fit": percentiles_ms(during),
+        "requests_during_fit": len(during),
+        "fit_still_running_at_the_end": busy_to_the_end,
+        "p99_ratio": round(float(np.percentile(during, 99) / np.percentile(idle, 99)), 2),
+    }
+
+
+def serving_under_training(folder: Path, requests: int) -> dict[str, Any]:
+    service, embedding = start_embedding_service()
+    users = activity_weighted_users(requests)
+    results: dict[str, Any] = {}
+    try:
+        shared = f"sqlite:///{folder / 'split.db'}"
+        peer = ("--embedding-address", embedding, "--database-url", shared)
+        with (
+            replicas(1, folder, "--role", "serve", *peer) as (server,),
+            replicas(1, folder, "--role", "train", *peer) as (trainer,),
+        ):
+            results["serve_and_train_replicas"] = p99_during_fit(stub_of(server), stub_of(trainer), users)
+        alone = ("--embedding-address", embedding, "--database-url", f"sqlite:///{folder / 'all.db'}")
+        with replicas(1, folder, "--role", "all", *alone) as (both,):
+            results["one_replica_serving_and_fitting"] = p99_during_fit(stub_of(both), stub_of(both), users)
+    finally:
+        with suppress(Exception):
+            service.stop(0)
+    return results
+
+
+def stub_of(address: str) -> Any:
+    return scoring_pb2_grpc.ScoringServiceStub(grpc.insecure_channel(address))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--screens", type=int, default=12, help="configurations screened per trainer count")
+    parser.add_argument("--requests", type=int, default=1500, help="RankItems per latency measurement")
+    args = parser.parse_args()
+    if args.screens < 2 or args.requests < 100:
+        parser.error("--screens must be >= 2 and --requests >= 100")
+    logs_to_stderr()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        one = screens_per_hour(1, Path(folder), args.screens)
+        two = screens_per_hour(2, Path(folder), args.screens)
+        serving = serving_under_training(Path(folder), args.requests)
+    print_json(
+        {
+            "benchmark": "scaleout",
+            "dataset": "MovieLens 100K",
+            "screens": {
+                "configurations": args.screens,
+                "screens_per_hour_1_trainer": round(one, 1),
+                "screens_per_hour_2_trainers": round(two, 1),
+                "ratio_2_to_1": round(two / one, 2),
+            },
+            "rank_items_while_two_tower_fits": serving,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
