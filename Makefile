@@ -21,7 +21,7 @@ METRICS_PORT ?= 50054
 DASHBOARD_PORT ?= 8050
 SERVICES := embedding scoring policy metrics dashboard
 
-.PHONY: help install test-tools protos lint test fuzz soak mutation demo bench up down manifests deploy images clean
+.PHONY: help install test-tools test-llama-server protos lint test fuzz soak mutation demo bench up down manifests deploy images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,15 @@ lint: $(STAMP) ## ruff, mypy, buf lint, buf breaking, freshness of the generated
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/buf_breaking.sh
 	$(PY) scripts/gen_protos.py --check
 	$(PY) scripts/gen_config_docs.py --check
+
+LLAMA_VENV := .venv-llama
+LLAMA_CPP_PYTHON := llama-cpp-python[server]==0.3.36
+test-llama-server: $(STAMP) ## the language-model endpoint path against a real llama.cpp server (llama-cpp-python builds from source: about 10 minutes the first time)
+	@test -x $(LLAMA_VENV)/bin/python || python3 -m venv $(LLAMA_VENV)
+	@$(LLAMA_VENV)/bin/python -c "import llama_cpp.server" 2>/dev/null || \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+	  $(LLAMA_VENV)/bin/pip install --no-binary llama-cpp-python "$(LLAMA_CPP_PYTHON)"
+	RECTUNE_LLAMA_SERVER_PYTHON=$(abspath $(LLAMA_VENV))/bin/python $(PY) -m pytest tests/llama_server -q
 
 test-tools: ## what the tests use from Debian: chromium and chromium-driver (the dashboard's browser tests), promtool (the alert rules); apt-get when missing
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v promtool >/dev/null; then \

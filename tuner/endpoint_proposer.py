@@ -1,8 +1,11 @@
 """The language-model proposer against an OpenAI-compatible chat endpoint (vLLM, Ollama,
 TGI, ...): the same prompt as the local model's, and the answer bound to the configuration's
 JSON Schema by the server (``response_format`` of type ``json_schema``, which these servers
-enforce with guided decoding). The answer is checked against the space again here: a server
-that ignores the schema gets its answer refused, not registered. The HTTP client, its
+enforce with guided decoding). A server that knows only the older form (llama-cpp-python's
+server: ``json_object`` with a ``schema``) refuses the first request naming
+``response_format``; the proposer then asks in that form from then on. The answer is checked
+against the space again here: a server that ignores the schema (or enforces only part of it,
+as llama.cpp's grammar leaves out numeric bounds) gets its answer refused, not registered. The HTTP client, its
 timeouts and retries are tuner.endpoint's.
 """
 
@@ -17,13 +20,17 @@ import structlog
 
 from rectune.domain.arms import ArmOrigin
 from rectune.domain.space import SearchSpace, SpaceError
-from tuner.endpoint import ChatEndpoint
+from tuner.endpoint import ChatEndpoint, EndpointError
 from tuner.lm_proposer import SYSTEM, describe, lm_evidence
 from tuner.proposers import NO_BRIEFING, Briefing, Observation, Proposal, distinct_proposals
 
 log = structlog.get_logger(__name__)
 
 RATIONALE = {"rationale": {"type": "string", "description": "one sentence: why this configuration"}}
+# A configuration and one sentence fit in far fewer; bounded so that a model that rambles on in
+# its rationale (a small one can, until the context is full) answers in seconds, cut short and
+# refused, instead of holding the tuner for minutes.
+MAX_ANSWER_TOKENS = 768
 
 
 class EndpointProposer:
@@ -42,6 +49,7 @@ class EndpointProposer:
         self.endpoint = endpoint
         self.temperature = temperature
         self._rng = random.Random(seed)
+        self._schema_form = "json_schema"  # or "json_object", once the server refused the first
 
     def propose(
         self,
@@ -72,17 +80,33 @@ class EndpointProposer:
         return Proposal(configuration, self.origin, evidence)
 
     def _ask(self, prompt: str, schema: dict[str, Any]) -> Any:
-        reply = self.endpoint.complete(
-            SYSTEM.format(k=self.k),
-            prompt,
-            temperature=self.temperature,
-            seed=self._rng.randrange(2**31),
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "configuration", "schema": schema, "strict": True},
-            },
-        )
+        seed = self._rng.randrange(2**31)
+        try:
+            reply = self._complete(prompt, schema, seed)
+        except EndpointError as exc:
+            if self._schema_form != "json_schema" or "response_format" not in str(exc):
+                raise
+            log.warning("endpoint_schema_form", url=self.endpoint.url, now="json_object with a schema")
+            self._schema_form = "json_object"
+            reply = self._complete(prompt, schema, seed)
         try:
             return json.loads(reply["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
             return {"error": f"not a JSON configuration ({exc})"}  # refused by parse, logged
+
+    def _complete(self, prompt: str, schema: dict[str, Any], seed: int) -> dict[str, Any]:
+        if self._schema_form == "json_schema":
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": "configuration", "schema": schema, "strict": True},
+            }
+        else:
+            response_format = {"type": "json_object", "schema": schema}
+        return self.endpoint.complete(
+            SYSTEM.format(k=self.k),
+            prompt,
+            temperature=self.temperature,
+            seed=seed,
+            max_tokens=MAX_ANSWER_TOKENS,
+            response_format=response_format,
+        )

@@ -45,7 +45,8 @@ class LanguageModelError(TunerError):
     """The model could not be found or loaded; the message says which and why."""
 
 
-def _packaged_gguf() -> Path:
+def packaged_gguf() -> Path:
+    """The GGUF file of the default model, inside its PyPI package (also what a llama.cpp server loads)."""
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise LanguageModelError(
@@ -60,7 +61,7 @@ def _dequantised_copy(cache_dir: Path) -> Path:
     target = cache_dir / DEFAULT_MODEL_NAME
     if (target / "model.safetensors").exists():
         return target
-    gguf = _packaged_gguf()
+    gguf = packaged_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model (its quantizer is not

@@ -168,3 +168,23 @@ def test_parsing_an_answer_names_the_field_that_is_wrong() -> None:
     with pytest.raises(SpaceError, match=r"answer.params: depth not hyperparameters of hybrid"):
         SPACE.parse({"strategy": "hybrid", "params": {"mode": "a", "explore": True, "depth": 3}})
     assert SPACE.parse({"strategy": "hybrid", "params": {"mode": "a"}}).params == {"mode": "a", "explore": False}
+
+
+def test_a_server_that_knows_only_json_object_with_a_schema_is_asked_in_that_form(endpoint) -> None:
+    refusal = {"error": {"message": "body.response_format.type: Input should be 'text' or 'json_object'"}}
+    stand_in = endpoint(
+        [
+            (422, refusal),
+            (200, answer("als", factors=32, regularization=0.1)),
+            (200, answer("als", factors=64, regularization=0.1)),
+        ]
+    )
+    proposer = EndpointProposer(ChatEndpoint(stand_in.url, "llama"), seed=1)
+    assert len(proposer.propose(SPACE, 2, set(), [])) == 2
+    forms = [body["response_format"] for _, _, body in stand_in.requests]
+    assert [form["type"] for form in forms] == ["json_schema", "json_object", "json_object"]
+    assert forms[1]["schema"] == forms[0]["json_schema"]["schema"]
+    # Any other refusal is not taken for this one.
+    other = endpoint([(422, {"error": {"message": "model not found"}})])
+    with pytest.raises(EndpointError, match="model not found"):
+        EndpointProposer(ChatEndpoint(other.url, "llama"), seed=1).propose(SPACE, 1, set(), [])

@@ -45,7 +45,7 @@ def test_the_dequantised_weights_are_reused(language_model, lm_cache_dir, monkey
     def no_gguf():
         raise AssertionError("the GGUF file was read again")
 
-    monkeypatch.setattr(language_model_module, "_packaged_gguf", no_gguf)
+    monkeypatch.setattr(language_model_module, "packaged_gguf", no_gguf)
     again = LanguageModel("", lm_cache_dir)
     context = again.start("You answer in one word.", "What is the capital of France?")
     assert again.probabilities(context, ["Paris", "Banana"])[0] > 0.99
