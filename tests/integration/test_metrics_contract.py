@@ -139,6 +139,22 @@ def test_rates_intervals_and_rewards_are_filled(core: MetricsCore) -> None:
     assert a.probability_best + b.probability_best == pytest.approx(1.0)
 
 
+def test_posterior_draws_are_bounded_by_arms_times_samples(core: MetricsCore) -> None:
+    arms = [f"arm-{n}" for n in range(30_000)]
+    with pytest.raises(InvalidArgument) as error:
+        core.arm_stats(Window(), arms, posterior_samples=1_000_000)
+    assert error.value.message == (
+        "posterior_samples: times the 30000 arms must be at most 20,000,000 draws, got 30,000,000,000 "
+        "(ask for at most 666 samples, or for fewer arms)"
+    )
+    stats, samples = core.arm_stats(Window(), arms, posterior_samples=666)
+    assert (len(stats), samples) == (30_000, 666)
+    _, default = core.arm_stats(Window(), arms)  # the default, lowered to stay within the bound
+    assert default == 666
+    _, few = core.arm_stats(Window(), arms[:3])
+    assert few == 20_000  # the configured default where it fits
+
+
 def test_time_series_buckets_are_aligned_to_the_epoch(core: MetricsCore) -> None:
     start = (NOW - 3 * HOUR) // HOUR * HOUR
     core.record_events(

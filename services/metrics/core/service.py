@@ -21,6 +21,9 @@ MIN_WATCH_INTERVAL = 0.1
 MAX_WATCH_INTERVAL = 3600.0  # a stream that pushes less often than hourly is better served by GetArmStats
 MAX_WATCH_WINDOW = 10 * 365 * 86400.0
 WATCH_POLL_SECONDS = 0.2
+# Posterior draws of one GetArmStats (arms x samples, float64): each limit alone is accepted,
+# so their product is bounded too (160 MB of draws at most, not a process-sized allocation).
+MAX_POSTERIOR_DRAWS = 20_000_000
 # Other replicas may compact; re-read the horizon this often.
 HORIZON_CACHE_SECONDS = 30.0
 
@@ -90,20 +93,31 @@ class MetricsCore:
         check_decisions(decisions, rules)
         return self.store.record_decisions(decisions, received_at=rules.now)
 
-    def _samples(self, requested: int) -> int:
+    def _samples(self, requested: int, arms: int) -> int:
+        """The samples to draw for ``arms`` arms: as asked (refused past the bound on draws), or
+        the default, lowered to stay within the bound (the answer says how many were drawn)."""
         if requested < 0 or requested > self.config.max_posterior_samples:
             raise InvalidArgument(
                 "posterior_samples", f"must be between 0 and {self.config.max_posterior_samples}, got {requested}"
             )
-        return requested or self.config.posterior_samples
+        if requested == 0:
+            return max(1, min(self.config.posterior_samples, MAX_POSTERIOR_DRAWS // max(1, arms)))
+        if requested * arms > MAX_POSTERIOR_DRAWS:
+            raise InvalidArgument(
+                "posterior_samples",
+                f"times the {arms} arms must be at most {MAX_POSTERIOR_DRAWS:,} draws, got {requested * arms:,} "
+                f"(ask for at most {MAX_POSTERIOR_DRAWS // arms:,} samples, or for fewer arms)",
+            )
+        return requested
 
     def arm_stats(
         self, window: Window, arm_ids: Sequence[str], posterior_samples: int = 0
     ) -> tuple[list[ArmStats], int]:
         check_window(window)
         check_arm_ids(arm_ids)
-        samples = self._samples(posterior_samples)
+        self._samples(posterior_samples, 0)  # its own range, before any query
         counts = self.store.arm_counts(window, arm_ids)
+        samples = self._samples(posterior_samples, len(counts))
         return arm_stats(counts, self.config.reward, samples, self.config.seed), samples
 
     def time_series(self, window: Window, bucket_seconds: float, arm_ids: Sequence[str]) -> dict[str, list[Bucket]]:
