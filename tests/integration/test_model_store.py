@@ -9,11 +9,14 @@ import threading
 import numpy as np
 import pytest
 
+from rectune.domain.errors import FailedPrecondition, Unavailable
+from rectune.domain.events import Interaction
 from services.common.migrations import migrate
 from services.common.storage import make_engine
 from services.scoring.core.fitting import Fitted
 from services.scoring.core.freshness import RefitPolicy
 from services.scoring.core.model_store import ModelStore
+from services.scoring.core.roles import Role
 from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.base import ScoringContext, Strategy
 from services.scoring.core.strategies.registry import default_registry
@@ -38,11 +41,12 @@ class CountingFits(Strategy):
         return self.als.fit(data, params, live)
 
 
-def replica(url: str, strategy: CountingFits, store: ModelStore | None = None) -> ScoringCore:
+def replica(url: str, strategy: CountingFits, store: ModelStore | None = None, role: Role = Role.ALL) -> ScoringCore:
     engine = make_engine(url)
     migrate(engine, SCHEMA)
     models = store or ModelStore(engine)
-    core = ScoringCore({"als": strategy}, ScoringLimits(refit=RefitPolicy(0, 0, 0)), models=models)
+    limits = ScoringLimits(refit=RefitPolicy(0, 0, 0), role=role, fit_in_child_process=False)
+    core = ScoringCore({"als": strategy}, limits, models=models)
     small_world(core)
     return core
 
@@ -99,6 +103,28 @@ def test_a_replica_waits_for_the_fit_another_replica_holds_the_lease_on(database
     assert not waiting.is_alive()
     assert (fitter_strategy.fits, waiter_strategy.fits) == (1, 0)  # the waiter loaded the fitter's model
     assert answers[0].watermark == 240
+
+
+def test_a_serving_replica_loads_the_trainers_models_and_their_newer_refits(database_url: str) -> None:
+    trainer_strategy, server_strategy = CountingFits(), CountingFits()
+    trainer = replica(database_url, trainer_strategy, role=Role.TRAIN)
+    server = replica(database_url, server_strategy, role=Role.SERVE)
+    configuration = trainer.configuration("als", {"factors": 8, "iterations": 3})
+    with pytest.raises(Unavailable):  # nothing stored yet, and a serving replica never fits
+        server.fitted(configuration)
+    with pytest.raises(FailedPrecondition):
+        server.fit(configuration, wait=True)
+    first = trainer.fitted(configuration)
+    assert server.fitted(configuration).watermark == first.watermark
+    # More data, a refit on the trainer: the server's refresh loads it instead of refitting.
+    more = [Interaction(f"u{n}", str(n % 60), 1.0, 2_000_000.0 + n) for n in range(40)]
+    for core in (trainer, server):
+        core.add_interactions(more)
+    assert server.refresh() is None  # nothing newer stored yet
+    refit = trainer.scheduler.fit_now(configuration, first)
+    assert server.refresh() == configuration.hash
+    assert server.fitted(configuration).watermark == refit.watermark > first.watermark
+    assert (trainer_strategy.fits, server_strategy.fits) == (2, 0)
 
 
 def test_a_lease_is_one_holders_until_it_expires(database_url: str) -> None:
