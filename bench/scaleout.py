@@ -7,9 +7,11 @@
 2. RankItems p99 of a serving replica (``--role serve``) while a training replica fits
    two_tower, against its idle p99; and, for contrast, the same with the fit inside the replica
    that serves (``--role all``, one replica, as before roles). Requests drawn in proportion to
-   each user's activity (heavy users ask most), from a fitted als model.
+   each user's activity (heavy users ask most), from a fitted als model. EmbeddingService runs
+   in a process of its own (as in a deployment), and the item vectors are made and stored
+   before the measurement (a content fit), so what runs meanwhile is the training alone.
 
-    .venv/bin/python -m bench.scaleout [--screens 12] [--requests 1500]
+    .venv/bin/python -m bench.scaleout [--screens 36] [--requests 3000]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +29,29 @@ import grpc
 import numpy as np
 
 from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, start_child_service
-from bench.encoder import start_embedding_service
 from rectune.datasets import load_movielens_atomic
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.clients import make_channel
 from services.common.wait_healthy import wait_serving
 
 K = 10
-# Configurations of moderate cost, the same for every trainer count.
-SCREENED: list[tuple[str, Mapping[str, float]]] = [
-    *[("als", {"factors": f, "iterations": 10}) for f in (16, 32, 48, 64)],
-    *[("item_knn", {"neighbours": n}) for n in (20, 50, 100, 200)],
-    *[("ease", {"l2": l2}) for l2 in (50.0, 150.0, 400.0, 1000.0)],
-]
+
+
+def screened(count: int) -> list[tuple[str, Mapping[str, float]]]:
+    """``count`` distinct configurations of moderate cost (als, item_knn, ease in turn), the same
+    for every trainer count: distinct, since a replica remembers the fits it screened."""
+    made: list[tuple[str, Mapping[str, float]]] = []
+    for n in range(count):
+        step = n // 3
+        kinds: list[tuple[str, Mapping[str, float]]] = [
+            ("als", {"factors": 16 + 2 * step, "iterations": 10}),
+            ("item_knn", {"neighbours": 20 + 5 * step}),
+            ("ease", {"l2": 50.0 + 25.0 * step}),
+        ]
+        made.append(kinds[n % 3])
+    return made
+
+
 TWO_TOWER = ("two_tower", {"epochs": 12})
 SERVED = ("als", {"factors": 32, "iterations": 8})
 
@@ -73,7 +85,7 @@ def replicas(count: int, folder: Path, *flags: str) -> Iterator[list[str]]:
 def screens_per_hour(trainers: int, folder: Path, screens: int) -> float:
     with replicas(trainers, folder, "--role", "train", "--embedding-address", "127.0.0.1:9") as addresses:
         stub = scoring_pb2_grpc.ScoringServiceStub(make_channel(",".join(addresses)))
-        wanted = [SCREENED[n % len(SCREENED)] for n in range(screens)]
+        wanted = screened(screens)
         cursor, lock = iter(wanted), threading.Lock()
 
         def screener() -> None:
@@ -121,8 +133,9 @@ def fitting(stub: Any) -> bool:
 
 def p99_during_fit(server: Any, trainer: Any, users: Sequence[str]) -> dict[str, Any]:
     """Idle p99, then p99 while the trainer fits two_tower (only requests made during the fit)."""
-    server_fit = scoring_pb2.FitConfigurationRequest(configuration=configuration(*SERVED), wait=True)
-    trainer.FitConfiguration(server_fit, timeout=600)
+    for warm_up in (SERVED, ("content", {})):  # the served model, and the stored item vectors
+        request = scoring_pb2.FitConfigurationRequest(configuration=configuration(*warm_up), wait=True)
+        trainer.FitConfiguration(request, timeout=600)
     rank_latencies(server, users[:100])  # loaded and warm
     idle = rank_latencies(server, users)
     assert fitting(trainer), "the two_tower fit ended before it could be measured against"
@@ -142,7 +155,7 @@ def p99_during_fit(server: Any, trainer: Any, users: Sequence[str]) -> dict[str,
 
 
 def serving_under_training(folder: Path, requests: int) -> dict[str, Any]:
-    service, embedding = start_embedding_service()
+    service, embedding = start_child_service("embedding")
     users = activity_weighted_users(requests)
     results: dict[str, Any] = {}
     try:
@@ -157,8 +170,8 @@ def serving_under_training(folder: Path, requests: int) -> dict[str, Any]:
         with replicas(1, folder, "--role", "all", *alone) as (both,):
             results["one_replica_serving_and_fitting"] = p99_during_fit(stub_of(both), stub_of(both), users)
     finally:
-        with suppress(Exception):
-            service.stop(0)
+        service.kill()
+        service.wait()
     return results
 
 
@@ -168,8 +181,8 @@ def stub_of(address: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--screens", type=int, default=12, help="configurations screened per trainer count")
-    parser.add_argument("--requests", type=int, default=1500, help="RankItems per latency measurement")
+    parser.add_argument("--screens", type=int, default=36, help="configurations screened per trainer count")
+    parser.add_argument("--requests", type=int, default=3000, help="RankItems per latency measurement")
     args = parser.parse_args()
     if args.screens < 2 or args.requests < 100:
         parser.error("--screens must be >= 2 and --requests >= 100")

@@ -188,8 +188,11 @@ def load_interactions_in_chunks(core: ScoringCore, path: Path, live_start: float
 
 
 # A training replica on the same machine as serving ones yields the CPU to them (on a node or
-# a pod of its own, as in Kubernetes, this changes nothing).
+# a pod of its own, as in Kubernetes, this changes nothing). Linux's SCHED_IDLE was tried too
+# and measured no better here (bench/scaleout.py), and could starve a trainer's health checks
+# on a busy shared node.
 TRAINER_NICENESS = 10
+
 
 
 def build(settings: ScoringSettings) -> RunningService:
