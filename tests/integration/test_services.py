@@ -76,7 +76,7 @@ def test_entrypoint_fails_fast_without_a_required_address() -> None:
     assert process.returncode == 2
     assert stderr.strip() == (
         "python -m services.policy: --scoring-address (env RECTUNE_SCORING_ADDRESS) is required: "
-        "host:port of ScoringService"
+        "ScoringService replicas that rank (host:port, dns:///name:port or a list of IP endpoints)"
     )
 
 
