@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -173,13 +175,24 @@ def live_table(
     return table
 
 
-def interrupted_meanwhile(seconds: float = 1.0) -> bool:
-    """Whether a Ctrl-C arrives within ``seconds`` (its KeyboardInterrupt, caught here)."""
-    try:
-        time.sleep(seconds)
-    except KeyboardInterrupt:
-        return True
-    return False
+class CtrlC:
+    """Remembers a Ctrl-C even where a library call swallowed its KeyboardInterrupt (a blocking
+    gRPC call can), and raises it as the default handler does."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def meanwhile(self, seconds: float = 1.0) -> bool:
+        """Whether a Ctrl-C came, or arrives within ``seconds`` (its KeyboardInterrupt caught here)."""
+        try:
+            time.sleep(0 if self.seen else seconds)
+        except KeyboardInterrupt:
+            return True
+        return self.seen
 
 
 def main() -> int:
@@ -204,12 +217,17 @@ def main() -> int:
     else:
         items_csv, train_csv = write_training_files(run_dir, items, users.train)
     suite = LocalSuite(run_dir, {"scoring": ["--items-csv", str(items_csv), "--interactions-csv", str(train_csv)]})
+    ctrl_c = CtrlC()
+    signal.signal(signal.SIGINT, ctrl_c.handle)
     stop = threading.Event()
     with suite:
         try:
             console.print(f"starting the services (logs in {run_dir}) ...")
             status = suite.start()
             if any(state != "SERVING" for state in status.values()):
+                if ctrl_c.meanwhile():  # the services stopped because Ctrl-C reached them
+                    console.print("interrupted: stopping the services ...")
+                    return 130
                 console.print(f"[red]services did not become healthy: {status}")
                 return 1
             channels = {name: grpc.insecure_channel(suite.address(name)) for name in START_ORDER}
@@ -252,7 +270,7 @@ def main() -> int:
         except grpc.RpcError:
             # Ctrl-C reaches the services too (one process group): a call to one that already
             # stopped can fail before this process's own KeyboardInterrupt is raised.
-            if not interrupted_meanwhile():
+            if not ctrl_c.meanwhile():
                 raise
             stop.set()
             console.print("interrupted: stopping the services ...")

@@ -49,6 +49,7 @@ def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
     response = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(), timeout=10)
     assert [s.strategy for s in response.strategies] == [
         "als",
+        "blend",
         "content",
         "ease",
         "hybrid",
@@ -174,7 +175,7 @@ def test_a_configuration_is_compared_with_a_baseline_on_the_same_users(stub) -> 
     assert error_of(lambda: compare(configuration("deep"))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "baseline.strategy: unknown strategy 'deep'; "
-        "known: als, content, ease, hybrid, item_knn, popularity, two_tower",
+        "known: als, blend, content, ease, hybrid, item_knn, popularity, two_tower",
     )
     assert error_of(lambda: compare(configuration("als"), ratio=11)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -215,7 +216,7 @@ def test_a_lower_fidelity_fits_a_share_of_the_budget_and_says_what_it_used(stub)
             (
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "configuration.strategy: unknown strategy 'deep'; "
-                "known: als, content, ease, hybrid, item_knn, popularity, two_tower",
+                "known: als, blend, content, ease, hybrid, item_knn, popularity, two_tower",
             ),
         ),
         (

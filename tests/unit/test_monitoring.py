@@ -144,7 +144,14 @@ def test_the_pod_monitor_scrapes_the_port_every_scraped_pod_serves() -> None:
         for d in of_kind(objects, "Deployment")
         if d["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/scrape") == "true"
     ]
-    assert {d["metadata"]["name"] for d in scraped} == {"embedding", "scoring", "policy", "metrics", "tuner"}
+    assert {d["metadata"]["name"] for d in scraped} == {
+        "embedding",
+        "scoring",
+        "scoring-train",
+        "policy",
+        "metrics",
+        "tuner",
+    }
     for deployment in scraped:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
