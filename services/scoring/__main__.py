@@ -194,7 +194,6 @@ def load_interactions_in_chunks(core: ScoringCore, path: Path, live_start: float
 TRAINER_NICENESS = 10
 
 
-
 def build(settings: ScoringSettings) -> RunningService:
     one_blas_thread()
     if settings.role == Role.TRAIN.value:
