@@ -78,10 +78,18 @@ METHOD_NAMES = ("default", "tpe-mf", "tpe-full")
 class Evaluator:
     """Per-user NDCG@K of a configuration on one split, cached on disk by configuration hash."""
 
-    def __init__(self, name: str, split: Split, cache: Path, registry: Mapping[str, Strategy], memo: FitMemo) -> None:
+    def __init__(
+        self,
+        name: str,
+        split: Split,
+        cache: Path,
+        registry: Mapping[str, Strategy],
+        memo: FitMemo | None = None,
+    ) -> None:
         self.split = split
         self.registry = registry
-        self.memo = memo  # the registry's: a blend's members reuse the fits of their own screens
+        # The registry's, where it has blends: a blend's members reuse the fits of their own screens.
+        self.memo = memo if memo is not None else FitMemo()
         self.path = cache / f"{name}.json"
         self.cache: dict[str, list[float]] = json.loads(self.path.read_text()) if self.path.exists() else {}
         # Seconds each fitted configuration's fit and evaluation took when first computed.
