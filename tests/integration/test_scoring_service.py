@@ -67,7 +67,7 @@ def test_search_space_lists_every_strategy_with_a_json_schema(stub) -> None:
         64,
     )
     assert json.loads(als.json_schema)["properties"]["factors"]["maximum"] == 512
-    assert len(json.loads(response.json_schema)["oneOf"]) == 7
+    assert len(json.loads(response.json_schema)["oneOf"]) == 8
     only = stub.DescribeSearchSpace(scoring_pb2.DescribeSearchSpaceRequest(strategies=["popularity"]), timeout=10)
     assert [s.strategy for s in only.strategies] == ["popularity"]
 
