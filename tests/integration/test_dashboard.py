@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -178,6 +179,17 @@ window.fetch = (url, options) => {
 """
 
 
+PAUSE_KNN = "#arm-knn button[data-action='pause']"
+
+
+def click_again_if_rerendered(browser, selector: str) -> None:
+    """Click the element, found again if the page's refresh re-rendered it between finding it
+    and clicking it (a stale element)."""
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda driver: driver.find_element(By.CSS_SELECTOR, selector).click() or True
+    )
+
+
 def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(served, browser) -> None:
     url, policy, _metrics, admin, _scoring = served
 
@@ -186,19 +198,17 @@ def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(serv
         return int(next(arm.state for arm in arms if arm.arm_id == arm_id))
 
     browser.get(url)
-    pause = WebDriverWait(browser, 30).until(
-        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#arm-knn button[data-action='pause']"))
-    )
+    WebDriverWait(browser, 30).until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, PAUSE_KNN)))
     # The page's POSTs counted in the page: the click handler calls fetch before its first
     # await, so once the confirmation is answered the count says whether anything was sent.
     browser.execute_script(COUNT_POSTS)
     # Dismissed confirmation: nothing is sent.
-    pause.click()
+    click_again_if_rerendered(browser, PAUSE_KNN)
     WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).dismiss()
     assert browser.execute_script("return window.statePosts") == 0
     assert state_of("knn") == policy_pb2.ARM_STATE_ACTIVE
     # Confirmed without the token: sent, refused, and the page says why.
-    browser.find_element(By.CSS_SELECTOR, "#arm-knn button[data-action='pause']").click()
+    click_again_if_rerendered(browser, PAUSE_KNN)
     WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
     assert browser.execute_script("return window.statePosts") == 1
     error = WebDriverWait(browser, 10).until(expected_conditions.visibility_of_element_located((By.ID, "error")))
@@ -206,7 +216,7 @@ def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(serv
     assert state_of("knn") == policy_pb2.ARM_STATE_ACTIVE
     # With the token: PolicyService pauses the arm, and the page shows it.
     browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "#arm-knn button[data-action='pause']").click()
+    click_again_if_rerendered(browser, PAUSE_KNN)
     WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
     wait_for(lambda: state_of("knn") == policy_pb2.ARM_STATE_PAUSED, timeout=10)
     WebDriverWait(browser, 10).until(lambda driver: cell(driver, "knn", "state") == "paused")
