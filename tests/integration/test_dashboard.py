@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -182,12 +182,23 @@ window.fetch = (url, options) => {
 PAUSE_KNN = "#arm-knn button[data-action='pause']"
 
 
-def click_again_if_rerendered(browser, selector: str) -> None:
-    """Click the element, found again if the page's refresh re-rendered it between finding it
-    and clicking it (a stale element)."""
-    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda driver: driver.find_element(By.CSS_SELECTOR, selector).click() or True
-    )
+def confirm_after_click(browser, selector: str, accept: bool) -> None:
+    """Click the element and answer the confirmation it opens. The page's refresh re-renders
+    the table: a click on a button replaced meanwhile opens nothing (or fails as stale), so the
+    button is found and clicked again until the confirmation shows."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            browser.find_element(By.CSS_SELECTOR, selector).click()
+            alert = WebDriverWait(browser, 2).until(expected_conditions.alert_is_present())
+        except (StaleElementReferenceException, TimeoutException):
+            assert time.monotonic() < deadline, "no confirmation opened within 20 s of clicking"
+            continue
+        if accept:
+            alert.accept()
+        else:
+            alert.dismiss()
+        return
 
 
 def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(served, browser) -> None:
@@ -203,21 +214,18 @@ def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(serv
     # await, so once the confirmation is answered the count says whether anything was sent.
     browser.execute_script(COUNT_POSTS)
     # Dismissed confirmation: nothing is sent.
-    click_again_if_rerendered(browser, PAUSE_KNN)
-    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).dismiss()
+    confirm_after_click(browser, PAUSE_KNN, accept=False)
     assert browser.execute_script("return window.statePosts") == 0
     assert state_of("knn") == policy_pb2.ARM_STATE_ACTIVE
     # Confirmed without the token: sent, refused, and the page says why.
-    click_again_if_rerendered(browser, PAUSE_KNN)
-    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
+    confirm_after_click(browser, PAUSE_KNN, accept=True)
     assert browser.execute_script("return window.statePosts") == 1
     error = WebDriverWait(browser, 10).until(expected_conditions.visibility_of_element_located((By.ID, "error")))
     assert "admin token" in error.text
     assert state_of("knn") == policy_pb2.ARM_STATE_ACTIVE
     # With the token: PolicyService pauses the arm, and the page shows it.
     browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
-    click_again_if_rerendered(browser, PAUSE_KNN)
-    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
+    confirm_after_click(browser, PAUSE_KNN, accept=True)
     wait_for(lambda: state_of("knn") == policy_pb2.ARM_STATE_PAUSED, timeout=10)
     WebDriverWait(browser, 10).until(lambda driver: cell(driver, "knn", "state") == "paused")
     arms = policy.stub.ListArms(policy_pb2.ListArmsRequest(), metadata=admin, timeout=10).arms
