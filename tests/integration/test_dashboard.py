@@ -227,7 +227,9 @@ def test_a_pause_from_the_page_needs_the_admin_token_and_reaches_the_policy(serv
     browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
     confirm_after_click(browser, PAUSE_KNN, accept=True)
     wait_for(lambda: state_of("knn") == policy_pb2.ARM_STATE_PAUSED, timeout=10)
-    WebDriverWait(browser, 10).until(lambda driver: cell(driver, "knn", "state") == "paused")
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda driver: cell(driver, "knn", "state") == "paused"
+    )
     arms = policy.stub.ListArms(policy_pb2.ListArmsRequest(), metadata=admin, timeout=10).arms
     assert next(arm.state_reason for arm in arms if arm.arm_id == "knn") == "pause from the dashboard"
 
