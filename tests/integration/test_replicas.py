@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from demo.suite import free_port
 from rectune.v1 import policy_pb2
 from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS, UNUSED_PEER
@@ -35,12 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # A generous time budget for scoring inside Recommend: four processes share two cores here,
 # and what is tested is that a request is never lost, not how fast it is.
 SCORING_DEADLINE_SECONDS = 10
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

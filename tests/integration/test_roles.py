@@ -11,10 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from demo.suite import free_port
 from rectune.v1 import common_pb2, policy_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.wait_healthy import wait_serving
 from tests.integration.test_policy_service import configuration, put, recommend
-from tests.integration.test_replicas import Replica, free_port
+from tests.integration.test_replicas import Replica
 from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration

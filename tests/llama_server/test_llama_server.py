@@ -8,7 +8,6 @@ points RECTUNE_LLAMA_SERVER_PYTHON at it; ``make test`` does not collect this fo
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from demo.suite import free_port
 from rectune.domain.configuration import Configuration
 from rectune.domain.space import SearchSpace
 from services.scoring.core.strategies.content import SPACE as CONTENT_SPACE
@@ -29,12 +29,6 @@ from tuner.proposers import Observation
 from tuner.space import default_space
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
