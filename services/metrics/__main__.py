@@ -51,7 +51,7 @@ class MetricsSettings(ServerSettings):
     retention_hours: float = option(
         env="RECTUNE_RETENTION_HOURS",
         default=168.0,
-        help="raw events older than this become hourly aggregates; 0 = keep",
+        help="raw events older than this are dropped (their hourly roll-ups stay); 0 = keep",
     )
     compaction_interval_seconds: float = option(
         env="RECTUNE_COMPACTION_INTERVAL_SECONDS", default=600.0, help="how often compaction runs"

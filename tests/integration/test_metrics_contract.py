@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, listed
@@ -229,3 +231,142 @@ def test_concurrent_writers_with_overlapping_batches_count_each_event_once(core:
         thread.join()
     assert errors == []
     assert counts(core) == {"a": (200, 50, 0)}
+
+
+def raw_scan(core: MetricsCore) -> list[tuple[str, str, int]]:
+    """Every stored raw event as (arm, kind, time in microseconds): what statistics counted
+    before roll-ups, to compare them with."""
+    from services.metrics.core.store import EVENTS
+
+    with core.store.engine.connect() as connection:
+        query = select(EVENTS.c.arm_id, EVENTS.c.kind, EVENTS.c.time_us)
+        return [(arm, kind, int(time_us)) for arm, kind, time_us in connection.execute(query)]
+
+
+def scanned_counts(
+    rows: list[tuple[str, str, int]], window: Window, arms: list[str]
+) -> dict[str, tuple[int, int, int]]:
+    start = None if window.start is None else round(window.start * 1e6)
+    end = None if window.end is None else round(window.end * 1e6)
+    found: dict[str, list[int]] = {arm: [0, 0, 0] for arm in arms}
+    for arm, kind, time_us in rows:
+        if (start is None or time_us >= start) and (end is None or time_us < end) and (not arms or arm in arms):
+            tally = found.setdefault(arm, [0, 0, 0])
+            for position, counted_kind in enumerate(("impression", "click", "conversion")):
+                tally[position] += kind == counted_kind
+    return {arm: (n[0], n[1], n[2]) for arm, n in found.items()}
+
+
+def scanned_series(
+    rows: list[tuple[str, str, int]], window: Window, bucket: float
+) -> dict[str, list[tuple[float, int, int, int]]]:
+    width = round(bucket * 1e6)
+    start = None if window.start is None else round(window.start * 1e6)
+    end = None if window.end is None else round(window.end * 1e6)
+    tallies: dict[tuple[str, int], list[int]] = {}
+    for arm, kind, time_us in rows:
+        if (start is None or time_us >= start) and (end is None or time_us < end):
+            tally = tallies.setdefault((arm, time_us // width), [0, 0, 0])
+            for position, counted_kind in enumerate(("impression", "click", "conversion")):
+                tally[position] += kind == counted_kind
+    series: dict[str, list[tuple[float, int, int, int]]] = {}
+    for (arm, index), (shown, clicked, converted) in sorted(tallies.items()):
+        series.setdefault(arm, []).append((index * width / 1e6, shown, clicked, converted))
+    return series
+
+
+def random_stream(rng: random.Random, batches: int) -> list[list[FeedbackEvent]]:
+    """Batches of events over three hours in random order (late events), with ids repeated
+    within a batch and across batches, custom events among them."""
+    kinds = [EventKind.IMPRESSION] * 6 + [EventKind.CLICK] * 2 + [EventKind.CONVERSION, EventKind.CUSTOM]
+    sent: list[FeedbackEvent] = []
+    stream = []
+    for _ in range(batches):
+        batch = []
+        for _ in range(rng.randrange(1, 120)):
+            if sent and rng.random() < 0.15:
+                batch.append(rng.choice(sent))  # a retry: the same event again
+                continue
+            kind = rng.choice(kinds)
+            at = NOW - 3 * HOUR + rng.random() * 3 * HOUR
+            made = FeedbackEvent(
+                f"e{len(sent)}",
+                "d",
+                rng.choice("abc"),
+                "u",
+                "i",
+                kind,
+                "spend" if kind == EventKind.CUSTOM else "",
+                1.0,
+                at,
+            )
+            sent.append(made)
+            batch.append(made)
+        stream.append(batch)
+    return stream
+
+
+def test_statistics_from_rollups_equal_a_scan_of_the_raw_events(core: MetricsCore) -> None:
+    rng = random.Random(31)
+    accepted = 0
+    for batch in random_stream(rng, 40):
+        accepted += core.record_events(batch).accepted
+    rows = raw_scan(core)
+    assert accepted == len(rows)
+    for _ in range(40):
+        start = rng.choice([None, NOW - 4 * HOUR + rng.random() * 4 * HOUR])
+        end = rng.choice([None, NOW - 3 * HOUR + rng.random() * 3 * HOUR])
+        if start is not None and end is not None and start >= end:
+            continue
+        window, arms = Window(start, end), rng.choice([[], ["a"], ["b", "c", "zz"]])
+        assert counts(core, window, tuple(arms)) == scanned_counts(rows, window, arms), window
+        bucket = rng.choice([1.0, 7.0, 60.0, 90.0, 1.5, HOUR, 2 * HOUR])
+        if start is not None:
+            series = core.time_series(window, bucket, [])
+            found = {
+                arm: [(b.start, b.impressions, b.clicks, b.conversions) for b in got] for arm, got in series.items()
+            }
+            assert found == scanned_series(rows, window, bucket), (window, bucket)
+
+
+def test_upgrading_a_database_from_before_rollups_keeps_every_count(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from services.metrics.core.database import SCHEMA
+
+    engine = make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(SCHEMA.migrations))
+    hour_us = int(HOUR * 1e6)
+    compacted_hour = int(NOW - 30 * HOUR) // 3600 * hour_us
+    with engine.begin() as connection:
+        config.attributes.update(connection=connection, metadata=SCHEMA.metadata, version_table=SCHEMA.version_table)
+        command.upgrade(config, "0001")
+        for n, (arm, kind, at) in enumerate(
+            [("a", "impression", NOW - 50), ("a", "click", NOW - 40), ("b", "impression", NOW - 3 * HOUR)]
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO events (event_id, decision_id, arm_id, user_id, item_id, kind, custom_name, "
+                    "value, time_us) VALUES (:id, 'd', :arm, 'u', 'i', :kind, '', 1.0, :time_us)"
+                ),
+                {"id": f"old-{n}", "arm": arm, "kind": kind, "time_us": round(at * 1e6)},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO hourly_aggregates (arm_id, hour_us, kind, custom_name, count, value_sum) "
+                "VALUES ('a', :hour, 'impression', '', 7, 7.0), ('a', :hour, 'click', '', 2, 2.0)"
+            ),
+            {"hour": compacted_hour},
+        )
+        connection.execute(
+            text("INSERT INTO compaction_state (id, compacted_before_us) VALUES (1, :horizon)"),
+            {"horizon": compacted_hour + hour_us},
+        )
+    migrate(engine)
+    core = MetricsCore(MetricsStore(engine), MetricsConfig(), clock=lambda: NOW)
+    assert counts(core) == {"a": (8, 3, 0), "b": (1, 0, 0)}
+    assert counts(core, Window(NOW - HOUR, NOW)) == {"a": (1, 1, 0)}
+    engine.dispose()

@@ -13,6 +13,7 @@ from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import Decision, listed
 
 MICROS = 1_000_000
+MINUTE_US = 60 * MICROS
 HOUR_US = 3600 * MICROS
 
 

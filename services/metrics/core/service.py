@@ -36,7 +36,7 @@ class MetricsConfig:
     seed: int = 0
     max_future_seconds: float = MAX_FUTURE_SECONDS
     max_events_per_batch: int = 10_000
-    # Raw events older than this are compacted into hourly aggregates; 0 keeps them forever.
+    # Raw events (and finer roll-ups) older than this are dropped, the hourly roll-ups kept; 0 keeps them.
     retention_hours: float = 168.0
     # Each open stream (WatchArmStats, StreamEvents) holds a server thread: beyond this many,
     # a new one is refused, so unary calls and health always find a thread.

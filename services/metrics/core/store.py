@@ -2,7 +2,8 @@
 
 Every write is one transaction. Recording is idempotent by id: rows whose id is already
 stored are counted as duplicates and left alone (INSERT ... ON CONFLICT DO NOTHING also
-covers two writers racing on the same id).
+covers two writers racing on the same id). The events that were new, as the insert returns
+them, are added to the roll-ups in the same transaction; statistics read those (rollups.py).
 
 Why one module of this size: every query here depends on the same table layout and on the
 two dialects' insert paths; split up, a change of a column would be spread over files that
@@ -28,6 +29,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
 
 from rectune.domain.events import Decision, FeedbackEvent, stored_value
 from services.metrics.core.records import (
@@ -42,16 +44,19 @@ from services.metrics.core.records import (
     encode_page_token,
     to_us,
 )
+from services.metrics.core.rollups import RAW, ROLLUP_WIDTHS_US, Piece, rollup_rows, widths_within, window_pieces
 from services.metrics.core.stats import ArmCounts
-from services.metrics.core.tables import CompactionStateRow, DecisionRow, EventRow, HourlyAggregateRow
+from services.metrics.core.tables import CompactionStateRow, DecisionRow, EventRollupRow, EventRow
 
 EVENTS: Table = EventRow.__table__  # type: ignore[attr-defined]
 DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
-HOURLY: Table = HourlyAggregateRow.__table__  # type: ignore[attr-defined]
+ROLLUPS: Table = EventRollupRow.__table__  # type: ignore[attr-defined]
 COMPACTION: Table = CompactionStateRow.__table__  # type: ignore[attr-defined]
 
 # Larger id lists are looked up in chunks (SQLite's limit on bound parameters).
 ID_CHUNK = 900
+# Bound parameters in one SQLite statement (its limit since 3.32 is 32,766).
+SQLITE_MAX_PARAMETERS = 32_000
 
 
 def _counted(kind: str, column: Any) -> Any:
@@ -69,28 +74,48 @@ class MetricsStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _write_new(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> WriteResult:
-        """Insert rows whose id is new, in one transaction; repeats within the batch count once.
+    def _write_new(
+        self, connection: Connection, table: Table, id_column: str, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Insert rows whose id is new; returns those rows (repeats within the batch count once).
 
         Rows go in sorted by id, so writers with overlapping batches take row locks in the
         same order and cannot deadlock each other."""
         unique = sorted({row[id_column]: row for row in rows}.values(), key=lambda row: row[id_column])
         if self._is_sqlite:
-            accepted = self._insert_sqlite(table, id_column, unique)
+            new_ids = self._insert_sqlite(connection, table, id_column, unique)
         else:
-            accepted = self._insert_postgres(table, id_column, unique)
-        return WriteResult(accepted=accepted, duplicates=len(rows) - accepted)
+            new_ids = self._insert_postgres(connection, table, id_column, unique)
+        return [row for row in unique if row[id_column] in new_ids]
 
-    def _insert_sqlite(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
-        """SQLite: INSERT ... ON CONFLICT DO NOTHING, whose row count says how many were new."""
-        statement = self._insert(table).on_conflict_do_nothing(index_elements=[id_column])
-        with self.engine.begin() as connection:
-            return int(connection.execute(statement, rows).rowcount)
+    def _insert_sqlite(
+        self, connection: Connection, table: Table, id_column: str, rows: list[dict[str, Any]]
+    ) -> set[str]:
+        """SQLite: multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids that were
+        new. Written as SQL with positional parameters, because building SQLAlchemy's
+        parameters row by row cost more than the insert itself (bench/metrics.py)."""
+        columns = [column.name for column in table.columns]
+        placeholders = "(" + ", ".join("?" for _ in columns) + ")"
+        new_ids: set[str] = set()
+        per_statement = SQLITE_MAX_PARAMETERS // len(columns)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            sql = (
+                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(chunk))} "
+                f"ON CONFLICT ({id_column}) DO NOTHING RETURNING {id_column}"
+            )
+            values = tuple(row[name] for row in chunk for name in columns)
+            new_ids.update(found[0] for found in connection.exec_driver_sql(sql, values))
+        return new_ids
 
-    def _insert_postgres(self, table: Table, id_column: str, rows: list[dict[str, Any]]) -> int:
+    def _insert_postgres(
+        self, connection: Connection, table: Table, id_column: str, rows: list[dict[str, Any]]
+    ) -> set[str]:
         """PostgreSQL: one INSERT ... SELECT FROM unnest(column arrays) ON CONFLICT DO NOTHING
-        RETURNING id. A single set-based statement per batch (psycopg reports no row count
-        for executemany), and RETURNING counts exactly the rows that were new, races included."""
+        RETURNING id. A single set-based statement per batch, and RETURNING names exactly the
+        rows that were new, races included."""
+        if not rows:
+            return set()
         columns = [column.name for column in table.columns]
         arrays = ", ".join(f"%s::{_pg_array_type(table.c[name])}" for name in columns)
         sql = (
@@ -98,10 +123,27 @@ class MetricsStore:
             f"ON CONFLICT ({id_column}) DO NOTHING RETURNING {id_column}"
         )
         values = [[row[name] for row in rows] for name in columns]
-        with self.engine.begin() as connection:
-            # Through SQLAlchemy (not a raw cursor), so that a storage fault is mapped to
-            # UNAVAILABLE like every other write (services.common.storage_guard).
-            return len(connection.exec_driver_sql(sql, tuple(values)).fetchall())
+        # Through SQLAlchemy (not a raw cursor), so that a storage fault is mapped to
+        # UNAVAILABLE like every other write (services.common.storage_guard).
+        return {row[0] for row in connection.exec_driver_sql(sql, tuple(values))}
+
+    def _add_to_rollups(self, connection: Connection, events: list[dict[str, Any]]) -> None:
+        """Add stored events to their roll-up rows: multi-row upserts written as SQL (the same
+        on both dialects but for the placeholder), for the reason _insert_sqlite gives."""
+        increments = rollup_rows(events)
+        columns = [column.name for column in ROLLUPS.columns]
+        keys = ", ".join(column.name for column in ROLLUPS.primary_key.columns)
+        marker = "?" if self._is_sqlite else "%s"
+        placeholders = "(" + ", ".join(marker for _ in columns) + ")"
+        per_statement = SQLITE_MAX_PARAMETERS // len(columns)
+        for start in range(0, len(increments), per_statement):
+            chunk = increments[start : start + per_statement]
+            sql = (
+                f"INSERT INTO {ROLLUPS.name} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(chunk))} "
+                f"ON CONFLICT ({keys}) DO UPDATE SET count = {ROLLUPS.name}.count + excluded.count, "
+                f"value_sum = {ROLLUPS.name}.value_sum + excluded.value_sum"
+            )
+            connection.exec_driver_sql(sql, tuple(row[name] for row in chunk for name in columns))
 
     def record_events(self, events: Sequence[FeedbackEvent], received_at: float) -> WriteResult:
         """Store events; those without a time are stamped ``received_at``."""
@@ -119,7 +161,10 @@ class MetricsStore:
             }
             for e in events
         ]
-        return self._write_new(EVENTS, "event_id", rows)
+        with self.engine.begin() as connection:
+            stored = self._write_new(connection, EVENTS, "event_id", rows)
+            self._add_to_rollups(connection, stored)
+        return WriteResult(accepted=len(stored), duplicates=len(rows) - len(stored))
 
     def record_decisions(self, decisions: Sequence[Decision], received_at: float) -> WriteResult:
         rows = [
@@ -138,44 +183,48 @@ class MetricsStore:
             }
             for d in decisions
         ]
-        return self._write_new(DECISIONS, "decision_id", rows)
+        with self.engine.begin() as connection:
+            stored = self._write_new(connection, DECISIONS, "decision_id", rows)
+        return WriteResult(accepted=len(stored), duplicates=len(rows) - len(stored))
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _counts_source(self, window: Window, arm_ids: Sequence[str]) -> Any:
-        """Raw events and hourly aggregates in the window, as (arm_id, bucket time, kind, n, value)."""
-        raw = select(
-            EVENTS.c.arm_id,
-            EVENTS.c.time_us.label("time_us"),
-            EVENTS.c.kind,
-            literal(1).label("n"),
-            EVENTS.c.value.label("value"),
+    def _counts_source(self, window: Window, arm_ids: Sequence[str], widths: tuple[int, ...]) -> Any:
+        """The rows that count the events in the window, as (arm_id, time_us, kind, n): roll-ups
+        of the given widths and raw events at the edges (rollups.py)."""
+        span, horizon = _span(window), self.compacted_before()
+        pieces = window_pieces(span.start, span.end, None if horizon is None else to_us(horizon), widths)
+        parts = [self._piece_rows(piece, arm_ids) for piece in pieces]
+        if not parts:  # an empty window: no rows
+            parts = [self._piece_rows(Piece(RAW, 0, 0), arm_ids)]
+        return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("counted")
+
+    def _piece_rows(self, piece: Piece, arm_ids: Sequence[str]) -> Select[Any]:
+        if piece.width_us == RAW:
+            raw = select(EVENTS.c.arm_id, EVENTS.c.time_us.label("time_us"), EVENTS.c.kind, literal(1).label("n"))
+            return raw.where(*self._filters(EVENTS.c.time_us, EVENTS.c.arm_id, piece, arm_ids))
+        rolled = select(
+            ROLLUPS.c.arm_id, ROLLUPS.c.bucket_us.label("time_us"), ROLLUPS.c.kind, ROLLUPS.c.count.label("n")
         )
-        hourly = select(
-            HOURLY.c.arm_id,
-            HOURLY.c.hour_us.label("time_us"),
-            HOURLY.c.kind,
-            HOURLY.c.count.label("n"),
-            HOURLY.c.value_sum.label("value"),
+        return rolled.where(
+            ROLLUPS.c.width_us == piece.width_us, *self._filters(ROLLUPS.c.bucket_us, ROLLUPS.c.arm_id, piece, arm_ids)
         )
-        raw = raw.where(*self._filters(EVENTS.c.time_us, EVENTS.c.arm_id, window, arm_ids))
-        hourly = hourly.where(*self._filters(HOURLY.c.hour_us, HOURLY.c.arm_id, window, arm_ids))
-        return union_all(raw, hourly).subquery("counted")
 
     @staticmethod
-    def _filters(time_column: Any, arm_column: Any, window: Window, arm_ids: Sequence[str]) -> list[Any]:
+    def _filters(time_column: Any, arm_column: Any, span: Piece, arm_ids: Sequence[str]) -> list[Any]:
+        """Times in [span.start, span.end) (microseconds) and, if given, the arms."""
         filters = []
-        if window.start is not None:
-            filters.append(time_column >= to_us(window.start))
-        if window.end is not None:
-            filters.append(time_column < to_us(window.end))
+        if span.start is not None:
+            filters.append(time_column >= span.start)
+        if span.end is not None:
+            filters.append(time_column < span.end)
         if arm_ids:
             filters.append(arm_column.in_(list(arm_ids)))
         return filters
 
     def arm_counts(self, window: Window, arm_ids: Sequence[str] = ()) -> list[ArmCounts]:
         """Impressions, clicks and conversions per arm; requested arms with no events count zero."""
-        counted = self._counts_source(window, arm_ids)
+        counted = self._counts_source(window, arm_ids, ROLLUP_WIDTHS_US)
         query = (
             select(
                 counted.c.arm_id,
@@ -204,7 +253,7 @@ class MetricsStore:
     ) -> dict[str, list[Bucket]]:
         """Counts per arm and bucket; buckets are aligned to multiples of their width since the epoch."""
         bucket_us = to_us(bucket_seconds)
-        counted = self._counts_source(window, arm_ids)
+        counted = self._counts_source(window, arm_ids, widths_within(bucket_us))
         bucket = (counted.c.time_us // bucket_us).label("bucket")
         query = (
             select(
@@ -231,7 +280,7 @@ class MetricsStore:
         self, window: Window, arm_ids: Sequence[str], page_size: int, page_token: str
     ) -> tuple[list[LoggedDecision], str]:
         """Decisions ordered by (time, id), with their clicks and conversions; returns the next token."""
-        query = select(DECISIONS).where(*self._filters(DECISIONS.c.time_us, DECISIONS.c.arm_id, window, arm_ids))
+        query = select(DECISIONS).where(*self._filters(DECISIONS.c.time_us, DECISIONS.c.arm_id, _span(window), arm_ids))
         if page_token:
             after_time, after_id = decode_page_token(page_token)
             query = query.where(
@@ -275,40 +324,17 @@ class MetricsStore:
         return None if value is None else value / MICROS
 
     def compact(self, horizon: float) -> int:
-        """Fold raw events before the hour that contains ``horizon`` into hourly aggregates,
-        and drop decisions as old. One transaction; returns the number of events folded."""
+        """Drop raw events, finer roll-ups and decisions before the hour that contains
+        ``horizon`` (the hour roll-ups keep their counts). One transaction; returns the number
+        of raw events dropped."""
         cutoff_us = (to_us(horizon) // HOUR_US) * HOUR_US
-        hour = (EVENTS.c.time_us // HOUR_US * HOUR_US).label("hour_us")
-        old = EVENTS.c.time_us < cutoff_us
-        summed = (
-            select(EVENTS.c.arm_id, hour, EVENTS.c.kind, EVENTS.c.custom_name, func.count(), func.sum(EVENTS.c.value))
-            .where(old)
-            .group_by(EVENTS.c.arm_id, hour, EVENTS.c.kind, EVENTS.c.custom_name)
-        )
         with self.engine.begin() as connection:
-            rows = [
-                {"arm_id": a, "hour_us": int(h), "kind": k, "custom_name": c, "count": int(n), "value_sum": float(v)}
-                for a, h, k, c, n, v in connection.execute(summed)
-            ]
-            for row in rows:
-                self._add_to_aggregate(connection, row)
-            folded = connection.execute(EVENTS.delete().where(old)).rowcount
+            dropped = connection.execute(EVENTS.delete().where(EVENTS.c.time_us < cutoff_us)).rowcount
+            finer = (ROLLUPS.c.width_us < HOUR_US) & (ROLLUPS.c.bucket_us < cutoff_us)
+            connection.execute(ROLLUPS.delete().where(finer))
             connection.execute(DECISIONS.delete().where(DECISIONS.c.time_us < cutoff_us))
             self._set_compacted_before(connection, cutoff_us)
-        return int(folded)
-
-    def _add_to_aggregate(self, connection: Connection, row: dict[str, Any]) -> None:
-        insert = self._insert(HOURLY).values(**row)
-        keys = ["arm_id", "hour_us", "kind", "custom_name"]
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=keys,
-                set_={
-                    "count": HOURLY.c.count + insert.excluded.count,
-                    "value_sum": HOURLY.c.value_sum + insert.excluded.value_sum,
-                },
-            )
-        )
+        return int(dropped)
 
     def _set_compacted_before(self, connection: Connection, cutoff_us: int) -> None:
         insert = self._insert(COMPACTION).values(id=1, compacted_before_us=cutoff_us)
@@ -327,6 +353,12 @@ class MetricsStore:
                 },
             )
         )
+
+
+def _span(window: Window) -> Piece:
+    """A window in microseconds, as a piece of raw rows."""
+    start = None if window.start is None else to_us(window.start)
+    return Piece(RAW, start, None if window.end is None else to_us(window.end))
 
 
 def _pg_array_type(column: Any) -> str:

@@ -14,7 +14,6 @@ class EventRow(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_time", "time_us"),
-        Index("ix_events_arm_time", "arm_id", "time_us"),
         Index("ix_events_decision", "decision_id"),
     )
 
@@ -46,22 +45,26 @@ class DecisionRow(SQLModel, table=True):
     time_us: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class HourlyAggregateRow(SQLModel, table=True):
-    """Raw events older than the retention horizon, summed per arm, hour and kind."""
+class EventRollupRow(SQLModel, table=True):
+    """Events summed per time bucket of one width (1 s, 1 min, 1 h), arm, kind and custom name,
+    kept at ingest in the transaction that stores the events, so that statistics read
+    O(arms x buckets) rows instead of every raw event (store.py). Rows of the hour width
+    outlive the raw events' retention; the finer ones are dropped with them."""
 
-    __tablename__ = "hourly_aggregates"
-    __table_args__ = (Index("ix_hourly_hour", "hour_us"),)
+    __tablename__ = "event_rollups"
 
+    # The key's order serves the reads: one width, a range of buckets, then the arms.
+    width_us: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    bucket_us: int = Field(sa_column=Column(BigInteger, primary_key=True))
     arm_id: str = Field(primary_key=True, max_length=128)
-    hour_us: int = Field(sa_column=Column(BigInteger, primary_key=True))
     kind: str = Field(primary_key=True, max_length=16)
     custom_name: str = Field(default="", primary_key=True, max_length=128)
-    count: int
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
     value_sum: float
 
 
 class CompactionStateRow(SQLModel, table=True):
-    """One row: events before ``compacted_before_us`` live only as hourly aggregates."""
+    """One row: events before ``compacted_before_us`` live only in the hourly roll-ups."""
 
     __tablename__ = "compaction_state"
 
