@@ -1,10 +1,15 @@
 """How ScoringService grows with the catalogue and the interactions, on synthetic data.
 
 The data: items in topics (power-law popularity within and across topics, a text of topic
-words each), users with power-law activity who mostly pick items of their three favourite
-topics; ``n_interactions`` drawn that way, spread over a year. Sizes: 10^4 items with 10^5
-and 10^6 interactions, 10^5 items with 10^6, 10^6 items with 10^7 (``--skip-largest`` leaves
-the last out and says so).
+words each), users with power-law activity (weights 1/rank^exponent: 0.5, and 1.0 for the
+heavy-user size, whose heaviest user has over 10^5 interactions) who mostly pick items of
+their three favourite topics; ``n_interactions`` drawn that way, spread over a year. Sizes:
+10^4 items with 10^5 and 10^6 interactions, 10^5 items with 10^6, 10^6 items with 2x10^6
+(heavy users) and with 10^7 (``--skip-largest`` leaves the last out and says so).
+
+Requests come as a real app's do: users drawn in proportion to their activity, so the heavy
+users who send most requests are met. RankItems p99 and recall are reported for all
+requests and, apart, for requests of the heaviest 1% of users.
 
 For each size a ScoringService replica is started in its own process with the data as CSV
 files (loaded a chunk at a time), and for each strategy: the fit (FitConfiguration's seconds),
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +51,15 @@ from bench.common import memory_of, percentiles_ms, print_json, start_child_serv
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.wait_healthy import wait_serving
 
-SIZES = ((10_000, 100_000), (10_000, 1_000_000), (100_000, 1_000_000), (1_000_000, 10_000_000))
+# (items, interactions, activity exponent)
+SIZES = (
+    (10_000, 100_000, 0.5),
+    (10_000, 1_000_000, 0.5),
+    (100_000, 1_000_000, 0.5),
+    (1_000_000, 2_000_000, 1.0),
+    (1_000_000, 10_000_000, 0.5),
+)
+HEAVY_SHARE = 0.01  # the heaviest 1% of users, reported apart
 DATA_ONLY = ("popularity", "item_knn", "als")
 ENCODED = ("content", "two_tower", "hybrid")
 ANN_STRATEGIES = ("als", "content", "two_tower")
@@ -65,14 +79,14 @@ def power_law(count: int, exponent: float, rng: np.random.Generator) -> npt.NDAr
     return normalised
 
 
-def synthetic(n_items: int, n_interactions: int, seed: int = 0) -> dict[str, Any]:
+def synthetic(n_items: int, n_interactions: int, activity_exponent: float = 0.5, seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     n_users = max(1000, n_interactions // 20)
     n_topics = max(20, int(math.sqrt(n_items) / 2))
     item_topic = rng.integers(n_topics, size=n_items)
     popularity = power_law(n_items, 0.9, rng)
     favourites = rng.integers(n_topics, size=(n_users, 3))
-    users = rng.choice(n_users, size=n_interactions, p=power_law(n_users, 0.5, rng))
+    users = rng.choice(n_users, size=n_interactions, p=power_law(n_users, activity_exponent, rng))
     topics = np.where(
         rng.random(n_interactions) < 0.8,
         favourites[users, rng.integers(3, size=n_interactions)],
@@ -174,8 +188,30 @@ def rank_request(strategy: str, user: str, exact: bool = False) -> scoring_pb2.R
     )
 
 
+@dataclass(frozen=True)
+class Requests:
+    """Users to send RankItems for, drawn in proportion to activity: all, and the heaviest 1%."""
+
+    everyone: list[str]
+    heaviest: list[str]
+    heaviest_interactions: list[int]  # of the heaviest users, most active first
+
+
+def draw_requests(data: dict[str, Any], count: int) -> Requests:
+    rng = np.random.default_rng(1)
+    activity = np.bincount(data["users"], minlength=data["n_users"])
+    by_activity = np.argsort(-activity, kind="stable")
+    heaviest = by_activity[: max(1, int(HEAVY_SHARE * np.count_nonzero(activity)))]
+    # One interaction drawn at random names its user: users in proportion to activity.
+    everyone = rng.choice(data["users"], count)
+    heavy = rng.choice(heaviest, count, p=activity[heaviest] / activity[heaviest].sum())
+    return Requests(
+        [f"u{u}" for u in everyone.tolist()], [f"u{u}" for u in heavy.tolist()], activity[heaviest].tolist()
+    )
+
+
 def measure_strategy(
-    stub: scoring_pb2_grpc.ScoringServiceStub, health: Any, pid: int, strategy: str, users: list[str], calls: int
+    stub: scoring_pb2_grpc.ScoringServiceStub, health: Any, pid: int, strategy: str, requests: Requests, calls: int
 ) -> dict[str, Any]:
     processes = [pid, *children(pid)]
     reset_peaks(processes)
@@ -189,7 +225,9 @@ def measure_strategy(
         return {"fit_failed": fit.error or scoring_pb2.FitState.Name(fit.state), "fit_wall_seconds": round(fit_wall, 2)}
     fit_children = children(pid)
     child_peak = max((memory_of(child, "VmHWM") for child in fit_children), default=0)
-    rank = timed(lambda n: stub.RankItems(rank_request(strategy, users[n % len(users)]), timeout=600), calls)
+    everyone, heaviest = requests.everyone, requests.heaviest
+    rank = timed(lambda n: stub.RankItems(rank_request(strategy, everyone[n % len(everyone)]), timeout=600), calls)
+    heavy = timed(lambda n: stub.RankItems(rank_request(strategy, heaviest[n % len(heaviest)]), timeout=600), calls)
     echo = timed(lambda _n: health.Check(health_pb2.HealthCheckRequest(), timeout=10), calls)
     result: dict[str, Any] = {
         "fit_seconds": round(fit.fit_duration.ToTimedelta().total_seconds(), 2),
@@ -198,11 +236,16 @@ def measure_strategy(
         "fit_child_peak_rss_bytes": child_peak,
         "replica_rss_after_bytes": memory_of(pid, "VmRSS"),
         "rank": rank,
+        "rank_heaviest_1pct": heavy,
         "echo": echo,
         "rank_p99_over_echo_p99": round(rank["p99_ms"] / echo["p99_ms"], 2),
+        "rank_heaviest_1pct_p99_over_echo_p99": round(heavy["p99_ms"] / echo["p99_ms"], 2),
     }
     if strategy in ANN_STRATEGIES:
-        result.update(index_recall(stub, strategy, users, calls))
+        result.update(index_recall(stub, strategy, everyone, calls))
+        heavy_recall = index_recall(stub, strategy, heaviest, calls)
+        result["recall_at_10_vs_exact_heaviest_1pct"] = heavy_recall["recall_at_10_vs_exact"]
+        result["exact_rank_heaviest_1pct"] = heavy_recall["exact_rank"]
     return result
 
 
@@ -225,10 +268,12 @@ def index_recall(
 
 
 def measure_size(
-    n_items: int, n_interactions: int, folder: Path, embedding_address: str, args: argparse.Namespace, empty_rss: int
+    size: tuple[int, int, float], folder: Path, embedding_address: str, args: argparse.Namespace, empty_rss: int
 ) -> dict[str, Any]:
+    n_items, n_interactions, activity_exponent = size
     started = time.perf_counter()
-    data = synthetic(n_items, n_interactions)
+    data = synthetic(n_items, n_interactions, activity_exponent)
+    requests = draw_requests(data, 2000)
     items_csv, interactions_csv = write_csv(data, folder)
     strategies = list(DATA_ONLY) + (list(ENCODED) if n_items <= args.max_encoded_items else [])
     result: dict[str, Any] = {
@@ -236,6 +281,10 @@ def measure_size(
         "interactions": n_interactions,
         "users": data["n_users"],
         "topics": data["n_topics"],
+        "activity_exponent": activity_exponent,
+        "heaviest_users": len(requests.heaviest_interactions),
+        "heaviest_user_interactions": requests.heaviest_interactions[0],
+        "heaviest_1pct_least_interactions": requests.heaviest_interactions[-1],
         "data_seconds": round(time.perf_counter() - started, 1),
         "strategies": {},
     }
@@ -256,14 +305,13 @@ def measure_size(
         loaded = memory_of(process.pid, "VmRSS")
         result["replica_rss_loaded_bytes"] = loaded
         result["bytes_per_interaction"] = round((loaded - empty_rss) / n_interactions, 1)
-        users = [f"u{u}" for u in np.random.default_rng(1).choice(np.unique(data["users"]), 2000).tolist()]
         with grpc.insecure_channel(address) as channel:
             stub = scoring_pb2_grpc.ScoringServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             for strategy in strategies:
                 print(f"# {n_items} items, {n_interactions} interactions: {strategy}", flush=True, file=sys.stderr)
                 result["strategies"][strategy] = measure_strategy(
-                    stub, health, process.pid, strategy, users, args.calls
+                    stub, health, process.pid, strategy, requests, args.calls
                 )
     return result
 
@@ -309,7 +357,7 @@ def compare_indexes(n_items: int, n_interactions: int) -> dict[str, Any]:
         "cells_scanned": 0 if ivf.index is None else int(ivf.index.nprobe),
         "exact_head_items": len(ivf.head),
     }
-    result["faiss_ivf"].update(score(lambda q: ivf.search(q, K).tolist()))
+    result["faiss_ivf"].update(score(lambda q: ivf.search(q, K, np.zeros(0, dtype=np.int64)).tolist()))
     completed = _complete_norms(items)
     started = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(completed.shape[1], 32)
@@ -328,6 +376,12 @@ def compare_indexes(n_items: int, n_interactions: int) -> dict[str, Any]:
     return result
 
 
+def parse_size(text: str) -> tuple[int, int, float]:
+    """ITEMSxINTERACTIONS[xEXPONENT], e.g. 1000000x2000000x1.0 (the exponent defaults to 0.5)."""
+    parts = text.split("x")
+    return int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.5
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300, help="RankItems and echo calls per measurement")
@@ -335,9 +389,11 @@ def main() -> None:
     parser.add_argument("--max-encoded-items", type=int, default=10_000)
     parser.add_argument("--max-fit-seconds", type=float, default=300.0, help="two_tower's fit budget")
     parser.add_argument("--partial", default="/tmp/rectune-bench-scale.json", help="results so far, after each size")
-    parser.add_argument("--sizes", default="", help="only these sizes, e.g. 10000x100000,1000000x10000000")
+    parser.add_argument(
+        "--sizes", default="", help="only these sizes, ITEMSxINTERACTIONS[xACTIVITY_EXPONENT], e.g. 1000000x2000000x1.0"
+    )
     args = parser.parse_args()
-    sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")] if args.sizes else list(SIZES)
+    sizes = [parse_size(size) for size in args.sizes.split(",")] if args.sizes else list(SIZES)
     result: dict[str, Any] = {
         "benchmark": "scale",
         "k": K,
@@ -353,13 +409,11 @@ def main() -> None:
             result["empty_replica_rss_bytes"] = empty_replica_rss(Path(folder))
             result["index_choice"] = compare_indexes(100_000, 1_000_000)
             result["sizes"] = []
-            for n_items, n_interactions in sizes:
-                size_folder = Path(folder) / f"{n_items}x{n_interactions}"
+            for size in sizes:
+                size_folder = Path(folder) / "x".join(str(n) for n in size)
                 size_folder.mkdir()
                 result["sizes"].append(
-                    measure_size(
-                        n_items, n_interactions, size_folder, embedding_address, args, result["empty_replica_rss_bytes"]
-                    )
+                    measure_size(size, size_folder, embedding_address, args, result["empty_replica_rss_bytes"])
                 )
                 # What is measured so far survives a run that dies later (the largest size).
                 Path(args.partial).write_text(json.dumps(result, indent=2))

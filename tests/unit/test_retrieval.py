@@ -17,6 +17,7 @@ from services.scoring.core.strategies.base import DotProductModel
 from services.scoring.core.strategies.registry import default_registry
 
 ALS = {"factors": 32, "iterations": 5}
+NONE = np.zeros(0, dtype=np.int64)  # no item excluded
 
 
 def core_with(retrieval: RetrievalSettings) -> ScoringCore:
@@ -64,7 +65,7 @@ def test_below_the_threshold_exact_and_approximate_lists_are_the_same(cores) -> 
 def test_seen_and_excluded_items_never_come_back_even_when_they_fill_the_top(cores) -> None:
     exact, approximate, configuration = cores
     # A cold user whose history is 45 of the 50 items the model ranks best for user 1:
-    # the index must over-fetch past them (and past 3 excluded ones) to fill 10 places.
+    # the index must leave them (and 3 excluded ones) out and still fill 10 places.
     best = [item for item, _ in ranked(exact, configuration, "1", k=50)]
     history = [Interaction("", item, 5.0, 1_000_000.0 + n) for n, item in enumerate(best[:45])]
     excluded = best[45:48]
@@ -89,7 +90,7 @@ def test_the_index_finds_the_largest_inner_products_of_vectors_of_any_norm(head_
     index = ApproximateIndex(vectors, scan_share=1.0, head_items=head_items)
     assert len(index.head) == head_items and (index.index is None) == (head_items == 2000)
     for query in rng.standard_normal((20, 16)).astype(np.float32):
-        candidates = index.search(query, 10)
+        candidates = index.search(query, 10, NONE)
         expected = np.argsort(-(vectors @ query), kind="stable")[:10]
         assert set(expected.tolist()) <= set(candidates.tolist())
 
@@ -98,7 +99,7 @@ def recall_at_10(index: ApproximateIndex, vectors: np.ndarray, queries: np.ndarr
     """Mean share of the exact top 10 that the index's candidates, scored exactly, give."""
     found = []
     for query in queries:
-        candidates = index.search(query, 10)
+        candidates = index.search(query, 10, NONE)
         best = candidates[np.argsort(-(vectors[candidates] @ query), kind="stable")[:10]]
         exact = np.argsort(-(vectors @ query), kind="stable")[:10]
         found.append(len(set(best.tolist()) & set(exact.tolist())) / 10)
@@ -121,3 +122,21 @@ def test_scanning_a_share_of_the_cells_still_finds_nearly_all_of_the_top_ten() -
     # what the recall rests on (and this test can fail).
     index.index.nprobe = 1
     assert recall_at_10(index, vectors, queries) < served - 0.1
+
+
+@pytest.mark.parametrize("head_items", [0, 300])
+def test_a_heavy_users_excluded_items_are_left_out_while_searching(head_items: int) -> None:
+    """Most of the best items excluded (a user who has seen 3,000 of 4,000 items, the 900
+    best among them): with every cell scanned, the candidates hold the true top 10 of the
+    items left, none excluded, without fetching past the excluded ones."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4000, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, (4000, 1)).astype(np.float32)
+    index = ApproximateIndex(vectors, scan_share=1.0, head_items=head_items)
+    for query in rng.standard_normal((10, 16)).astype(np.float32):
+        by_score = np.argsort(-(vectors @ query), kind="stable")
+        excluded = np.concatenate([by_score[:900], rng.choice(by_score[900:], 2100, replace=False)])
+        candidates = index.search(query, 10, excluded)
+        assert not set(candidates.tolist()) & set(excluded.tolist())
+        assert len(candidates) <= 20  # 10 from the head and 10 from the cells at most: no over-fetch
+        left = by_score[~np.isin(by_score, excluded)]
+        assert set(left[:10].tolist()) <= set(candidates.tolist())
