@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from rectune.domain.errors import InvalidArgument
+from rectune.domain.errors import InvalidArgument, ResourceExhausted
 from rectune.domain.events import Decision, EventKind, FeedbackEvent, listed
 from services.common.storage import make_engine
 from services.metrics.core.database import migrate
@@ -191,6 +191,41 @@ def test_decisions_export_in_pages_with_their_feedback(core: MetricsCore) -> Non
     assert first[0].decision == decision("d0", NOW - 100)
     with pytest.raises(InvalidArgument, match="^page_token: is not a token this service returned$"):
         core.export_decisions(Window(), [], 2, "garbage")
+
+
+def test_a_page_of_large_decisions_ends_at_its_byte_bound_and_the_next_goes_on(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate(engine)
+    core = MetricsCore(MetricsStore(engine), MetricsConfig(max_page_bytes=30_000), clock=lambda: NOW)
+    items = listed([f"item-{n:04d}" for n in range(1000)])  # about 13 KB of stored text each
+    core.record_decisions(
+        [Decision(f"d{n}", "", "u", "a", 0.5, 100, items, False, "thompson", {}, NOW - 100 + n) for n in range(7)]
+    )
+    pages, token = [], ""
+    while True:
+        page, token = core.export_decisions(Window(), [], page_size=1000, page_token=token)
+        pages.append([logged.decision.decision_id for logged in page])
+        if not token:
+            break
+    assert pages == [["d0", "d1"], ["d2", "d3"], ["d4", "d5"], ["d6"]]
+    engine.dispose()
+
+
+def test_time_series_points_are_bounded_by_buckets_times_arms(core: MetricsCore, monkeypatch) -> None:
+    arms = [f"arm-{n}" for n in range(20)]
+    with pytest.raises(InvalidArgument) as refused:
+        core.time_series(Window(NOW - 10_000, NOW), 1.0, arms)
+    assert refused.value.message == (
+        "arm_ids: buckets x arms must be at most 100,000, got 10,000 x 20; widen the bucket or ask for fewer arms"
+    )
+    assert core.time_series(Window(NOW - 10_000, NOW), 2.0, arms) == {}  # 100,000: within the bound
+    # Without a window's start or an arm list the bound is kept while reading (made small here).
+    monkeypatch.setattr("services.metrics.core.service.MAX_SERIES_POINTS", 5)
+    core.record_events([event(f"s{n}", EventKind.IMPRESSION, f"arm-{n % 2}", at=NOW - 10 * n) for n in range(1, 8)])
+    with pytest.raises(ResourceExhausted, match=r"^GetTimeSeries: more than 5 buckets of all arms together"):
+        core.time_series(Window(None, NOW), 1.0, [])  # 7 buckets
+    hourly = core.time_series(Window(None, NOW), HOUR, [])
+    assert {arm: [b.impressions for b in buckets] for arm, buckets in hourly.items()} == {"arm-0": [3], "arm-1": [4]}
 
 
 def test_compaction_keeps_window_queries_and_refuses_compacted_times(core: MetricsCore, clock: Clock) -> None:

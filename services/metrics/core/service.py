@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,8 +15,13 @@ from services.metrics.core.stats import ArmStats, RewardWeights, arm_stats
 from services.metrics.core.store import MetricsStore
 
 MAX_BUCKETS = 10_000
+# Buckets of all arms in one GetTimeSeries answer (buckets x arms): about 3 MB of answer.
+MAX_SERIES_POINTS = 100_000
 MAX_BUCKET_SECONDS = 100 * 365 * 86400.0
 MAX_PAGE_SIZE = 10_000
+# A page of ExportDecisions ends before its decisions' stored text passes this (10,000
+# decisions of 1,000 items each would be gigabytes): under gRPC's default 4 MiB message.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 1_000
 MIN_WATCH_INTERVAL = 0.1
 MAX_WATCH_INTERVAL = 3600.0  # a stream that pushes less often than hourly is better served by GetArmStats
@@ -36,6 +42,7 @@ class MetricsConfig:
     seed: int = 0
     max_future_seconds: float = MAX_FUTURE_SECONDS
     max_events_per_batch: int = 10_000
+    max_page_bytes: int = MAX_PAGE_BYTES
     # Raw events (and finer roll-ups) older than this are dropped, the hourly roll-ups kept; 0 keeps them.
     retention_hours: float = 168.0
     # Each open stream (WatchArmStats, StreamEvents) holds a server thread: beyond this many,
@@ -131,8 +138,23 @@ class MetricsCore:
         end = window.end if window.end is not None else self.clock()
         if start is not None and (end - start) / bucket_seconds > MAX_BUCKETS:
             raise InvalidArgument("bucket", f"window / bucket gives more than {MAX_BUCKETS} buckets; widen the bucket")
+        buckets = None if start is None else math.ceil((end - start) / bucket_seconds)
+        if buckets is not None and arm_ids and buckets * len(arm_ids) > MAX_SERIES_POINTS:
+            raise InvalidArgument(
+                "arm_ids",
+                f"buckets x arms must be at most {MAX_SERIES_POINTS:,}, got {buckets:,} x {len(arm_ids):,}; "
+                "widen the bucket or ask for fewer arms",
+            )
         weights = self.config.reward
-        return self.store.time_series(window, bucket_seconds, arm_ids, weights.click, weights.conversion)
+        series = self.store.time_series(
+            window, bucket_seconds, arm_ids, weights.click, weights.conversion, MAX_SERIES_POINTS
+        )
+        if series is None:
+            raise ResourceExhausted(
+                f"GetTimeSeries: more than {MAX_SERIES_POINTS:,} buckets of all arms together (MAX_SERIES_POINTS); "
+                "widen the bucket, narrow the window or ask for fewer arms"
+            )
+        return series
 
     def watch(
         self, window_seconds: float, arm_ids: Sequence[str], min_interval: float, is_active: Callable[[], bool]
@@ -211,7 +233,9 @@ class MetricsCore:
         check_arm_ids(arm_ids)
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
-        return self.store.export_decisions(window, arm_ids, page_size or DEFAULT_PAGE_SIZE, page_token)
+        return self.store.export_decisions(
+            window, arm_ids, page_size or DEFAULT_PAGE_SIZE, page_token, self.config.max_page_bytes
+        )
 
     def reward_of(self, logged: LoggedDecision) -> float:
         return self.config.reward.click * logged.clicks + self.config.reward.conversion * logged.conversions

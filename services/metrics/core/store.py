@@ -250,8 +250,10 @@ class MetricsStore:
         arm_ids: Sequence[str],
         click_weight: float,
         conversion_weight: float,
-    ) -> dict[str, list[Bucket]]:
-        """Counts per arm and bucket; buckets are aligned to multiples of their width since the epoch."""
+        max_points: int,
+    ) -> dict[str, list[Bucket]] | None:
+        """Counts per arm and bucket; buckets are aligned to multiples of their width since the
+        epoch. None when the answer would hold more than ``max_points`` buckets in all."""
         bucket_us = to_us(bucket_seconds)
         counted = self._counts_source(window, arm_ids, widths_within(bucket_us))
         bucket = (counted.c.time_us // bucket_us).label("bucket")
@@ -268,7 +270,9 @@ class MetricsStore:
         )
         series: dict[str, list[Bucket]] = {}
         with self.engine.connect() as connection:
-            for arm_id, index, impressions, clicks, conversions in connection.execute(query):
+            for points, (arm_id, index, impressions, clicks, conversions) in enumerate(connection.execute(query)):
+                if points == max_points:
+                    return None
                 reward = click_weight * int(clicks) + conversion_weight * int(conversions)
                 start = int(index) * bucket_us / MICROS
                 series.setdefault(arm_id, []).append(
@@ -277,9 +281,11 @@ class MetricsStore:
         return series
 
     def export_decisions(
-        self, window: Window, arm_ids: Sequence[str], page_size: int, page_token: str
+        self, window: Window, arm_ids: Sequence[str], page_size: int, page_token: str, max_bytes: int
     ) -> tuple[list[LoggedDecision], str]:
-        """Decisions ordered by (time, id), with their clicks and conversions; returns the next token."""
+        """Decisions ordered by (time, id), with their clicks and conversions; returns the next
+        token. A page ends at ``page_size`` decisions or before its stored text passes
+        ``max_bytes`` (at least one decision), so a page of large decisions stays in bounds."""
         query = select(DECISIONS).where(*self._filters(DECISIONS.c.time_us, DECISIONS.c.arm_id, _span(window), arm_ids))
         if page_token:
             after_time, after_id = decode_page_token(page_token)
@@ -291,8 +297,9 @@ class MetricsStore:
             )
         query = query.order_by(DECISIONS.c.time_us, DECISIONS.c.decision_id).limit(page_size + 1)
         with self.engine.connect() as connection:
-            rows = list(connection.execute(query).mappings())
-            page, more = rows[:page_size], len(rows) > page_size
+            page, more = _page_of(
+                connection.execution_options(yield_per=100).execute(query).mappings(), page_size, max_bytes
+            )
             feedback = self._feedback_counts(connection, [row["decision_id"] for row in page])
         logged = [LoggedDecision(decision_from_row(row), *feedback.get(row["decision_id"], (0, 0))) for row in page]
         next_token = encode_page_token(page[-1]["time_us"], page[-1]["decision_id"]) if more else ""
@@ -353,6 +360,21 @@ class MetricsStore:
                 },
             )
         )
+
+
+def _page_of(rows: Any, page_size: int, max_bytes: int) -> tuple[list[Any], bool]:
+    """Rows until the page holds ``page_size`` or the next would take it past ``max_bytes`` of
+    stored text; and whether rows are left. Rows are read as they come (yield_per)."""
+    page: list[Any] = []
+    size = 0
+    for row in rows:
+        row_size = sum(len(value) for value in row.values() if isinstance(value, str))
+        if len(page) == page_size or (page and size + row_size > max_bytes):
+            rows.close()
+            return page, True
+        page.append(row)
+        size += row_size
+    return page, False
 
 
 def _span(window: Window) -> Piece:
