@@ -30,6 +30,11 @@ MAX_ITEM_TEXT_BYTES = 16384
 # A decision's context (key -> value pairs an app attaches, logged for off-policy evaluation).
 MAX_CONTEXT_ENTRIES = 64
 MAX_CONTEXT_TEXT = 1024
+# What one ranking request may carry: interactions of a cold or in-session user, and item ids
+# to exclude or to score. The work of a request grows with these times k; a user's stored
+# history has no such bound (it is read from the service's own data, never from the request).
+MAX_REQUEST_HISTORY = 10_000
+MAX_REQUEST_ITEMS = 10_000
 
 
 class EventKind(enum.Enum):
@@ -149,6 +154,12 @@ class TimeRules:
 def edge_rules(now: float | None = None) -> TimeRules:
     """The time rules at a service that first accepts a value: not after now + MAX_FUTURE_SECONDS."""
     return TimeRules(wall_clock() if now is None else now, MAX_FUTURE_SECONDS)
+
+
+def check_count(where: str, count: int, limit: int) -> None:
+    """A repeated field of a request holds at most ``limit`` entries."""
+    if count > limit:
+        raise InvalidArgument(where, f"at most {limit:,} entries per request, got {count:,}")
 
 
 def check_id(where: str, value: str, required: bool = True) -> None:

@@ -113,6 +113,11 @@ def test_score_items_answers_in_request_order(stub) -> None:
     response = stub.ScoreItems(request, timeout=60)
     assert [i.item_id for i in response.items] == ["1", "50", "2"]
     assert all(0 < i.probability < 1 for i in response.items)
+    too_many = scoring_pb2.ScoreItemsRequest(configuration=configuration("als"), user_id=USER, item_ids=["1"] * 10_001)
+    assert error_of(lambda: stub.ScoreItems(too_many, timeout=60)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "item_ids: at most 10,000 entries per request, got 10,001",
+    )
 
 
 def test_new_interactions_count_at_once_for_popularity_and_item_knn(stub) -> None:
@@ -240,6 +245,18 @@ def test_a_lower_fidelity_fits_a_share_of_the_budget_and_says_what_it_used(stub)
         (
             scoring_pb2.RankItemsRequest(configuration=configuration("als"), user_id=USER, k=5, exclude_item_ids=["x"]),
             (grpc.StatusCode.NOT_FOUND, "exclude_item_ids[0]: no item 'x' in the catalogue"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(
+                configuration=configuration("als"), user_id=USER, k=5, exclude_item_ids=["1"] * 10_001
+            ),
+            (grpc.StatusCode.INVALID_ARGUMENT, "exclude_item_ids: at most 10,000 entries per request, got 10,001"),
+        ),
+        (
+            scoring_pb2.RankItemsRequest(
+                configuration=configuration("als"), k=5, history=[common_pb2.Interaction(item_id="1")] * 10_001
+            ),
+            (grpc.StatusCode.INVALID_ARGUMENT, "history: at most 10,000 entries per request, got 10,001"),
         ),
     ],
 )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from services.policy.core.bandits import (
+    MAX_PROPENSITY_DRAWS,
     ArmBelief,
     EpsilonGreedy,
     ThompsonSampling,
@@ -116,3 +117,14 @@ def test_guardrail_pauses_a_clearly_worse_arm_only_after_enough_impressions() ->
     reason = guardrail.verdict(ArmBelief("bad", 3000, 30, 0.2), champion, rng)  # 1%
     assert reason is not None and reason.startswith("guardrail: P(CTR < champion CTR - 0.005) = 1.000 > 0.95")
     assert guardrail.verdict(ArmBelief("fine", 3000, 150, 0.2), champion, rng) is None
+
+
+def test_thompson_draws_are_bounded_by_samples_times_arms() -> None:
+    """100,000 samples (the largest setting) over 1,000 arms would be 10^8 draws (800 MB) per
+    Recommend: the samples are lowered to keep within MAX_PROPENSITY_DRAWS, and say so."""
+    arms = [ArmBelief(f"a{n}", 100.0, float(n % 7), 1.0, champion=(n == 0)) for n in range(1000)]
+    probabilities, samples = ThompsonSampling(samples=100_000).distribution(arms, np.random.default_rng(1))
+    assert samples == MAX_PROPENSITY_DRAWS // 1000 == 2000
+    assert probabilities.sum() == pytest.approx(1.0)
+    _, few = ThompsonSampling(samples=100_000).distribution(arms[:5], np.random.default_rng(1))
+    assert few == 100_000  # as set where the product is within the bound

@@ -18,7 +18,7 @@ import pytest
 from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Relayed, Unavailable
-from rectune.domain.events import EventKind, ScoredItem
+from rectune.domain.events import EventKind, Interaction, ScoredItem
 from services.common.storage import make_engine
 from services.policy.core.bandits import ArmBelief, EpsilonGreedy, ThompsonSampling, Ucb1, apply_caps
 from services.policy.core.model import ArmCounts
@@ -307,6 +307,10 @@ def test_bad_requests_are_refused_by_field_and_rule(tmp_path) -> None:
         (("r2", "196", {}, 0, []), "k: must be between 1 and 1000, got 0"),
         (("r2", "196", {}, 1001, []), "k: must be between 1 and 1000, got 1001"),
         (("r2", "", {}, 3, []), "user_id: must be set, or history given for a cold user"),
+        (
+            ("r2", "", {}, 3, [Interaction("", "1", 1.0, 1_000_000.0)] * 10_001),
+            "history: at most 10,000 entries per request, got 10,001",
+        ),
     ]
     for request, expected in requests:
         with pytest.raises(InvalidArgument) as error:

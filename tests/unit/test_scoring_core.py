@@ -306,3 +306,33 @@ def test_interactions_are_kept_in_compact_columns_that_grow_without_losing_rows(
     # 4 columns of 8 bytes with their spare capacity, and the per-user row lists (a Python
     # int each): well below the ~170 bytes a row of Python objects in lists took.
     assert data.interaction_bytes() / data.n_interactions < 100
+
+
+class ComponentStandIn:
+    """Stands in for a hybrid's fitted component: only MMR, which reads none of it, runs."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+
+
+def test_hybrid_diversifies_a_large_list_without_a_pool_by_pool_matrix() -> None:
+    """MMR over k = 1,000 (a pool of 5,000) keeps one row of similarities per chosen item:
+    the same list as the pool x pool matrix gives (computed here as the reference)."""
+    from services.scoring.core.strategies.hybrid import HybridModel, normalised
+
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((6000, 16))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = rng.random(6000)
+    model = HybridModel([(1.0, ComponentStandIn(6000))], vectors, mmr_lambda=0.7, epsilon=0.0)  # type: ignore[list-item]
+    pool = top_k(scores, 5000)
+    chosen = model._mmr(scores, pool, 1000)
+    similarity = vectors[pool] @ vectors[pool].T
+    relevance, closest = normalised(scores[pool]), np.full(len(pool), -np.inf)
+    expected: list[int] = []
+    for _ in range(1000):
+        value = 0.7 * relevance - 0.3 * np.where(np.isfinite(closest), closest, 0.0)
+        value[expected] = -np.inf
+        expected.append(int(np.argmax(value)))
+        closest = np.maximum(closest, similarity[expected[-1]])
+    assert chosen == [int(pool[i]) for i in expected]

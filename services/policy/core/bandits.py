@@ -28,6 +28,10 @@ from rectune.domain.errors import InvalidArgument
 
 Probabilities = npt.NDArray[np.float64]
 
+# Draws per Recommend (samples x live arms, float64): each setting alone is bounded, so
+# their product is too (16 MB), not an allocation that grows with the arms an operator adds.
+MAX_PROPENSITY_DRAWS = 2_000_000
+
 
 @dataclass(frozen=True)
 class ArmBelief:
@@ -86,7 +90,7 @@ class ThompsonSampling:
     would look like a 50% arm and take a large share of traffic when rates are a few
     percent."""
 
-    samples: int = 1000
+    samples: int = 1000  # lowered with many arms to stay within MAX_PROPENSITY_DRAWS (the decision says so)
     prior_strength: float = 20.0
     name: str = "thompson"
 
@@ -96,9 +100,10 @@ class ThompsonSampling:
         prior_alpha, prior_beta = pooled * self.prior_strength, (1 - pooled) * self.prior_strength
         alpha = np.array([a.alpha + prior_alpha for a in arms])
         beta = np.array([a.beta + prior_beta for a in arms])
-        draws = rng.beta(alpha, beta, size=(self.samples, len(arms)))
+        samples = max(1, min(self.samples, MAX_PROPENSITY_DRAWS // max(1, len(arms))))
+        draws = rng.beta(alpha, beta, size=(samples, len(arms)))
         wins = np.bincount(draws.argmax(axis=1), minlength=len(arms)).astype(np.float64)
-        return wins / self.samples, self.samples
+        return wins / samples, samples
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from rectune.domain.arms import ArmOrigin, ArmState
 from rectune.domain.configuration import Configuration
 from rectune.domain.errors import InvalidArgument
 from rectune.domain.events import (
+    MAX_REQUEST_HISTORY,
     Decision,
     EventKind,
     FeedbackEvent,
     Interaction,
     check_context,
+    check_count,
     check_id,
     check_interaction,
     check_time,
@@ -123,6 +125,7 @@ class PolicyCore:
         if not user_id and not history:
             raise InvalidArgument("user_id", "must be set, or history given for a cold user")
         rules = edge_rules()
+        check_count("history", len(history), MAX_REQUEST_HISTORY)
         for index, interaction in enumerate(history):
             check_interaction(f"history[{index}]", interaction, rules, user_required=False)
         # A repeated request id is found when its decision is written (the id is unique there),

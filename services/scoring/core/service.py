@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rectune.domain.configuration import Configuration, ParamValue
 from rectune.domain.errors import InvalidArgument
-from rectune.domain.events import Interaction, Item, ScoredItem
+from rectune.domain.events import MAX_REQUEST_HISTORY, MAX_REQUEST_ITEMS, Interaction, Item, ScoredItem, check_count
 from rectune.domain.fidelity import FULL, Fidelity
 from rectune.domain.space import StrategySpace
 from services.scoring.core.data import ScoringData
@@ -164,6 +164,8 @@ class ScoringCore:
     ) -> list[ScoredItem]:
         """The k best items for the user (never one they have seen or one excluded); above the
         retrieval threshold a dot-product model's items come from its index unless ``exact``."""
+        check_count("history", len(history), MAX_REQUEST_HISTORY)
+        check_count("exclude_item_ids", len(exclude_item_ids), MAX_REQUEST_ITEMS)
         return self.ranker.rank(self.fitted(configuration), user_id, history, k, exclude_item_ids, seed, exact)
 
     def score_items(
@@ -171,6 +173,8 @@ class ScoringCore:
     ) -> list[ScoredItem]:
         if not item_ids:
             raise InvalidArgument("item_ids", "must not be empty")
+        check_count("history", len(history), MAX_REQUEST_HISTORY)
+        check_count("item_ids", len(item_ids), MAX_REQUEST_ITEMS)
         return self.ranker.score_items(self.fitted(configuration), user_id, history, item_ids)
 
     def evaluate(

@@ -92,7 +92,6 @@ class HybridModel(FittedModel):
         assert self.item_vectors is not None
         vectors = self.item_vectors[pool]
         relevance = normalised(scores[pool])
-        similarity = vectors @ vectors.T
         chosen: list[int] = []
         closest = np.full(len(pool), -np.inf)
         for _ in range(min(k, len(pool))):
@@ -101,7 +100,9 @@ class HybridModel(FittedModel):
             value[chosen] = -np.inf
             best = int(np.argmax(value))
             chosen.append(best)
-            closest = np.maximum(closest, similarity[best])
+            # One row of similarities per chosen item, not the pool x pool matrix: memory
+            # O(pool) whatever k (k = 1,000 made a 5,000 x 5,000 matrix).
+            closest = np.maximum(closest, vectors @ vectors[best])
         return [int(pool[i]) for i in chosen]
 
     def _explore(self, chosen: list[int], pool: npt.NDArray[np.int64], rng: np.random.Generator) -> list[int]:
