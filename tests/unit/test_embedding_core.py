@@ -130,7 +130,7 @@ def test_cache_keys_include_the_model_and_zero_bytes_disables_it() -> None:
     assert len(disabled) == 0
 
 
-LIMITS = EmbeddingLimits(max_texts_per_request=3, max_text_bytes=8)
+LIMITS = EmbeddingLimits(max_texts_per_request=3, max_text_bytes=8, max_request_bytes=20)
 
 
 @pytest.mark.parametrize(
@@ -140,6 +140,10 @@ LIMITS = EmbeddingLimits(max_texts_per_request=3, max_text_bytes=8)
         ([b"a", b"b", b"c", b"d"], "texts: at most 3 texts per request, got 4"),
         ([b"ok", b"123456789"], "texts[1]: at most 8 bytes, got 9"),
         ([b"ok", b"ok", b"\xff\xfe"], "texts[2]: is not valid UTF-8 (byte 0)"),
+        (
+            [b"12345678", b"12345678", b"12345678"],
+            "texts: at most 20 bytes of text in all per request (max_request_bytes), got 24",
+        ),
     ],
 )
 def test_bad_texts_are_refused_naming_the_index(texts: list[bytes], message: str) -> None:

@@ -30,6 +30,9 @@ from services.embedding.core.users import (
 class EmbeddingLimits:
     max_texts_per_request: int = 1024
     max_text_bytes: int = 16384
+    # Texts x bytes: each limit alone allows 16 MiB in one request, which the work and the
+    # copies of a request should not grow to (gRPC's default message is 4 MiB).
+    max_request_bytes: int = 4 * 1024 * 1024
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_queue_texts: int = 4096
@@ -61,6 +64,12 @@ def decode_texts(raw_texts: Sequence[bytes], limits: EmbeddingLimits, field: str
         raise InvalidArgument(field, "must not be empty")
     if len(raw_texts) > limits.max_texts_per_request:
         raise InvalidArgument(field, f"at most {limits.max_texts_per_request} texts per request, got {len(raw_texts)}")
+    total = sum(len(raw) for raw in raw_texts)
+    if total > limits.max_request_bytes:
+        raise InvalidArgument(
+            field,
+            f"at most {limits.max_request_bytes:,} bytes of text in all per request (max_request_bytes), got {total:,}",
+        )
     texts = []
     for index, raw in enumerate(raw_texts):
         if len(raw) > limits.max_text_bytes:
