@@ -67,8 +67,8 @@ test-tools: ## what the tests use from Debian: chromium and chromium-driver (the
 test: $(STAMP) test-tools ## the whole test suite (unit and integration, real servers on loopback, a real browser)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests on real servers (make test sends 24)
-	RECTUNE_FUZZ_REQUESTS=300 $(PY) -m pytest -q tests/reliability/test_fuzz.py
+fuzz: $(STAMP) ## every RPC fuzzed with 300 hostile requests and 20 with its fields at their limits together, on real servers (make test sends 24 and 3)
+	RECTUNE_FUZZ_REQUESTS=300 RECTUNE_FUZZ_LIMIT_REQUESTS=20 $(PY) -m pytest -q tests/reliability/test_fuzz.py
 
 soak: $(STAMP) ## an hour of sustained load at half the measured maximum: errors, RSS, clicks (SOAK_SECONDS=3600)
 	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-3600}

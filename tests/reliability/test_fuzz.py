@@ -7,6 +7,12 @@ may be INTERNAL or UNKNOWN: a bad request gets a status naming what is wrong.
 Real servers on loopback: EmbeddingService (the real encoder), ScoringService with
 MovieLens 100K, MetricsService and PolicyService wired to them. ``RECTUNE_FUZZ_REQUESTS``
 sets the requests per RPC: 24 in ``make test``, 300 in ``make fuzz`` (the issue's bar).
+
+A second pass (issue #31) sends requests whose fields are at their limits together: every
+repeated field with thousands of entries (1,000 to 30,000: the per-field limits and just past
+them), counts and sizes at their largest, values otherwise valid (known ids, times of now)
+so that the request reaches the code that multiplies them. ``RECTUNE_FUZZ_LIMIT_REQUESTS``
+per RPC: 3 in ``make test``, 20 in ``make fuzz``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +37,7 @@ from tests.conftest import MOVIELENS
 pytestmark = pytest.mark.integration
 
 REQUESTS_PER_RPC = int(os.environ.get("RECTUNE_FUZZ_REQUESTS", "24"))
+LIMIT_REQUESTS_PER_RPC = int(os.environ.get("RECTUNE_FUZZ_LIMIT_REQUESTS", "3"))
 CALL_SECONDS = 20.0
 STREAM_SECONDS = 1.0  # a well-formed watch streams until its deadline: that is not a failure
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -133,6 +141,47 @@ class Fuzzer:
         return bytes([(field_number << 3) | 2, len(invalid_utf8)]) + invalid_utf8
 
 
+class LimitFuzzer(Fuzzer):
+    """Fields at their limits together: many entries in every repeated field of the request,
+    the largest counts and sizes, otherwise valid values (see the module's docstring)."""
+
+    def string(self, name: str) -> str:
+        if name == "strategy":
+            return self.rng.choice(STRATEGIES[:-1])
+        return self.rng.choice([*KNOWN_IDS, "x" * 128, "1"])
+
+    def number(self, field: pb_descriptor.FieldDescriptor) -> Any:
+        if field.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+            return self.rng.choice([1.0, 1e6, 3600.0, 0.5])
+        return self.rng.choice([1000, 10_000, 100_000, 1_000_000, 2**31 - 1])
+
+    def fill(self, message: Message, depth: int = 0) -> Message:
+        if message.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
+            message.seconds = int(time.time()) - self.rng.choice([0, 60, 86_400])  # type: ignore[attr-defined]
+            return message
+        for field in message.DESCRIPTOR.fields:
+            self._set(message, field, depth)
+        return message
+
+    def _set(self, message: Message, field: Any, depth: int) -> None:
+        if field.is_repeated and not (field.message_type is not None and field.message_type.GetOptions().map_entry):
+            container = getattr(message, field.name)
+            count = self.rng.choice([1000, 10_000, 10_001, 30_000]) if depth == 0 else self.rng.choice([1, 3])
+            if field.message_type is not None:
+                template = self.fill(type(container.add())(), depth + 1)
+                del container[:]
+                container.extend([template] * min(count, 10_001))  # messages: up to the per-request limits
+            elif field.type == FD.TYPE_BYTES:
+                container.extend([self.rng.choice([b"short text", b"y" * 4096])] * min(count, 1024))
+            elif field.type == FD.TYPE_STRING:
+                # Distinct ids (MovieLens item ids among them) so that nothing folds them into one.
+                container.extend(str(1 + n % 1682) if n < 1682 else f"id-{n}" for n in range(count))
+            else:
+                container.extend([self._scalar(field)] * count)
+            return
+        super()._set(message, field, depth)
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Iterator[dict[str, grpc.Channel]]:
     from tests.conftest import build_settings
@@ -217,4 +266,21 @@ def test_no_request_gets_internal_or_unknown(suite, service: str, method: pb_des
         codes[code.name] += 1
         if code in FORBIDDEN and len(failures) < 5:
             failures.append(f"{code.name} for request bytes {payload[:120]!r}")
+    assert not failures, f"{method.full_name}: {dict(codes)}; first: {failures}"
+
+
+@pytest.mark.parametrize(("service", "method"), every_rpc(), ids=lambda v: v if isinstance(v, str) else v.name)
+def test_requests_at_their_limits_together_get_no_internal_or_unknown(
+    suite, service: str, method: pb_descriptor.MethodDescriptor
+) -> None:
+    fuzzer = LimitFuzzer(seed=zlib.crc32(method.full_name.encode()) + 1)
+    message_class = getattr(MODULES[service], method.input_type.name)
+    codes: Counter[str] = Counter()
+    failures: list[str] = []
+    for _ in range(LIMIT_REQUESTS_PER_RPC):
+        payload = fuzzer.fill(message_class()).SerializeToString()
+        code = call(suite[service], method, payload)
+        codes[code.name] += 1
+        if code in FORBIDDEN and len(failures) < 3:
+            failures.append(f"{code.name} for a request of {len(payload):,} bytes: {payload[:120]!r}")
     assert not failures, f"{method.full_name}: {dict(codes)}; first: {failures}"
