@@ -9,14 +9,17 @@
    that serves (``--role all``, one replica, as before roles). Requests drawn in proportion to
    each user's activity (heavy users ask most), from a fitted als model. EmbeddingService runs
    in a process of its own (as in a deployment), and the item vectors are made and stored
-   before the measurement (a content fit), so what runs meanwhile is the training alone.
+   before the measurement (a content fit), so what runs meanwhile is the training alone. The
+   trainer shares the machine, so it fits with one core fewer than the machine has
+   (``--fit-threads``; in Kubernetes it is the pod's CPU limit) and runs at niceness 10.
 
-    .venv/bin/python -m bench.scaleout [--screens 36] [--requests 3000]
+    .venv/bin/python -m bench.scaleout [--screens 36] [--requests 3000] [--only serving]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -35,6 +38,8 @@ from services.common.clients import make_channel
 from services.common.wait_healthy import wait_serving
 
 K = 10
+# A trainer on the same machine as a serving replica leaves it a core.
+CO_LOCATED_FIT_THREADS = max(1, (os.cpu_count() or 2) - 1)
 
 
 def screened(count: int) -> list[tuple[str, Mapping[str, float]]]:
@@ -163,7 +168,7 @@ def serving_under_training(folder: Path, requests: int) -> dict[str, Any]:
         peer = ("--embedding-address", embedding, "--database-url", shared)
         with (
             replicas(1, folder, "--role", "serve", *peer) as (server,),
-            replicas(1, folder, "--role", "train", *peer) as (trainer,),
+            replicas(1, folder, "--role", "train", "--fit-threads", str(CO_LOCATED_FIT_THREADS), *peer) as (trainer,),
         ):
             results["serve_and_train_replicas"] = p99_during_fit(stub_of(server), stub_of(trainer), users)
         alone = ("--embedding-address", embedding, "--database-url", f"sqlite:///{folder / 'all.db'}")
@@ -183,29 +188,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--screens", type=int, default=36, help="configurations screened per trainer count")
     parser.add_argument("--requests", type=int, default=3000, help="RankItems per latency measurement")
+    parser.add_argument("--only", choices=["screens", "serving"], help="one of the two measurements")
     args = parser.parse_args()
     if args.screens < 2 or args.requests < 100:
         parser.error("--screens must be >= 2 and --requests >= 100")
     logs_to_stderr()
     started = time.perf_counter()
+    result: dict[str, Any] = {"benchmark": "scaleout", "dataset": "MovieLens 100K"}
     with tempfile.TemporaryDirectory() as folder:
-        one = screens_per_hour(1, Path(folder), args.screens)
-        two = screens_per_hour(2, Path(folder), args.screens)
-        serving = serving_under_training(Path(folder), args.requests)
-    print_json(
-        {
-            "benchmark": "scaleout",
-            "dataset": "MovieLens 100K",
-            "screens": {
+        if args.only != "serving":
+            one = screens_per_hour(1, Path(folder), args.screens)
+            two = screens_per_hour(2, Path(folder), args.screens)
+            result["screens"] = {
                 "configurations": args.screens,
                 "screens_per_hour_1_trainer": round(one, 1),
                 "screens_per_hour_2_trainers": round(two, 1),
                 "ratio_2_to_1": round(two / one, 2),
-            },
-            "rank_items_while_two_tower_fits": serving,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-    )
+            }
+        if args.only != "screens":
+            result["trainer_fit_threads"] = CO_LOCATED_FIT_THREADS
+            result["rank_items_while_two_tower_fits"] = serving_under_training(Path(folder), args.requests)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print_json(result)
 
 
 if __name__ == "__main__":

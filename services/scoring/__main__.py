@@ -40,7 +40,7 @@ from services.scoring.core.service import ScoringCore, ScoringLimits
 from services.scoring.core.strategies.registry import default_registry
 from services.scoring.core.strategies.two_tower import DEFAULT_MAX_FIT_SECONDS
 from services.scoring.core.tables import SCHEMA
-from services.scoring.core.threads import one_blas_thread
+from services.scoring.core.threads import fit_threads, one_blas_thread
 from services.scoring.core.vectors import ItemVectors, VectorStore
 from services.scoring.embedding_client import GrpcTextEncoder
 from services.scoring.gauges import FreshnessGauges
@@ -121,6 +121,12 @@ class ScoringSettings(ServerSettings):
         help="serve: rank only, never fit (load what training replicas store); train: fit, refit and evaluate; "
         "all: both (one replica)",
     )
+    fit_threads: int = option(
+        env="RECTUNE_SCORING_FIT_THREADS",
+        default=0,
+        help="threads a neural fit (two_tower) uses; 0: torch's default, the machine's cores. Set it to the "
+        "pod's CPU limit, or below the cores when serving replicas share the machine",
+    )
     max_fit_seconds: float = option(
         env="RECTUNE_SCORING_MAX_FIT_SECONDS",
         default=DEFAULT_MAX_FIT_SECONDS,
@@ -142,6 +148,8 @@ class ScoringSettings(ServerSettings):
             )
         if not self.max_fit_seconds > 0:
             raise SettingsError(f"--max-fit-seconds: must be > 0, got {self.max_fit_seconds}")
+        if self.fit_threads < 0:
+            raise SettingsError(f"--fit-threads: must be >= 0, got {self.fit_threads}")
         if self.ann_min_items < 0:
             raise SettingsError(f"--ann-min-items: must be >= 0, got {self.ann_min_items}")
         if not 0.0 < self.ann_scan_share <= 1.0:
@@ -196,6 +204,8 @@ TRAINER_NICENESS = 10
 
 def build(settings: ScoringSettings) -> RunningService:
     one_blas_thread()
+    if settings.fit_threads:
+        fit_threads(settings.fit_threads)
     if settings.role == Role.TRAIN.value:
         os.nice(TRAINER_NICENESS)
     engine = make_engine(settings.database_url)

@@ -120,3 +120,14 @@ def test_describe_lists_every_setting_with_its_variable() -> None:
     rows = {name: (flag, env) for name, flag, env, _default, _required in describe(PolicyServerSettings)}
     assert rows["port"] == ("--port", "PORT")
     assert rows["scoring_address"] == ("--scoring-address", "RECTUNE_SCORING_ADDRESS")
+
+
+def test_scoring_fit_threads_are_zero_or_more() -> None:
+    from services.scoring.__main__ import ScoringSettings
+
+    environment = {"RECTUNE_EMBEDDING_ADDRESS": "127.0.0.1:1"}
+    assert load_settings(ScoringSettings, [], environment).fit_threads == 0
+    assert load_settings(ScoringSettings, ["--fit-threads", "1"], environment).fit_threads == 1
+    with pytest.raises(SettingsError) as error:
+        load_settings(ScoringSettings, ["--fit-threads", "-1"], environment)
+    assert str(error.value) == "--fit-threads: must be >= 0, got -1"
