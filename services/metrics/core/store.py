@@ -13,7 +13,7 @@ must change together. Its value types and encodings are in records.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -95,16 +95,10 @@ class MetricsStore:
         new. Written as SQL with positional parameters, because building SQLAlchemy's
         parameters row by row cost more than the insert itself (bench/metrics.py)."""
         columns = [column.name for column in table.columns]
-        placeholders = "(" + ", ".join("?" for _ in columns) + ")"
+        head = f"INSERT INTO {table.name} ({', '.join(columns)})"
+        tail = f"ON CONFLICT ({id_column}) DO NOTHING RETURNING {id_column}"
         new_ids: set[str] = set()
-        per_statement = SQLITE_MAX_PARAMETERS // len(columns)
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            sql = (
-                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(chunk))} "
-                f"ON CONFLICT ({id_column}) DO NOTHING RETURNING {id_column}"
-            )
-            values = tuple(row[name] for row in chunk for name in columns)
+        for sql, values in _multi_row(head, tail, columns, rows, "?"):
             new_ids.update(found[0] for found in connection.exec_driver_sql(sql, values))
         return new_ids
 
@@ -133,17 +127,13 @@ class MetricsStore:
         increments = rollup_rows(events)
         columns = [column.name for column in ROLLUPS.columns]
         keys = ", ".join(column.name for column in ROLLUPS.primary_key.columns)
-        marker = "?" if self._is_sqlite else "%s"
-        placeholders = "(" + ", ".join(marker for _ in columns) + ")"
-        per_statement = SQLITE_MAX_PARAMETERS // len(columns)
-        for start in range(0, len(increments), per_statement):
-            chunk = increments[start : start + per_statement]
-            sql = (
-                f"INSERT INTO {ROLLUPS.name} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(chunk))} "
-                f"ON CONFLICT ({keys}) DO UPDATE SET count = {ROLLUPS.name}.count + excluded.count, "
-                f"value_sum = {ROLLUPS.name}.value_sum + excluded.value_sum"
-            )
-            connection.exec_driver_sql(sql, tuple(row[name] for row in chunk for name in columns))
+        head = f"INSERT INTO {ROLLUPS.name} ({', '.join(columns)})"
+        tail = (
+            f"ON CONFLICT ({keys}) DO UPDATE SET count = {ROLLUPS.name}.count + excluded.count, "
+            f"value_sum = {ROLLUPS.name}.value_sum + excluded.value_sum"
+        )
+        for sql, values in _multi_row(head, tail, columns, increments, "?" if self._is_sqlite else "%s"):
+            connection.exec_driver_sql(sql, values)
 
     def record_events(self, events: Sequence[FeedbackEvent], received_at: float) -> WriteResult:
         """Store events; those without a time are stamped ``received_at``."""
@@ -359,6 +349,21 @@ class MetricsStore:
                     )
                 },
             )
+        )
+
+
+def _multi_row(
+    head: str, tail: str, columns: list[str], rows: list[dict[str, Any]], marker: str
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """``head VALUES (...), (...) tail`` statements with their positional parameters, as many
+    rows each as SQLite's limit on parameters allows."""
+    placeholders = "(" + ", ".join(marker for _ in columns) + ")"
+    per_statement = SQLITE_MAX_PARAMETERS // len(columns)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        yield (
+            f"{head} VALUES {', '.join([placeholders] * len(chunk))} {tail}",
+            tuple(row[name] for row in chunk for name in columns),
         )
 
 
