@@ -84,13 +84,15 @@ def _interceptors(
 def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """A port of its own, and connections closed at a maximum age: a client keeps one
     HTTP/2 connection per replica for as long as it can, so without an age it would never
-    re-resolve a headless Service's name and never send to replicas added since."""
+    re-resolve a headless Service's name and never send to replicas added since. Calls in
+    flight finish on the old connection (without a grace limit, gRPC's default): a fit or a
+    screen waited on for minutes is not cut when its connection ages."""
     options = [("grpc.so_reuseport", 0)]
     if settings.max_connection_age_seconds > 0:
-        options += [
-            ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
-            ("grpc.max_connection_age_grace_ms", round(settings.max_connection_age_grace_seconds * 1000)),
-        ]
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)))
+        if settings.max_connection_age_grace_seconds > 0:
+            grace_ms = round(settings.max_connection_age_grace_seconds * 1000)
+            options.append(("grpc.max_connection_age_grace_ms", grace_ms))
     return options
 
 

@@ -59,8 +59,9 @@ class ServerSettings(ClientSettings):
     )
     max_connection_age_grace_seconds: float = option(
         env="RECTUNE_MAX_CONNECTION_AGE_GRACE_SECONDS",
-        default=30.0,
-        help="calls in flight on a connection closed for its age get this long to finish",
+        default=0.0,
+        help="calls in flight on a connection closed for its age get this long to finish; 0 = as long as they "
+        "take (fits, screens and streams run for minutes; new calls go to a new connection meanwhile)",
     )
     tls_cert: str = option(env="RECTUNE_TLS_CERT", default="", help="PEM server certificate; enables TLS")
     tls_key: str = option(env="RECTUNE_TLS_KEY", default="", help="PEM private key of --tls-cert")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.request
+from typing import Any
 
 import grpc
 import pytest
@@ -159,3 +161,43 @@ def test_prometheus_has_per_arm_gauges(start_service) -> None:
     assert 'rectune_arm_impressions{arm_id="a"} 10.0' in body
     assert 'rectune_arm_ctr{arm_id="a"} 0.3' in body
     assert 'rectune_arm_probability_best{arm_id="a"} 1.0' in body
+
+
+def watched_until_cut(stub: Any, seconds: float) -> tuple[int, grpc.StatusCode | None]:
+    """Updates a WatchArmStats stream gives within ``seconds`` (an event recorded every 0.5 s),
+    and the status it ended with early (None if it lasted)."""
+    watch = metrics_pb2.WatchArmStatsRequest()
+    watch.min_interval.FromMilliseconds(100)
+    updates = stub.WatchArmStats(watch, timeout=seconds)
+    stop = threading.Event()
+
+    def record() -> None:
+        for n in range(int(seconds * 2)):
+            if stop.wait(0.5):
+                return
+            stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=batch("a", 1, 0, prefix=f"t{n}-")), timeout=10)
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    count = 0
+    try:
+        for _ in updates:
+            count += 1
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            return count, error.code()
+    finally:
+        stop.set()
+        writer.join()
+    return count, None
+
+
+def test_a_call_in_flight_outlives_its_connections_maximum_age(start_service) -> None:
+    """Connections close at --max-connection-age-seconds so clients see new replicas; a call
+    in flight (a screen or fit waited on for minutes, a watch stream) is not cut by it unless
+    a grace limit is set (the control)."""
+    lasting = start_service("metrics", max_connection_age_seconds=1.0).stub
+    count, ended = watched_until_cut(lasting, 4.0)
+    assert ended is None and count >= 5
+    limited = start_service("metrics", max_connection_age_seconds=1.0, max_connection_age_grace_seconds=1.0).stub
+    assert watched_until_cut(limited, 4.0)[1] == grpc.StatusCode.UNAVAILABLE
