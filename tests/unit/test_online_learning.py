@@ -84,6 +84,30 @@ def test_a_click_changes_the_users_next_als_list_without_a_refit() -> None:
     assert model.scores(context) == pytest.approx(expected.astype(np.float64), rel=1e-5)
 
 
+def test_a_heavy_user_keeps_the_fits_vector_instead_of_a_fold_in_per_request() -> None:
+    """A fold-in costs history x factors^2: past FOLD_IN_MAX_WORK for what the fit saw, the
+    user's vector is the fit's until the next refit (their newest items are still never
+    ranked); a light user's new clicks fold in at once."""
+    from services.scoring.core.strategies.als import FOLD_IN_MAX_WORK, AlsModel
+
+    core = core_with(RefitPolicy(0, 0, 0))
+    als = core.configuration("als", {"factors": 8, "iterations": 5})
+    fitted = core.fitted(als)
+    model = fitted.model
+    assert isinstance(model, AlsModel)
+    row = fitted.user_rows["u0"]
+    history = core.data.history("u0")
+    context = ScoringContext(history, row, time.time())
+    stored = model.user_factors[row]
+    assert not np.array_equal(model.query(context), stored)  # light: folded in (the newest was held out)
+    model.fitted_counts[row] = FOLD_IN_MAX_WORK // 64 + 1  # as a heavy user's
+    assert np.array_equal(model.query(context), stored)
+    clicked = [Interaction("u0", str(i), 5.0, 2_000_000.0 + i) for i in (55, 56)]
+    core.data.add_interactions(clicked)
+    ranked = [s.item_id for s in core.rank(als, "u0", [], 10, [])]
+    assert not {"55", "56"} & set(ranked)
+
+
 def test_a_due_model_is_refit_in_the_background_and_replaced_whole() -> None:
     core = core_with(RefitPolicy(interactions=5, share=0, max_age_seconds=0))
     als = core.configuration("als", {"factors": 8, "iterations": 5})

@@ -35,6 +35,11 @@ SPACE = StrategySpace(
     ),
 )
 SEED = 42
+# A fold-in costs history x factors^2 multiply-adds (about 1 ms at 4 million here). A user
+# whose fitted history alone costs more keeps the fit's vector until the next refit: the fit
+# saw most of their interactions, and a heavy user (10^5 interactions) would otherwise cost
+# hundreds of milliseconds a request (bench/scale.py's heavy-user size).
+FOLD_IN_MAX_WORK = 4_000_000
 # A fit leaves a core to ranking (a refit runs while the service serves); one core is all
 # there is on a single-core machine.
 FIT_THREADS = max(1, (os.cpu_count() or 1) - 1)
@@ -116,15 +121,20 @@ class AlsModel(DotProductModel):
         return self.item_factors
 
     def query(self, context: ScoringContext) -> npt.NDArray[np.float32]:
-        """The user's factors: as fitted while their history is what the fit saw, else folded
-        in from the current history (one least-squares solve)."""
+        """The user's factors: as fitted while their history is what the fit saw (or while the
+        fit saw more of it than a fold-in may cost), else folded in from the current history
+        (one least-squares solve)."""
         row = context.user_row
-        if row is not None and row < len(self.user_factors) and len(context.history.items) == self.fitted_counts[row]:
+        if row is not None and row < len(self.user_factors) and self._fitted_is_current(row, context):
             fitted: npt.NDArray[np.float32] = self.user_factors[row]
             return fitted
         return solve_user(
             self.item_factors, context.history, self.alpha, self.regularization, self._item_gram()
         ).astype(np.float32)
+
+    def _fitted_is_current(self, row: int, context: ScoringContext) -> bool:
+        fitted = int(self.fitted_counts[row])
+        return len(context.history.items) == fitted or fitted * self.item_factors.shape[1] ** 2 > FOLD_IN_MAX_WORK
 
     def _item_gram(self) -> npt.NDArray[np.float64]:
         # Made on first use, not in __init__: models stored before it existed load without it
