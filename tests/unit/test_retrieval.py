@@ -125,16 +125,20 @@ def test_scanning_a_share_of_the_cells_still_finds_nearly_all_of_the_top_ten() -
 
 
 @pytest.mark.parametrize("head_items", [0, 300])
-def test_a_heavy_users_excluded_items_are_left_out_while_searching(head_items: int) -> None:
-    """Most of the best items excluded (a user who has seen 3,000 of 4,000 items, the 900
-    best among them): with every cell scanned, the candidates hold the true top 10 of the
-    items left, none excluded, without fetching past the excluded ones."""
+@pytest.mark.parametrize("seen", [20, 3000])
+def test_a_users_excluded_items_are_left_out_while_searching(head_items: int, seen: int) -> None:
+    """The best items excluded (a user who has seen 20 items, the best 20, or 3,000 of 4,000
+    items, the 900 best among them; faiss selects by an id set for the first, by a bitmap for
+    the second): with every cell scanned, the candidates hold the true top 10 of the items
+    left, none excluded, without fetching past the excluded ones."""
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((4000, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, (4000, 1)).astype(np.float32)
     index = ApproximateIndex(vectors, scan_share=1.0, head_items=head_items)
     for query in rng.standard_normal((10, 16)).astype(np.float32):
         by_score = np.argsort(-(vectors @ query), kind="stable")
-        excluded = np.concatenate([by_score[:900], rng.choice(by_score[900:], 2100, replace=False)])
+        best = min(seen, 900)
+        excluded = np.concatenate([by_score[:best], rng.choice(by_score[best:], seen - best, replace=False)])
+        excluded = np.concatenate([excluded, excluded[:10]])  # a history repeats items
         candidates = index.search(query, 10, excluded)
         assert not set(candidates.tolist()) & set(excluded.tolist())
         assert len(candidates) <= 20  # 10 from the head and 10 from the cells at most: no over-fetch

@@ -336,3 +336,19 @@ def test_hybrid_diversifies_a_large_list_without_a_pool_by_pool_matrix() -> None
         expected.append(int(np.argmax(value)))
         closest = np.maximum(closest, similarity[expected[-1]])
     assert chosen == [int(pool[i]) for i in expected]
+
+
+def test_a_long_history_is_kept_read_only_until_the_user_adds_to_it() -> None:
+    from services.scoring.core.data import LONG_HISTORY_ROWS, ScoringData
+
+    data = ScoringData()
+    data.upsert_items([Item(str(i), f"item {i}") for i in range(50)])
+    data.add_interactions([Interaction("heavy", str(n % 50), 1.0, 1_000_000.0 + n) for n in range(LONG_HISTORY_ROWS)])
+    data.add_interactions([Interaction("light", "1", 1.0, 2_000_000.0)])
+    first = data.history("heavy")
+    assert data.history("heavy") is first and not first.items.flags.writeable
+    assert data.history("light") is not data.history("light")  # short ones are gathered each time
+    data.add_interactions([Interaction("heavy", "7", 1.0, 500_000.0)])  # older than the rest: sorted in
+    changed = data.history("heavy")
+    assert changed is not first and len(changed.items) == LONG_HISTORY_ROWS + 1
+    assert changed.items[0] == 7 and bool(np.all(np.diff(changed.times) >= 0))

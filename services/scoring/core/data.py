@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,8 @@ class Column:
 
 # What a user's row column costs besides its rows: the Column and its ndarray objects.
 ROW_COLUMN_OVERHEAD = 160  # 48 (the Column, with slots) + 112 (the ndarray header)
+LONG_HISTORY_ROWS = 10_000  # a history this long is kept once gathered (24 bytes a row)
+LONG_HISTORIES_KEPT = 256  # at most 256 x 24 bytes x their rows (61 MB at 10^4 rows each)
 
 
 class ScoringData:
@@ -136,6 +139,9 @@ class ScoringData:
         self._values = Column(np.float64)
         self._times = Column(np.float64)
         self._rows_of_user: list[Column] = []  # by user row: that user's interaction rows
+        # The histories of the heaviest users asked for lately, until they change: gathering
+        # 10^5 rows from the columns costs milliseconds, on every one of their many requests.
+        self._long_histories: OrderedDict[int, History] = OrderedDict()
         self.version = 0
 
     @property
@@ -203,6 +209,7 @@ class ScoringData:
                     self.user_ids.append(interaction.user_id)
                     self._rows_of_user.append(Column(np.int32, capacity=4))
                 self._rows_of_user[user].append(first_row + offset)
+                self._long_histories.pop(user, None)
                 users.append(user)
             self._users.extend(users)
             self._items.extend([self.item_index[i.item_id] for i in interactions])
@@ -232,15 +239,37 @@ class ScoringData:
             )
 
     def history(self, user_id: str) -> History:
-        """The user's current history, by time (empty for an unknown user)."""
+        """The user's current history, by time (empty for an unknown user). Its arrays are
+        read-only: a long one is kept for the next request."""
         with self._lock:
             user = self.user_index.get(user_id)
-            rows = self._rows_of_user[user].view() if user is not None else np.zeros(0, dtype=np.int64)
+            if user is None:
+                return History.empty()
+            kept = self._long_histories.get(user)
+            if kept is not None:
+                self._long_histories.move_to_end(user)
+                return kept
+            rows = self._rows_of_user[user].view()
             items = self._items.view()[rows].astype(np.int64)
             values = self._values.view()[rows]
             times = self._times.view()[rows]
+            history = by_time(items, values, times)
+            if len(rows) >= LONG_HISTORY_ROWS:
+                self._long_histories[user] = history
+                while len(self._long_histories) > LONG_HISTORIES_KEPT:
+                    self._long_histories.popitem(last=False)
+        return history
+
+
+def by_time(items: npt.NDArray[np.int64], values: npt.NDArray[np.float64], times: npt.NDArray[np.float64]) -> History:
+    """A read-only History ordered by time (rows are nearly always appended in time order:
+    then nothing is sorted)."""
+    if not np.all(times[1:] >= times[:-1]):
         order = np.argsort(times, kind="stable")
-        return History(items[order], values[order], times[order])
+        items, values, times = items[order], values[order], times[order]
+    for column in (items, values, times):
+        column.flags.writeable = False
+    return History(items, values, times)
 
 
 def shifted_to_end_at(interactions: Sequence[Interaction], end: float) -> tuple[list[Interaction], float]:

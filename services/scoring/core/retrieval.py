@@ -50,6 +50,9 @@ TRAINING_SAMPLE = 200_000  # vectors the k-means of the cells is trained on (fai
 HEAD_ITEMS = 10_000  # at least this many items of largest norm are scanned exactly
 HEAD_SHARE = 0.01
 SEED = 1234
+# Past one excluded item per this many in the catalogue, a bitmap of the catalogue (n / 8
+# bytes) is cheaper to build than a set of the ids, and duplicates cost nothing.
+BITMAP_BREAK_EVEN = 64
 
 
 @dataclass(frozen=True)
@@ -98,36 +101,76 @@ class ApproximateIndex:
     def search(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
         """Candidates for the ``count`` largest inner products among the items not excluded:
         up to ``count`` from the head and as many from the rest (the caller scores them)."""
+        if len(excluded) * BITMAP_BREAK_EVEN > self.n_items:
+            return self._search_excluding_many(query, count, excluded)
         found = [self._search_head(query, count, excluded)]
         if self.index is not None:
-            found.append(self._search_tail(self.index, query, count, excluded))
+            selector = faiss_selector_of_ids(excluded) if len(excluded) else None
+            found.append(self._search_tail(self.index, query, count, selector))
+        return np.concatenate(found)
+
+    def _search_excluding_many(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
+        """A heavy user's search: the excluded items as one bit per item (duplicates in a long
+        history cost nothing, and faiss tests a bit per candidate instead of a hash set)."""
+        banned = np.zeros(self.n_items, dtype=bool)
+        banned[excluded] = True
+        found = [self._best_of_head(query, count, banned[self.head])]
+        if self.index is not None:
+            found.append(self._search_tail(self.index, query, count, faiss_selector_of_bitmap(banned)))
         return np.concatenate(found)
 
     def _search_head(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
-        scores = self.head_vectors @ query
         rows = self.head_row[excluded]
-        scores[rows[rows >= 0]] = -np.inf
+        banned = np.zeros(len(self.head), dtype=bool)
+        banned[rows[rows >= 0]] = True
+        return self._best_of_head(query, count, banned)
+
+    def _best_of_head(self, query: npt.NDArray[np.float32], count: int, banned: npt.NDArray[np.bool_]) -> Indices:
+        scores = self.head_vectors @ query
+        scores[banned] = -np.inf
         take = min(count, len(self.head))
         best = np.argpartition(-scores, take - 1)[:take] if take < len(self.head) else np.arange(len(self.head))
         best = best[np.isfinite(scores[best])]
         found: Indices = self.head[best]
         return found
 
-    def _search_tail(self, index: Any, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
+    def _search_tail(self, index: Any, query: npt.NDArray[np.float32], count: int, selector: Any) -> Indices:
         import faiss
 
         padded = np.zeros((1, len(query) + 1), dtype=np.float32)
         padded[0, :-1] = query
         parameters = faiss.SearchParametersIVF()
         parameters.nprobe = index.nprobe
-        if len(excluded):
-            # Held in locals for the search's duration: faiss keeps only pointers to them.
-            banned = faiss.IDSelectorBatch(np.ascontiguousarray(excluded, dtype=np.int64))
-            allowed = faiss.IDSelectorNot(banned)
-            parameters.sel = allowed
+        if selector is not None:
+            parameters.sel = selector.allowed
         _, ids = index.search(padded, min(count, self.tail_size), params=parameters)
         found: Indices = ids[0][ids[0] >= 0]
         return found
+
+
+@dataclass(frozen=True)
+class _Selector:
+    """faiss's selector of the items allowed, with what it points into: faiss keeps only
+    pointers, so the arrays and the inner selector must live as long as the search."""
+
+    allowed: Any
+    parts: tuple[Any, ...]
+
+
+def faiss_selector_of_ids(excluded: Indices) -> _Selector:
+    import faiss
+
+    ids = np.ascontiguousarray(excluded, dtype=np.int64)
+    banned = faiss.IDSelectorBatch(ids)
+    return _Selector(faiss.IDSelectorNot(banned), (ids, banned))
+
+
+def faiss_selector_of_bitmap(banned: npt.NDArray[np.bool_]) -> _Selector:
+    import faiss
+
+    bits = np.packbits(banned, bitorder="little")  # faiss reads bit (id & 7) of byte id >> 3
+    inner = faiss.IDSelectorBitmap(len(banned), faiss.swig_ptr(bits))
+    return _Selector(faiss.IDSelectorNot(inner), (bits, inner))
 
 
 def _complete_norms(items: Vectors) -> Vectors:
