@@ -276,6 +276,8 @@ def measure_size(
     requests = draw_requests(data, 2000)
     items_csv, interactions_csv = write_csv(data, folder)
     strategies = list(DATA_ONLY) + (list(ENCODED) if n_items <= args.max_encoded_items else [])
+    if args.strategies:
+        strategies = [name for name in strategies if name in args.strategies.split(",")]
     result: dict[str, Any] = {
         "items": n_items,
         "interactions": n_interactions,
@@ -387,6 +389,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="RankItems and echo calls per measurement")
     parser.add_argument("--skip-largest", action="store_true", help="leave out 10^6 items with 10^7 interactions")
     parser.add_argument("--max-encoded-items", type=int, default=10_000)
+    parser.add_argument("--strategies", default="", help="only these, e.g. als (default: every one that runs)")
     parser.add_argument("--max-fit-seconds", type=float, default=300.0, help="two_tower's fit budget")
     parser.add_argument("--partial", default="/tmp/rectune-bench-scale.json", help="results so far, after each size")
     parser.add_argument(
