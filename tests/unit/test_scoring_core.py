@@ -338,7 +338,7 @@ def test_hybrid_diversifies_a_large_list_without_a_pool_by_pool_matrix() -> None
     assert chosen == [int(pool[i]) for i in expected]
 
 
-def test_a_long_history_is_kept_read_only_until_the_user_adds_to_it() -> None:
+def test_a_long_history_is_kept_read_only_and_extended_when_the_user_adds_to_it() -> None:
     from services.scoring.core.data import LONG_HISTORY_ROWS, ScoringData
 
     data = ScoringData()
@@ -352,3 +352,7 @@ def test_a_long_history_is_kept_read_only_until_the_user_adds_to_it() -> None:
     changed = data.history("heavy")
     assert changed is not first and len(changed.items) == LONG_HISTORY_ROWS + 1
     assert changed.items[0] == 7 and bool(np.all(np.diff(changed.times) >= 0))
+    data._long_histories.clear()  # gathered again from the columns: the same history
+    gathered = data.history("heavy")
+    for column in ("items", "values", "times"):
+        assert np.array_equal(getattr(gathered, column), getattr(changed, column))
