@@ -101,6 +101,7 @@ class ApproximateIndex:
     def search(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
         """Candidates for the ``count`` largest inner products among the items not excluded:
         up to ``count`` from the head and as many from the rest (the caller scores them)."""
+        excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]  # items added since: not indexed
         if len(excluded) * BITMAP_BREAK_EVEN > self.n_items:
             return self._search_excluding_many(query, count, excluded)
         found = [self._search_head(query, count, excluded)]
