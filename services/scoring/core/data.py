@@ -118,7 +118,7 @@ class Column:
 # What a user's row column costs besides its rows: the Column and its ndarray objects.
 ROW_COLUMN_OVERHEAD = 160  # 48 (the Column, with slots) + 112 (the ndarray header)
 LONG_HISTORY_ROWS = 10_000  # a history this long is kept once gathered (24 bytes a row)
-LONG_HISTORIES_KEPT = 256  # at most 256 x 24 bytes x their rows (61 MB at 10^4 rows each)
+LONG_HISTORY_ROWS_KEPT = 4_000_000  # rows of all kept histories together: 96 MB at most
 
 
 class ScoringData:
@@ -142,6 +142,7 @@ class ScoringData:
         # The histories of the heaviest users asked for lately, until they change: gathering
         # 10^5 rows from the columns costs milliseconds, on every one of their many requests.
         self._long_histories: OrderedDict[int, History] = OrderedDict()
+        self._long_history_rows = 0
         self.version = 0
 
     @property
@@ -229,11 +230,15 @@ class ScoringData:
             if user in self._long_histories:
                 added.setdefault(user, []).append(offset)
         for user, offsets in added.items():
-            kept = self._long_histories[user]
-            self._long_histories[user] = by_time(
-                np.concatenate([kept.items, np.array([positions[o] for o in offsets], dtype=np.int64)]),
-                np.concatenate([kept.values, np.array([interactions[o].value for o in offsets], dtype=np.float64)]),
-                np.concatenate([kept.times, np.array([interactions[o].time for o in offsets], dtype=np.float64)]),
+            kept = self._long_histories.pop(user)
+            self._long_history_rows -= len(kept.items)
+            self._keep_history(
+                user,
+                by_time(
+                    np.concatenate([kept.items, np.array([positions[o] for o in offsets], dtype=np.int64)]),
+                    np.concatenate([kept.values, np.array([interactions[o].value for o in offsets], dtype=np.float64)]),
+                    np.concatenate([kept.times, np.array([interactions[o].time for o in offsets], dtype=np.float64)]),
+                ),
             )
 
     def interactions_since(self, start: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int]:
@@ -272,11 +277,17 @@ class ScoringData:
             values = self._values.view()[rows]
             times = self._times.view()[rows]
             history = by_time(items, values, times)
-            if len(rows) >= LONG_HISTORY_ROWS:
-                self._long_histories[user] = history
-                while len(self._long_histories) > LONG_HISTORIES_KEPT:
-                    self._long_histories.popitem(last=False)
+            if LONG_HISTORY_ROWS <= len(rows) <= LONG_HISTORY_ROWS_KEPT:
+                self._keep_history(user, history)
         return history
+
+    def _keep_history(self, user: int, history: History) -> None:
+        """Keep it, the least recently asked for going first past LONG_HISTORY_ROWS_KEPT rows."""
+        self._long_histories[user] = history
+        self._long_history_rows += len(history.items)
+        while self._long_history_rows > LONG_HISTORY_ROWS_KEPT:
+            _, dropped = self._long_histories.popitem(last=False)
+            self._long_history_rows -= len(dropped.items)
 
 
 def by_time(items: npt.NDArray[np.int64], values: npt.NDArray[np.float64], times: npt.NDArray[np.float64]) -> History:
