@@ -33,8 +33,10 @@ import numpy as np
 
 from bench.common import DATA, logs_to_stderr, percentiles_ms, print_json, start_child_service
 from rectune.datasets import load_movielens_atomic
+from rectune.domain.configuration import Configuration
 from rectune.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 from services.common.clients import make_channel
+from services.common.convert import configuration_message
 from services.common.wait_healthy import wait_serving
 
 K = 10
@@ -62,13 +64,7 @@ SERVED = ("als", {"factors": 32, "iterations": 8})
 
 
 def configuration(strategy: str, params: Mapping[str, float]) -> common_pb2.Configuration:
-    message = common_pb2.Configuration(strategy=strategy)
-    for name, value in params.items():
-        if isinstance(value, int):
-            message.params[name].int_value = value
-        else:
-            message.params[name].double_value = value
-    return message
+    return configuration_message(Configuration(strategy, dict(params)))
 
 
 @contextmanager

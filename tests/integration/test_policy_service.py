@@ -8,7 +8,9 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from rectune.domain.configuration import Configuration
 from rectune.v1 import common_pb2, metrics_pb2, policy_pb2, policy_pb2_grpc, scoring_pb2
+from services.common.convert import configuration_message
 from tests.conftest import MOVIELENS, UNUSED_PEER
 from tests.rpc import error_of
 
@@ -38,10 +40,7 @@ def suite(start_service, tmp_path):
 
 
 def configuration(strategy: str, **params) -> common_pb2.Configuration:
-    message = common_pb2.Configuration(strategy=strategy)
-    for name, value in params.items():
-        setattr(message.params[name], "int_value" if isinstance(value, int) else "double_value", value)
-    return message
+    return configuration_message(Configuration(strategy, params))
 
 
 def put(stub, arm_id: str, strategy: str, state=policy_pb2.ARM_STATE_ACTIVE, cap: float = 0.0, **params):

@@ -100,13 +100,15 @@ class MetricsCore:
         check_decisions(decisions, rules)
         return self.store.record_decisions(decisions, received_at=rules.now)
 
-    def _samples(self, requested: int, arms: int) -> int:
-        """The samples to draw for ``arms`` arms: as asked (refused past the bound on draws), or
-        the default, lowered to stay within the bound (the answer says how many were drawn)."""
+    def _check_samples(self, requested: int) -> None:
         if requested < 0 or requested > self.config.max_posterior_samples:
             raise InvalidArgument(
                 "posterior_samples", f"must be between 0 and {self.config.max_posterior_samples}, got {requested}"
             )
+
+    def _samples(self, requested: int, arms: int) -> int:
+        """The samples to draw for ``arms`` arms: as asked (refused past the bound on draws), or
+        the default, lowered to stay within the bound (the answer says how many were drawn)."""
         if requested == 0:
             return max(1, min(self.config.posterior_samples, MAX_POSTERIOR_DRAWS // max(1, arms)))
         if requested * arms > MAX_POSTERIOR_DRAWS:
@@ -122,7 +124,7 @@ class MetricsCore:
     ) -> tuple[list[ArmStats], int]:
         check_window(window)
         check_arm_ids(arm_ids)
-        self._samples(posterior_samples, 0)  # its own range, before any query
+        self._check_samples(posterior_samples)  # before any query
         counts = self.store.arm_counts(window, arm_ids)
         samples = self._samples(posterior_samples, len(counts))
         return arm_stats(counts, self.config.reward, samples, self.config.seed), samples
