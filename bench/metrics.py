@@ -11,7 +11,8 @@ For each database, in one run:
   store holds 10^6 and then 10^7 events spread over the last 24 hours, for the windows a
   dashboard and the tuner ask for: the last 24 h, the last hour, and everything. The events
   are loaded through the store in process (so the roll-ups are kept as in service), which
-  is faster than over gRPC and changes nothing the query reads.
+  is faster than over gRPC and changes nothing the query reads. Then the cost of retention:
+  a compaction of the older 12 hours (raw events deleted by time).
 Each measurement starts from an empty database. Prints JSON with the ratios to raw.
 
     .venv/bin/python -m bench.metrics [--events 100000] [--stats-events 1000000 10000000]
@@ -167,7 +168,18 @@ def stats_at(url: str, count: int) -> dict[str, Any]:
     with metrics_service(url) as stub:
         windows = {"last_24h": last(DAY + 60), "last_hour": last(3600), "everything": None}
         found = {name: stats_latency(stub, window) for name, window in windows.items()}
-    return {"events": count, "load_events_per_s": round(count / loaded), **found}
+    return {"events": count, "load_events_per_s": round(count / loaded), **found, "retention": compaction(url)}
+
+
+def compaction(url: str) -> dict[str, Any]:
+    """What retention costs: compacting the older half of the 24 hours (raw events are
+    deleted by time; the hour roll-ups stay)."""
+    engine = make_engine(url)
+    started = time.perf_counter()
+    dropped = MetricsStore(engine).compact(time.time() - DAY / 2)
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"events_dropped": dropped, "seconds": round(seconds, 2), "events_dropped_per_s": round(dropped / seconds)}
 
 
 def measure(fresh_url: Callable[[str], str], events: int, stats_events: list[int]) -> dict[str, Any]:
