@@ -3,8 +3,7 @@
 Reward per impression is r = w_click * clicked + w_conversion * converted, counting at
 most one click and one conversion per impression, and a conversion only after a click
 (so an impression that converted also clicked). Under that reading the moments follow
-from the counts alone, which keeps them exact after raw events are compacted into
-hourly aggregates.
+from the counts alone, which keeps them exact when they are read from roll-ups.
 """
 
 from __future__ import annotations

@@ -315,7 +315,7 @@ class MetricsStore:
     # -- retention -------------------------------------------------------------------------
 
     def compacted_before(self) -> float | None:
-        """Unix seconds before which only hourly aggregates remain; None if nothing was compacted."""
+        """Unix seconds before which only the hour roll-ups remain; None if nothing was compacted."""
         with self.engine.connect() as connection:
             value = connection.execute(select(COMPACTION.c.compacted_before_us)).scalar()
         return None if value is None else value / MICROS
