@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +75,38 @@ class Replica:
             self.process.kill()
             self.process.wait()
 
+    def ended(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+
+def serve_all(replicas: Sequence[Replica], folder: Path, *extra: tuple[str, ...], seconds: float = 120) -> None:
+    """Start the replicas (``extra[i]``: replica i's flags) and wait until every one serves. A
+    replica whose process ends while starting gets new ports, up to twice: its ports were
+    chosen before it bound them, and another process may take one meanwhile (seen once in a
+    full run)."""
+    flags = [extra[n] if n < len(extra) else () for n in range(len(replicas))]
+    for replica, own in zip(replicas, flags, strict=True):
+        replica.start(folder, *own)
+    restarts = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for replica, own in zip(replicas, flags, strict=True):
+            if replica.ended() and restarts < 2:
+                restarts += 1
+                replica.port, replica.metrics_port = free_port(), free_port()
+                replica.start(folder, *own)
+        states = wait_serving([replica.address for replica in replicas], timeout_seconds=2)
+        if set(states.values()) == {"SERVING"}:
+            return
+    raise AssertionError(f"replicas not serving after {seconds:.0f} s: {states}")
+
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
     """Four replicas' ports; the first three started and serving, the fourth left down."""
     started = [Replica(free_port(), free_port()) for _ in range(4)]
-    for replica in started[:3]:
-        replica.start(tmp_path)
-    addresses = [replica.address for replica in started[:3]]
     try:
-        assert set(wait_serving(addresses, timeout_seconds=120).values()) == {"SERVING"}
+        serve_all(started[:3], tmp_path)
         yield started
     finally:
         for replica in started:

@@ -13,9 +13,8 @@ import pytest
 
 from demo.suite import free_port
 from rectune.v1 import common_pb2, policy_pb2, scoring_pb2, scoring_pb2_grpc
-from services.common.wait_healthy import wait_serving
 from tests.integration.test_policy_service import configuration, put, recommend
-from tests.integration.test_replicas import Replica
+from tests.integration.test_replicas import Replica, serve_all
 from tests.rpc import error_of
 
 pytestmark = pytest.mark.integration
@@ -26,11 +25,9 @@ def scoring(tmp_path: Path) -> Iterator[dict[str, Replica]]:
     """A serving and a training replica sharing one database."""
     database = f"sqlite:///{tmp_path / 'scoring.db'}"
     replicas = {role: Replica(free_port(), free_port()) for role in ("serve", "train")}
-    for role, replica in replicas.items():
-        replica.start(tmp_path, "--role", role, "--database-url", database)
     try:
-        addresses = [replica.address for replica in replicas.values()]
-        assert set(wait_serving(addresses, timeout_seconds=120).values()) == {"SERVING"}
+        flags = [("--role", role, "--database-url", database) for role in replicas]
+        serve_all(list(replicas.values()), tmp_path, *flags)
         yield replicas
     finally:
         for replica in replicas.values():
