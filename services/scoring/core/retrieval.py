@@ -102,29 +102,24 @@ class ApproximateIndex:
         """Candidates for the ``count`` largest inner products among the items not excluded:
         up to ``count`` from the head and as many from the rest (the caller scores them)."""
         excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]  # items added since: not indexed
-        if len(excluded) * BITMAP_BREAK_EVEN > self.n_items:
-            return self._search_excluding_many(query, count, excluded)
-        found = [self._search_head(query, count, excluded)]
+        head_banned, selector = self._exclusions(excluded)
+        found = [self._best_of_head(query, count, head_banned)]
         if self.index is not None:
-            selector = faiss_selector_of_ids(excluded) if len(excluded) else None
             found.append(self._search_tail(self.index, query, count, selector))
         return np.concatenate(found)
 
-    def _search_excluding_many(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
-        """A heavy user's search: the excluded items as one bit per item (duplicates in a long
-        history cost nothing, and faiss tests a bit per candidate instead of a hash set)."""
-        banned = np.zeros(self.n_items, dtype=bool)
-        banned[excluded] = True
-        found = [self._best_of_head(query, count, banned[self.head])]
-        if self.index is not None:
-            found.append(self._search_tail(self.index, query, count, faiss_selector_of_bitmap(banned)))
-        return np.concatenate(found)
-
-    def _search_head(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
+    def _exclusions(self, excluded: Indices) -> tuple[npt.NDArray[np.bool_], _Selector | None]:
+        """The head's excluded rows, and faiss's selector of the rest: by a bitmap of the
+        catalogue past one excluded item in BITMAP_BREAK_EVEN (a heavy user's long history:
+        duplicates cost nothing, and faiss tests a bit per candidate), else by a set of ids."""
+        if len(excluded) * BITMAP_BREAK_EVEN > self.n_items:
+            banned = np.zeros(self.n_items, dtype=bool)
+            banned[excluded] = True
+            return banned[self.head], None if self.index is None else faiss_selector_of_bitmap(banned)
         rows = self.head_row[excluded]
-        banned = np.zeros(len(self.head), dtype=bool)
-        banned[rows[rows >= 0]] = True
-        return self._best_of_head(query, count, banned)
+        head_banned = np.zeros(len(self.head), dtype=bool)
+        head_banned[rows[rows >= 0]] = True
+        return head_banned, None if self.index is None or not len(excluded) else faiss_selector_of_ids(excluded)
 
     def _best_of_head(self, query: npt.NDArray[np.float32], count: int, banned: npt.NDArray[np.bool_]) -> Indices:
         scores = self.head_vectors @ query
@@ -135,7 +130,9 @@ class ApproximateIndex:
         found: Indices = self.head[best]
         return found
 
-    def _search_tail(self, index: Any, query: npt.NDArray[np.float32], count: int, selector: Any) -> Indices:
+    def _search_tail(
+        self, index: Any, query: npt.NDArray[np.float32], count: int, selector: _Selector | None
+    ) -> Indices:
         import faiss
 
         padded = np.zeros((1, len(query) + 1), dtype=np.float32)
