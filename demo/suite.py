@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -71,14 +70,12 @@ class LocalSuite:
             command = [sys.executable, "-m", f"services.{name}", "--port", str(self.ports[name])]
             flags = service_flags(name, self.ports, self.run_dir) + self.extra_flags.get(name, [])
             self._spawn(name, command + flags)
-        # A second at a time, so that a service that exited (Ctrl-C reaches the services too)
-        # ends the wait at once rather than when the time is up.
-        deadline = time.monotonic() + health_timeout_seconds
-        while True:
-            status = wait_serving([self.address(name) for name in START_ORDER], 1.0)
-            exited = any(process.poll() is not None for process in self.processes.values())
-            if exited or all(s == "SERVING" for s in status.values()) or time.monotonic() > deadline:
-                return status
+        # A service that exited (Ctrl-C reaches the services too) ends the wait at once.
+        return wait_serving(
+            [self.address(name) for name in START_ORDER],
+            health_timeout_seconds,
+            give_up=lambda: any(process.poll() is not None for process in self.processes.values()),
+        )
 
     def start_tuner(self, flags: list[str]) -> None:
         """``tuner run`` against the running services, its audit table under the run folder."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,8 +27,11 @@ def health_status(address: str, timeout: float = 1.0, service: str = "") -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-def wait_serving(addresses: list[str], timeout_seconds: float) -> dict[str, str]:
-    """Poll until every address is SERVING or the time is up; returns the last status of each."""
+def wait_serving(
+    addresses: list[str], timeout_seconds: float, give_up: Callable[[], bool] | None = None
+) -> dict[str, str]:
+    """Poll until every address is SERVING, the time is up, or ``give_up()`` says so (a
+    process that should answer has exited, say); returns the last status of each."""
     deadline = time.monotonic() + timeout_seconds
     status = dict.fromkeys(addresses, "UNKNOWN")
     while True:
@@ -35,6 +39,8 @@ def wait_serving(addresses: list[str], timeout_seconds: float) -> dict[str, str]
             if status[address] != "SERVING":
                 status[address] = health_status(address)
         if all(s == "SERVING" for s in status.values()) or time.monotonic() > deadline:
+            return status
+        if give_up is not None and give_up():
             return status
         time.sleep(0.2)
 

@@ -87,18 +87,24 @@ def serve_all(replicas: Sequence[Replica], folder: Path, *extra: tuple[str, ...]
     flags = [extra[n] if n < len(extra) else () for n in range(len(replicas))]
     for replica, own in zip(replicas, flags, strict=True):
         replica.start(folder, *own)
-    restarts = 0
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def any_ended() -> bool:
+        return any(replica.ended() for replica in replicas)
+
+    for restarts_left in (2, 1, 0):
+        states = wait_serving(
+            [replica.address for replica in replicas],
+            deadline - time.monotonic(),
+            give_up=any_ended if restarts_left else None,
+        )
+        if set(states.values()) == {"SERVING"} or restarts_left == 0:
+            break
         for replica, own in zip(replicas, flags, strict=True):
-            if replica.ended() and restarts < 2:
-                restarts += 1
+            if replica.ended():
                 replica.port, replica.metrics_port = free_port(), free_port()
                 replica.start(folder, *own)
-        states = wait_serving([replica.address for replica in replicas], timeout_seconds=2)
-        if set(states.values()) == {"SERVING"}:
-            return
-    raise AssertionError(f"replicas not serving after {seconds:.0f} s: {states}")
+    assert set(states.values()) == {"SERVING"}, f"replicas not serving after {seconds:.0f} s: {states}"
 
 
 @pytest.fixture
