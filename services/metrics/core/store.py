@@ -179,11 +179,14 @@ class MetricsStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _counts_source(self, window: Window, arm_ids: Sequence[str], widths: tuple[int, ...]) -> Any:
+    def _counts_source(
+        self, connection: Connection, window: Window, arm_ids: Sequence[str], widths: tuple[int, ...]
+    ) -> Any:
         """The rows that count the events in the window, as (arm_id, time_us, kind, n): roll-ups
-        of the given widths and raw events at the edges (rollups.py)."""
-        span, horizon = _span(window), self.compacted_before()
-        pieces = window_pieces(span.start, span.end, None if horizon is None else to_us(horizon), widths)
+        of the given widths and raw events at the edges (rollups.py). The compaction horizon is
+        read on the connection that runs the query."""
+        span = _span(window)
+        pieces = window_pieces(span.start, span.end, _horizon_us(connection), widths)
         parts = [self._piece_rows(piece, arm_ids) for piece in pieces]
         if not parts:  # an empty window: no rows
             parts = [self._piece_rows(Piece(RAW, 0, 0), arm_ids)]
@@ -214,7 +217,14 @@ class MetricsStore:
 
     def arm_counts(self, window: Window, arm_ids: Sequence[str] = ()) -> list[ArmCounts]:
         """Impressions, clicks and conversions per arm; requested arms with no events count zero."""
-        counted = self._counts_source(window, arm_ids, ROLLUP_WIDTHS_US)
+        with self.engine.connect() as connection:
+            found = self._arm_counts(connection, window, arm_ids)
+        for arm_id in arm_ids:
+            found.setdefault(arm_id, ArmCounts(arm_id, 0, 0, 0))
+        return [found[arm_id] for arm_id in sorted(found)]
+
+    def _arm_counts(self, connection: Connection, window: Window, arm_ids: Sequence[str]) -> dict[str, ArmCounts]:
+        counted = self._counts_source(connection, window, arm_ids, ROLLUP_WIDTHS_US)
         query = (
             select(
                 counted.c.arm_id,
@@ -225,13 +235,7 @@ class MetricsStore:
             .group_by(counted.c.arm_id)
             .order_by(counted.c.arm_id)
         )
-        with self.engine.connect() as connection:
-            found = {
-                row[0]: ArmCounts(row[0], int(row[1]), int(row[2]), int(row[3])) for row in connection.execute(query)
-            }
-        for arm_id in arm_ids:
-            found.setdefault(arm_id, ArmCounts(arm_id, 0, 0, 0))
-        return [found[arm_id] for arm_id in sorted(found)]
+        return {row[0]: ArmCounts(row[0], int(row[1]), int(row[2]), int(row[3])) for row in connection.execute(query)}
 
     def time_series(
         self,
@@ -245,21 +249,21 @@ class MetricsStore:
         """Counts per arm and bucket; buckets are aligned to multiples of their width since the
         epoch. None when the answer would hold more than ``max_points`` buckets in all."""
         bucket_us = to_us(bucket_seconds)
-        counted = self._counts_source(window, arm_ids, widths_within(bucket_us))
-        bucket = (counted.c.time_us // bucket_us).label("bucket")
-        query = (
-            select(
-                counted.c.arm_id,
-                bucket,
-                _counted("impression", counted),
-                _counted("click", counted),
-                _counted("conversion", counted),
-            )
-            .group_by(counted.c.arm_id, bucket)
-            .order_by(counted.c.arm_id, bucket)
-        )
         series: dict[str, list[Bucket]] = {}
         with self.engine.connect() as connection:
+            counted = self._counts_source(connection, window, arm_ids, widths_within(bucket_us))
+            bucket = (counted.c.time_us // bucket_us).label("bucket")
+            query = (
+                select(
+                    counted.c.arm_id,
+                    bucket,
+                    _counted("impression", counted),
+                    _counted("click", counted),
+                    _counted("conversion", counted),
+                )
+                .group_by(counted.c.arm_id, bucket)
+                .order_by(counted.c.arm_id, bucket)
+            )
             for points, (arm_id, index, impressions, clicks, conversions) in enumerate(connection.execute(query)):
                 if points == max_points:
                     return None
@@ -317,7 +321,7 @@ class MetricsStore:
     def compacted_before(self) -> float | None:
         """Unix seconds before which only the hour roll-ups remain; None if nothing was compacted."""
         with self.engine.connect() as connection:
-            value = connection.execute(select(COMPACTION.c.compacted_before_us)).scalar()
+            value = _horizon_us(connection)
         return None if value is None else value / MICROS
 
     def compact(self, horizon: float) -> int:
@@ -380,6 +384,11 @@ def _page_of(rows: Any, page_size: int, max_bytes: int) -> tuple[list[Any], bool
         page.append(row)
         size += row_size
     return page, False
+
+
+def _horizon_us(connection: Connection) -> int | None:
+    value = connection.execute(select(COMPACTION.c.compacted_before_us)).scalar()
+    return None if value is None else int(value)
 
 
 def _span(window: Window) -> Piece:
