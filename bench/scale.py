@@ -173,8 +173,9 @@ def empty_replica_rss(folder: Path) -> int:
 # -- measurements ----------------------------------------------------------------------------------
 
 
-def timed(call: Any, calls: int) -> dict[str, float]:
-    call(0)  # warm-up
+def timed(call: Any, calls: int, warm_up: bool = True) -> dict[str, float]:
+    if warm_up:
+        call(0)
     seconds = []
     for n in range(calls):
         started = time.perf_counter()
@@ -257,12 +258,8 @@ def first_requests(stub: scoring_pb2_grpc.ScoringServiceStub, strategy: str, use
     after a fit gathers their history (kept for the next ones when it is long), as on a
     replica just started; the timed requests then measure it serving users it has seen."""
     distinct = list(dict.fromkeys(users))
-    seconds = []
-    for user in distinct:
-        started = time.perf_counter()
-        stub.RankItems(rank_request(strategy, user), timeout=600)
-        seconds.append(time.perf_counter() - started)
-    return {"users": len(distinct), **percentiles_ms(seconds)}
+    first = timed(lambda n: stub.RankItems(rank_request(strategy, distinct[n]), timeout=600), len(distinct), False)
+    return {"users": len(distinct), **first}
 
 
 def index_recall(
