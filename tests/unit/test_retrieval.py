@@ -74,7 +74,7 @@ def test_seen_and_excluded_items_never_come_back_even_when_they_fill_the_top(cor
     assert len(lists[1]) == 10 and not set(lists[1]) & (set(best[:45]) | set(excluded))
 
 
-def test_an_item_added_since_the_fit_may_be_excluded_on_the_index_path(cores) -> None:
+def test_an_item_added_since_the_fit_may_be_excluded_on_either_path(cores) -> None:
     from rectune.domain.events import Item
 
     exact, approximate, configuration = cores
@@ -82,6 +82,7 @@ def test_an_item_added_since_the_fit_may_be_excluded_on_the_index_path(cores) ->
     for core in (exact, approximate):
         core.data.upsert_items([Item("added-later", "an item the index has not seen")])
     assert ranked(approximate, configuration, "1", exclude=["added-later"]) == expected
+    assert ranked(exact, configuration, "1", exclude=["added-later"]) == ranked(exact, configuration, "1")
 
 
 def test_an_unknown_exclusion_is_refused_by_field_on_the_index_path(cores) -> None:
