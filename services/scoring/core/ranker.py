@@ -60,8 +60,9 @@ class Ranker:
         excluded = [
             self.data.item_position(item_id, f"exclude_item_ids[{i}]") for i, item_id in enumerate(exclude_item_ids)
         ]
-        seen = context.history.items[context.history.items < n_items]
-        excluded_all = np.concatenate([seen, np.array(excluded, dtype=np.int64)])
+        # Items added since the fit are not in its scores (nor its index): nothing to exclude.
+        excluded_all = np.concatenate([context.history.items, np.array(excluded, dtype=np.int64)])
+        excluded_all = excluded_all[excluded_all < n_items]
         index = None if exact else self.models.index_of(fitted)
         found = None
         if index is not None:

@@ -99,9 +99,9 @@ class ApproximateIndex:
         return index
 
     def search(self, query: npt.NDArray[np.float32], count: int, excluded: Indices) -> Indices:
-        """Candidates for the ``count`` largest inner products among the items not excluded:
-        up to ``count`` from the head and as many from the rest (the caller scores them)."""
-        excluded = excluded[(excluded >= 0) & (excluded < self.n_items)]  # items added since: not indexed
+        """Candidates for the ``count`` largest inner products among the items not excluded
+        (positions in the indexed catalogue): up to ``count`` from the head and as many from
+        the rest (the caller scores them)."""
         head_banned, selector = self._exclusions(excluded)
         found = [self._best_of_head(query, count, head_banned)]
         if self.index is not None:
