@@ -189,6 +189,51 @@ def test_pods_are_hardened_and_bounded(overlay: str) -> None:
         assert "memory" in container["resources"]["limits"]
 
 
+def pod_spec(objects: tuple[dict[str, Any], ...], name: str) -> dict[str, Any]:
+    (deployment,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == name]
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicas_spread_over_nodes_and_zones_without_ever_waiting_for_them(overlay: str) -> None:
+    objects = render(overlay)
+    for name in SERVICES:
+        constraints = pod_spec(objects, name)["topologySpreadConstraints"]
+        keys = {c["topologyKey"] for c in constraints}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        for constraint in constraints:
+            assert constraint["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still runs it
+            assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_and_training_replicas_prefer_different_nodes(overlay: str) -> None:
+    objects = render(overlay)
+    for name, other in (("scoring", "scoring-train"), ("scoring-train", "scoring")):
+        (preference,) = pod_spec(objects, name)["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        term = preference["podAffinityTerm"]
+        assert (term["topologyKey"], term["labelSelector"]["matchLabels"]) == (
+            "kubernetes.io/hostname",
+            {"app.kubernetes.io/name": other},
+        )
+
+
+def test_prod_gives_serving_and_training_whole_cores_of_their_own() -> None:
+    """Guaranteed QoS with whole CPUs: the static CPU manager's condition for exclusive cores."""
+    prod = render("prod")
+    for name in ("scoring", "scoring-train"):
+        (container,) = pod_spec(prod, name)["containers"]
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], name
+        assert str(resources["limits"]["cpu"]).isdigit(), name
+    (trainer,) = pod_spec(prod, "scoring-train")["containers"]
+    fit_threads = container_env(prod, trainer)["RECTUNE_SCORING_FIT_THREADS"]
+    assert fit_threads == trainer["resources"]["limits"]["cpu"]  # a fit uses the cores it owns
+
+
 def allowed_sources(objects: tuple[dict[str, Any], ...], target: str, port: str) -> list[dict[str, Any]]:
     sources = []
     for policy in of_kind(objects, "NetworkPolicy"):
