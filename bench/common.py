@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import grpc
@@ -26,10 +26,12 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
 
 
-def start_child_service(name: str, *flags: str, module: str = "") -> tuple[subprocess.Popen[str], str]:
-    """``python -m services.<name> --port 0`` (or ``-m module``) in its own process; returns it
-    and its address."""
-    return child.start_child_service(module or f"services.{name}", *flags)
+def start_child_service(
+    name: str, *flags: str, module: str = "", cpus: Collection[int] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    """``python -m services.<name> --port 0`` (or ``-m module``) in its own process, on ``cpus``
+    alone when given; returns it and its address."""
+    return child.start_child_service(module or f"services.{name}", *flags, cpus=cpus)
 
 
 def memory_of(pid: int, field: str = "VmRSS") -> int:

@@ -5,19 +5,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_child_service(module: str, *flags: str) -> tuple[subprocess.Popen[str], str]:
+def on_cpus(cpus: Collection[int]) -> list[str]:
+    """The command prefix that confines a program to ``cpus`` (none when empty)."""
+    if not cpus:
+        return []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("confining a child service to CPUs needs util-linux's taskset on PATH")
+    return [taskset, "--cpu-list", ",".join(str(cpu) for cpu in sorted(cpus))]
+
+
+def start_child_service(module: str, *flags: str, cpus: Collection[int] = ()) -> tuple[subprocess.Popen[str], str]:
     """``python -m <module> --port 0 <flags>``; returns the process once it listens, and its address.
-    Its JSON log lines are read (and dropped) so that a full pipe never blocks it."""
+    Its JSON log lines are read (and dropped) so that a full pipe never blocks it. ``cpus``, when
+    given, are the only CPUs it and all its threads may run on (util-linux's taskset)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", "0", *flags],
+        [*on_cpus(cpus), sys.executable, "-m", module, "--port", "0", *flags],
         cwd=ROOT,
         env={**os.environ, "RECTUNE_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE,

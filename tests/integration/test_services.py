@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.child import start_child_service
 from services.common.contracts import EMBEDDING_SERVICE, METRICS_SERVICE, POLICY_SERVICE, SCORING_SERVICE
 from services.common.wait_healthy import wait_serving
 
@@ -94,3 +95,19 @@ def test_entrypoint_reports_a_port_it_cannot_bind(start_service) -> None:
     record = json.loads(stdout.strip().splitlines()[-1])
     assert record["event"] == "start_failed"
     assert f"127.0.0.1:{taken}" in record["error"]
+
+
+def test_a_child_service_confined_to_cpus_runs_every_thread_on_them(tmp_path: Path) -> None:
+    """What bench/scaleout gives the serving and training replicas: cores of their own."""
+    last_cpu = max(os.sched_getaffinity(0))
+    process, address = start_child_service(
+        "services.metrics", "--database-url", f"sqlite:///{tmp_path / 'm.db'}", cpus=[last_cpu]
+    )
+    try:
+        assert wait_serving([address], timeout_seconds=60)[address] == "SERVING"  # its gRPC threads are running
+        threads = list(Path(f"/proc/{process.pid}/task").iterdir())
+        assert len(threads) > 1
+        assert {frozenset(os.sched_getaffinity(int(thread.name))) for thread in threads} == {frozenset({last_cpu})}
+    finally:
+        process.kill()
+        process.wait()
