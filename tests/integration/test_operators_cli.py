@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,26 @@ def states(policy) -> dict[str, int]:
     return {arm.arm_id: arm.state for arm in policy.stub.ListArms(policy_pb2.ListArmsRequest(), timeout=10).arms}
 
 
+def on_make_up_port(start_service, name: str, **overrides: str):
+    """The service on make up's fixed port. Those ports lie in Linux's ephemeral range
+    (32768-60999), where another test's outgoing connection can hold one for a moment: a
+    start that cannot listen is tried again for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return start_service(name, port=make_up_port(name.upper()), **overrides)
+        except OSError as exc:
+            if "cannot listen" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def make_up_services(start_service):
     """The three services the command talks to, on make up's fixed ports."""
-    scoring = start_service("scoring", dataset=str(MOVIELENS), port=make_up_port("SCORING"))
-    metrics = start_service("metrics", port=make_up_port("METRICS"))
-    policy = start_service(
-        "policy", scoring_address=scoring.address, metrics_address=metrics.address, port=make_up_port("POLICY")
-    )
-    return policy
+    scoring = on_make_up_port(start_service, "scoring", dataset=str(MOVIELENS))
+    metrics = on_make_up_port(start_service, "metrics")
+    return on_make_up_port(start_service, "policy", scoring_address=scoring.address, metrics_address=metrics.address)
 
 
 def test_an_operator_drives_the_arms_and_the_tuner_without_exporting_an_address(make_up_services, tmp_path) -> None:
