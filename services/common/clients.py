@@ -39,6 +39,7 @@ class ClientOptions:
     client_cert: str = ""
     client_key: str = ""
     max_attempts: int = 4
+    dns_interval_seconds: float = 30.0  # gRPC's own default
 
 
 # A replica that was down (restarting, or listed before it started) is dialled again at
@@ -129,6 +130,7 @@ def make_channel(address: str, options: ClientOptions | None = None) -> grpc.Cha
         ("grpc.service_config", retry_service_config(IDEMPOTENT_METHODS, options.max_attempts)),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.dns_min_time_between_resolutions_ms", round(options.dns_interval_seconds * 1000)),
     ]
     if options.ca_cert:
         channel = grpc.secure_channel(target, _channel_credentials(options), options=channel_options)
@@ -161,6 +163,7 @@ def client_options_from(settings: Any) -> ClientOptions:
         ca_cert=settings.client_ca,
         client_cert=settings.client_cert,
         client_key=settings.client_key,
+        dns_interval_seconds=settings.client_dns_interval_seconds,
     )
 
 

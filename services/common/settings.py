@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from services.common.config import SettingsError, option
@@ -31,6 +32,12 @@ class ClientSettings:
     )
     client_cert: str = option(env="RECTUNE_CLIENT_CERT", default="", help="PEM client certificate (mTLS)")
     client_key: str = option(env="RECTUNE_CLIENT_KEY", default="", help="PEM key of --client-cert")
+    client_dns_interval_seconds: float = option(
+        env="RECTUNE_CLIENT_DNS_INTERVAL_SECONDS",
+        default=30.0,
+        help="least time between two DNS lookups of a peer's name (one follows each connection a "
+        "server closes at its maximum age, and finds the replicas added since)",
+    )
 
     def __post_init__(self) -> None:
         check_client_settings(self)
@@ -107,6 +114,10 @@ def check_client_settings(settings: ClientSettings) -> None:
         raise SettingsError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}, got {settings.log_level!r}")
     if settings.client_deadline_seconds <= 0:
         raise SettingsError(f"--client-deadline-seconds: must be > 0, got {settings.client_deadline_seconds}")
+    if not 0 < settings.client_dns_interval_seconds < math.inf:
+        raise SettingsError(
+            f"--client-dns-interval-seconds: must be a finite number > 0, got {settings.client_dns_interval_seconds}"
+        )
 
 
 def check_server_settings(settings: ServerSettings) -> None:

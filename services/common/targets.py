@@ -6,6 +6,8 @@ see clients.make_channel), so an address may name several replicas:
 - ``host:port``: a name resolved by DNS (every address it resolves to), or one IP endpoint;
 - ``dns:///host:port``: the same, explicitly; in Kubernetes, a headless Service's name, whose
   DNS record lists every ready pod;
+- ``dns://server:port/host:port``: the name looked up at that DNS server rather than the
+  system's resolver;
 - ``ipv4:a.b.c.d:port,a.b.c.d:port`` or ``ipv6:[::1]:port,...``: a fixed list of endpoints;
 - ``a.b.c.d:port,a.b.c.d:port``: the same list without its scheme (IP addresses only: a list
   of names has no single gRPC target; give one DNS name that resolves to them all).
@@ -17,7 +19,6 @@ import ipaddress
 
 from rectune.domain.errors import quoted
 
-DNS_PREFIXES = ("dns:///", "dns:")
 IpFamily = type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]
 IP_SCHEMES: dict[str, IpFamily] = {"ipv4:": ipaddress.IPv4Address, "ipv6:": ipaddress.IPv6Address}
 
@@ -30,10 +31,19 @@ def grpc_target(address: str) -> str:
     """The gRPC target of an address in any accepted form; AddressError names the rule."""
     if not address:
         raise AddressError("must name at least one endpoint (host:port)")
-    for prefix in DNS_PREFIXES:
-        if address.startswith(prefix):
-            _split_endpoint(address[len(prefix) :])
-            return address
+    if address.startswith("dns://"):
+        server, slash, name = address.removeprefix("dns://").partition("/")
+        if not slash:
+            raise AddressError(
+                f"a dns:// address is dns:///host:port or dns://server:port/host:port, got {quoted(address)}"
+            )
+        if server:
+            _split_endpoint(server)
+        _split_endpoint(name)
+        return address
+    if address.startswith("dns:"):
+        _split_endpoint(address.removeprefix("dns:"))
+        return address
     for scheme, family in IP_SCHEMES.items():
         if address.startswith(scheme):
             for endpoint in address[len(scheme) :].split(","):

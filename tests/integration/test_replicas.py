@@ -1,8 +1,11 @@
-"""Several ScoringService processes behind one address (issue #30): every Recommend's
-RankItems is balanced over the replicas (round_robin), a replica killed under load costs no
-request, and a replica that comes up later takes traffic within seconds. Real processes
-(`python -m services.scoring`, each loading MovieLens 100K), a real PolicyService and
-MetricsService; requests are counted by each replica's own Prometheus counter."""
+"""Several ScoringService processes behind one name (issue #30), as pods behind a headless
+Service: every Recommend's RankItems is balanced over the replicas (round_robin), a replica
+killed under load costs no request, and a replica that comes up later takes traffic within
+the servers' maximum connection age plus 5 s. Real processes (`python -m services.scoring`,
+each loading MovieLens 100K) on loopback addresses of their own (127.0.0.2, .3, ...) and one
+port, as pods have; a real DNS server on loopback that lists the ready ones under one name,
+which PolicyService looks up (gRPC's own resolver); a real PolicyService and MetricsService.
+Requests are counted by each replica's own Prometheus counter."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from demo.suite import free_port
 from rectune.v1 import policy_pb2
 from services.common.wait_healthy import wait_serving
 from tests.conftest import MOVIELENS, UNUSED_PEER
+from tests.dns import LoopbackDns, loopback_dns
 from tests.integration.test_policy_service import put, recommend
 
 pytestmark = pytest.mark.integration
@@ -35,26 +39,34 @@ ROOT = Path(__file__).resolve().parents[2]
 # A generous time budget for scoring inside Recommend: four processes share two cores here,
 # and what is tested is that a request is never lost, not how fast it is.
 SCORING_DEADLINE_SECONDS = 10
+NAME = "scoring.rectune.test"
+# Short, so that the test of a late replica takes seconds: servers close each connection at
+# this age, and the client looks the name up again (at most once a second here).
+MAX_CONNECTION_AGE_SECONDS = 3
+DNS_INTERVAL_SECONDS = 1
 
 
 @dataclass
 class Replica:
+    host: str
     port: int
     metrics_port: int
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, folder: Path, *extra: str) -> None:
-        """``python -m services.scoring`` on this replica's ports; ``extra`` flags override."""
+        """``python -m services.scoring`` on this replica's address; ``extra`` flags override."""
         flags: dict[str, object] = {
+            "--host": self.host,
             "--port": self.port,
             "--prometheus-port": self.metrics_port,
+            "--max-connection-age-seconds": MAX_CONNECTION_AGE_SECONDS,
             "--embedding-address": UNUSED_PEER,
             "--dataset": MOVIELENS,
-            "--database-url": f"sqlite:///{folder / f'scoring-{self.port}.db'}",
+            "--database-url": f"sqlite:///{folder / f'scoring-{self.host}.db'}",
             "--refit-check-seconds": 0,
             "--grace-seconds": 1,
         }
@@ -65,7 +77,7 @@ class Replica:
 
     def rank_items_served(self) -> int:
         """RankItems this replica answered, from its Prometheus counter."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         pattern = r'^rectune_rpc_requests_total\{[^}]*method="[^"]*RankItems"[^}]*\} ([0-9.e+]+)$'
         return round(sum(float(m) for m in re.findall(pattern, text, re.MULTILINE)))
@@ -80,39 +92,34 @@ class Replica:
 
 
 def serve_all(replicas: Sequence[Replica], folder: Path, *extra: tuple[str, ...], seconds: float = 120) -> None:
-    """Start the replicas (``extra[i]``: replica i's flags) and wait until every one serves. A
-    replica whose process ends while starting gets new ports, up to twice: its ports were
-    chosen before it bound them, and another process may take one meanwhile (seen once in a
-    full run)."""
-    flags = [extra[n] if n < len(extra) else () for n in range(len(replicas))]
-    for replica, own in zip(replicas, flags, strict=True):
-        replica.start(folder, *own)
-    deadline = time.monotonic() + seconds
-
-    def any_ended() -> bool:
-        return any(replica.ended() for replica in replicas)
-
-    for restarts_left in (2, 1, 0):
-        states = wait_serving(
-            [replica.address for replica in replicas],
-            deadline - time.monotonic(),
-            give_up=any_ended if restarts_left else None,
-        )
-        if set(states.values()) == {"SERVING"} or restarts_left == 0:
-            break
-        for replica, own in zip(replicas, flags, strict=True):
-            if replica.ended():
-                replica.port, replica.metrics_port = free_port(), free_port()
-                replica.start(folder, *own)
+    """Start the replicas (``extra[i]``: replica i's flags) and wait until every one serves.
+    Their loopback addresses are theirs alone: no other process (nor an outgoing connection,
+    which leaves from 127.0.0.1) can take their ports meanwhile."""
+    for n, replica in enumerate(replicas):
+        replica.start(folder, *(extra[n] if n < len(extra) else ()))
+    states = wait_serving(
+        [replica.address for replica in replicas],
+        seconds,
+        give_up=lambda: any(replica.ended() for replica in replicas),
+    )
     assert set(states.values()) == {"SERVING"}, f"replicas not serving after {seconds:.0f} s: {states}"
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
-    """Four replicas' ports; the first three started and serving, the fourth left down."""
-    started = [Replica(free_port(), free_port()) for _ in range(4)]
+def dns() -> Iterator[LoopbackDns]:
+    with loopback_dns() as server:
+        yield server
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, dns: LoopbackDns) -> Iterator[list[Replica]]:
+    """Four replicas on 127.0.0.2-5 and one port; the first three started, serving and listed
+    under NAME, the fourth left down."""
+    port, metrics_port = free_port(), free_port()
+    started = [Replica(f"127.0.0.{2 + n}", port, metrics_port) for n in range(4)]
     try:
         serve_all(started[:3], tmp_path)
+        dns.set(NAME, [replica.host for replica in started[:3]])
         yield started
     finally:
         for replica in started:
@@ -120,12 +127,16 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
 
 
 @pytest.fixture
-def policy(start_service, replicas: list[Replica]):
-    """A PolicyService whose ScoringService address lists all four replicas, with one arm."""
+def policy(start_service, replicas: list[Replica], dns: LoopbackDns):
+    """A PolicyService whose ScoringService address is NAME at the loopback DNS server, with one arm."""
     metrics = start_service("metrics")
-    address = ",".join(replica.address for replica in replicas)
     service = start_service(
-        "policy", scoring_address=address, metrics_address=metrics.address, outbox_interval_seconds=0.2, seed=3
+        "policy",
+        scoring_address=f"dns://127.0.0.1:{dns.port}/{NAME}:{replicas[0].port}",
+        client_dns_interval_seconds=DNS_INTERVAL_SECONDS,
+        metrics_address=metrics.address,
+        outbox_interval_seconds=0.2,
+        seed=3,
     )
     settings = policy_pb2.PolicySettings(scoring_deadline=Duration(seconds=SCORING_DEADLINE_SECONDS))
     service.stub.UpdatePolicySettings(
@@ -168,14 +179,20 @@ def test_a_replica_killed_under_load_costs_no_request(policy, replicas: list[Rep
     assert all(len(r.items) == 5 for r in responses)
 
 
-def test_a_replica_started_later_takes_traffic_within_seconds(policy, replicas: list[Replica], tmp_path) -> None:
+def test_a_replica_started_later_takes_traffic_within_the_maximum_connection_age(
+    policy, replicas: list[Replica], dns: LoopbackDns, tmp_path
+) -> None:
     recommend_many(policy.stub, "before", 30)
     late = replicas[3]
     late.start(tmp_path)
     assert wait_serving([late.address], timeout_seconds=120)[late.address] == "SERVING"
-    up_at = time.monotonic()
+    lookups_before = dns.a_queries
+    dns.set(NAME, [replica.host for replica in replicas])  # ready: the headless Service lists it
+    listed_at = time.monotonic()
     round_ = 0
     while late.rank_items_served() == 0:
-        assert time.monotonic() - up_at < 10, "the late replica got no RankItems within 10 s of serving"
+        waited = time.monotonic() - listed_at
+        assert waited < MAX_CONNECTION_AGE_SECONDS + 5, f"the late replica got no RankItems {waited:.1f} s after"
         recommend_many(policy.stub, f"after-{round_}", 8)
         round_ += 1
+    assert dns.a_queries > lookups_before  # found by looking the name up again, not by a list it knew

@@ -24,7 +24,10 @@ pytestmark = pytest.mark.integration
 def scoring(tmp_path: Path) -> Iterator[dict[str, Replica]]:
     """A serving and a training replica sharing one database."""
     database = f"sqlite:///{tmp_path / 'scoring.db'}"
-    replicas = {role: Replica(free_port(), free_port()) for role in ("serve", "train")}
+    port, metrics_port = free_port(), free_port()
+    replicas = {
+        role: Replica(host, port, metrics_port) for role, host in (("serve", "127.0.0.2"), ("train", "127.0.0.3"))
+    }
     try:
         flags = [("--role", role, "--database-url", database) for role in replicas]
         serve_all(list(replicas.values()), tmp_path, *flags)

@@ -58,6 +58,11 @@ def test_empty_required_address_is_missing() -> None:
             "use one DNS name that resolves to every replica (dns:///name:port)",
         ),
         ("127.0.0.1:1,[::1]:2", "a list of endpoints must be all IPv4 or all IPv6"),
+        (
+            "dns://10.0.0.10:53",
+            "a dns:// address is dns:///host:port or dns://server:port/host:port, got 'dns://10.0.0.10:53'",
+        ),
+        ("dns://10.0.0.10/scoring:1", "each endpoint must be host:port with a port in 1..65535, got '10.0.0.10'"),
         ("ipv4:127.0.0.1:1,[::1]:2", "every endpoint of the list must be an IPv4 address, got '::1'"),
         ("", "must name at least one endpoint (host:port)"),
     ],
@@ -81,6 +86,7 @@ def grpc_target_error(address: str) -> str:
     [
         ("scoring:50052", "scoring:50052"),
         ("dns:///scoring:50052", "dns:///scoring:50052"),
+        ("dns://127.0.0.1:5353/scoring.rectune.test:50052", "dns://127.0.0.1:5353/scoring.rectune.test:50052"),
         ("127.0.0.1:1,127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
         ("[::1]:1,[::1]:2", "ipv6:[::1]:1,[::1]:2"),
         ("ipv4:127.0.0.1:1,127.0.0.2:1", "ipv4:127.0.0.1:1,127.0.0.2:1"),
@@ -108,6 +114,11 @@ def test_malformed_number_names_its_source() -> None:
         (["--admin-token", "a"], "--admin-token: needs --auth-token (the token for non-admin RPCs)"),
         (["--log-format", "xml"], "--log-format: must be one of auto, json, console, got 'xml'"),
         (["--max-workers", "0"], "--max-workers: must be >= 1, got 0"),
+        (["--client-dns-interval-seconds", "0"], "--client-dns-interval-seconds: must be a finite number > 0, got 0.0"),
+        (
+            ["--client-dns-interval-seconds", "nan"],
+            "--client-dns-interval-seconds: must be a finite number > 0, got nan",
+        ),
     ],
 )
 def test_inconsistent_settings_are_refused(argv: list[str], message: str) -> None:
