@@ -185,8 +185,8 @@ class MetricsStore:
         """The rows that count the events in the window, as (arm_id, time_us, kind, n): roll-ups
         of the given widths and raw events at the edges (rollups.py). The compaction horizon is
         read on the connection that runs the query."""
-        span = _span(window)
-        pieces = window_pieces(span.start, span.end, _horizon_us(connection), widths)
+        start, end = _bounds_us(window)
+        pieces = window_pieces(start, end, _horizon_us(connection), widths)
         parts = [self._piece_rows(piece, arm_ids) for piece in pieces]
         if not parts:  # an empty window: no rows
             parts = [self._piece_rows(Piece(RAW, 0, 0), arm_ids)]
@@ -195,22 +195,25 @@ class MetricsStore:
     def _piece_rows(self, piece: Piece, arm_ids: Sequence[str]) -> Select[Any]:
         if piece.width_us == RAW:
             raw = select(EVENTS.c.arm_id, EVENTS.c.time_us.label("time_us"), EVENTS.c.kind, literal(1).label("n"))
-            return raw.where(*self._filters(EVENTS.c.time_us, EVENTS.c.arm_id, piece, arm_ids))
+            return raw.where(*self._filters(EVENTS.c.time_us, EVENTS.c.arm_id, piece.start, piece.end, arm_ids))
         rolled = select(
             ROLLUPS.c.arm_id, ROLLUPS.c.bucket_us.label("time_us"), ROLLUPS.c.kind, ROLLUPS.c.count.label("n")
         )
         return rolled.where(
-            ROLLUPS.c.width_us == piece.width_us, *self._filters(ROLLUPS.c.bucket_us, ROLLUPS.c.arm_id, piece, arm_ids)
+            ROLLUPS.c.width_us == piece.width_us,
+            *self._filters(ROLLUPS.c.bucket_us, ROLLUPS.c.arm_id, piece.start, piece.end, arm_ids),
         )
 
     @staticmethod
-    def _filters(time_column: Any, arm_column: Any, span: Piece, arm_ids: Sequence[str]) -> list[Any]:
-        """Times in [span.start, span.end) (microseconds) and, if given, the arms."""
+    def _filters(
+        time_column: Any, arm_column: Any, start: int | None, end: int | None, arm_ids: Sequence[str]
+    ) -> list[Any]:
+        """Times in [start, end) (microseconds; None: open) and, if given, the arms."""
         filters = []
-        if span.start is not None:
-            filters.append(time_column >= span.start)
-        if span.end is not None:
-            filters.append(time_column < span.end)
+        if start is not None:
+            filters.append(time_column >= start)
+        if end is not None:
+            filters.append(time_column < end)
         if arm_ids:
             filters.append(arm_column.in_(list(arm_ids)))
         return filters
@@ -280,7 +283,8 @@ class MetricsStore:
         """Decisions ordered by (time, id), with their clicks and conversions; returns the next
         token. A page ends at ``page_size`` decisions or before its stored text passes
         ``max_bytes`` (at least one decision), so a page of large decisions stays in bounds."""
-        query = select(DECISIONS).where(*self._filters(DECISIONS.c.time_us, DECISIONS.c.arm_id, _span(window), arm_ids))
+        start, end = _bounds_us(window)
+        query = select(DECISIONS).where(*self._filters(DECISIONS.c.time_us, DECISIONS.c.arm_id, start, end, arm_ids))
         if page_token:
             after_time, after_id = decode_page_token(page_token)
             query = query.where(
@@ -391,10 +395,10 @@ def _horizon_us(connection: Connection) -> int | None:
     return None if value is None else int(value)
 
 
-def _span(window: Window) -> Piece:
-    """A window in microseconds, as a piece of raw rows."""
+def _bounds_us(window: Window) -> tuple[int | None, int | None]:
+    """A window's start and end in microseconds (None: open)."""
     start = None if window.start is None else to_us(window.start)
-    return Piece(RAW, start, None if window.end is None else to_us(window.end))
+    return start, None if window.end is None else to_us(window.end)
 
 
 def _pg_array_type(column: Any) -> str:

@@ -75,7 +75,7 @@ class ApproximateIndex:
         self.head: Indices = by_norm[:head_size].astype(np.int64)
         self.head_vectors = np.ascontiguousarray(items[self.head])
         # Each item's row in the head, -1 for the rest: excluded items are found in O(excluded).
-        self.head_row = np.full(self.n_items, -1, dtype=np.int64)
+        self.head_row = np.full(self.n_items, -1, dtype=np.int32)
         self.head_row[self.head] = np.arange(len(self.head))
         tail: Indices = by_norm[head_size:].astype(np.int64)
         self.tail_size = len(tail)
