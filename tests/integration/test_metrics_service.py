@@ -165,10 +165,12 @@ def test_prometheus_has_per_arm_gauges(start_service) -> None:
 
 def watched_until_cut(stub: Any, seconds: float) -> tuple[int, grpc.StatusCode | None]:
     """Updates a WatchArmStats stream gives within ``seconds`` (an event recorded every 0.5 s),
-    and the status it ended with early (None if it lasted)."""
+    and the status it ended with early (None if it lasted). The client ends the stream itself
+    after ``seconds`` (a cancel): a deadline would end it on the server too, which then closes
+    the connection it drained, and the client may read that close before the deadline's status."""
     watch = metrics_pb2.WatchArmStatsRequest()
     watch.min_interval.FromMilliseconds(100)
-    updates = stub.WatchArmStats(watch, timeout=seconds)
+    updates = stub.WatchArmStats(watch, timeout=seconds + 30)
     stop = threading.Event()
 
     def record() -> None:
@@ -178,16 +180,19 @@ def watched_until_cut(stub: Any, seconds: float) -> tuple[int, grpc.StatusCode |
             stub.RecordEvents(metrics_pb2.RecordEventsRequest(events=batch("a", 1, 0, prefix=f"t{n}-")), timeout=10)
 
     writer = threading.Thread(target=record)
+    ender = threading.Timer(seconds, updates.cancel)
     writer.start()
+    ender.start()
     count = 0
     try:
         for _ in updates:
             count += 1
     except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        if error.code() != grpc.StatusCode.CANCELLED:
             return count, error.code()
     finally:
         stop.set()
+        ender.cancel()
         writer.join()
     return count, None
 
