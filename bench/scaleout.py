@@ -143,7 +143,8 @@ def rank_latencies(stub: Any, users: Sequence[str]) -> list[float]:
 
 
 def fitting(stub: Any) -> bool:
-    """Whether the two_tower fit is still running on the replica ``stub`` reaches."""
+    """Whether the two_tower fit is still running on the replica ``stub`` reaches. Asking is
+    a FitConfiguration that does not wait: the first time, it starts the fit."""
     request = scoring_pb2.FitConfigurationRequest(configuration=configuration(*TWO_TOWER), wait=False)
     state = stub.FitConfiguration(request, timeout=30).state
     return bool(state in (scoring_pb2.FIT_STATE_PENDING, scoring_pb2.FIT_STATE_RUNNING))
@@ -261,13 +262,16 @@ def this_process_on(cpus: Collection[int]) -> Iterator[None]:
     """Every thread of this process (gRPC's own included) on ``cpus`` for a while: the client
     measuring a serving replica stays off the trainer's cores."""
     before = os.sched_getaffinity(0)
-    for thread in Path("/proc/self/task").iterdir():
-        os.sched_setaffinity(int(thread.name), cpus)
+    every_thread_on(cpus)
     try:
         yield
     finally:
-        for thread in Path("/proc/self/task").iterdir():
-            os.sched_setaffinity(int(thread.name), before)
+        every_thread_on(before)
+
+
+def every_thread_on(cpus: Collection[int]) -> None:
+    for thread in Path("/proc/self/task").iterdir():
+        os.sched_setaffinity(int(thread.name), cpus)
 
 
 def stub_of(replica: Replica) -> Any:
